@@ -1,1 +1,14 @@
-//! placeholder
+//! tcmu-warden: a userspace handler for the Linux LIO TCMU backstore (`target_core_user`).
+//!
+//! - [`device`]: one served LUN (device thread, workers, command contexts).
+//! - [`backend`]: where blocks live (file, RAM; librbd and gfapi later), behind a
+//!   submit + completion interface.
+//! - [`configfs`]: a backstore's attributes as the kernel exposes them.
+//! - [`daemon`]: finding devices, serving them, stopping within a deadline.
+//!
+//! The ring itself is the `tcmu-ring` crate and SCSI is `tcmu-scsi` (no unsafe code).
+
+pub mod backend;
+pub mod configfs;
+pub mod daemon;
+pub mod device;

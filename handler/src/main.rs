@@ -1,1 +1,65 @@
-fn main() {}
+//! `tcmu-warden`: the daemon binary.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+use tcmu_warden::daemon::{self, DaemonConfig};
+use tcmu_warden::device::DeviceConfig;
+
+/// Userspace handler for LIO TCMU (`user:`) backstores, a drop-in for tcmu-runner.
+///
+/// Serves the `file` subtype (cfgstring `file/<path>`). With no `--uio`, it serves every
+/// `tcm-user` uio device of its subtypes present at start.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Serve this uio device (e.g. /dev/uio0); repeat for several.
+    #[arg(long, value_name = "DEV")]
+    uio: Vec<PathBuf>,
+    /// Worker threads per device for data commands.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    /// Most commands in flight per device (contexts are preallocated).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    max_inflight: u32,
+    /// Seconds a stop waits for commands in flight.
+    #[arg(long, default_value_t = 10)]
+    stop_timeout: u64,
+    /// Do not mlockall or set PR_SET_IO_FLUSHER (both on by default: they keep memory
+    /// reclaim from deadlocking against the I/O this daemon serves).
+    #[arg(long)]
+    no_mlock: bool,
+    /// Root of the target core in configfs.
+    #[arg(long, default_value = tcmu_warden::configfs::CORE_ROOT, value_name = "DIR")]
+    configfs: PathBuf,
+    /// Debug logging (same as tcmu-runner's -d; RUST_LOG overrides).
+    #[arg(short = 'd', long)]
+    debug: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default = if cli.debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cfg = DaemonConfig {
+        uio: cli.uio,
+        configfs_root: cli.configfs,
+        device: DeviceConfig {
+            workers: usize::from(cli.workers),
+            max_inflight: cli.max_inflight as usize,
+            stop_deadline: Duration::from_secs(cli.stop_timeout),
+            ..DeviceConfig::default()
+        },
+        reclaim_safety: !cli.no_mlock,
+        ..DaemonConfig::default()
+    };
+    match daemon::run(&cfg) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tcmu-warden: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

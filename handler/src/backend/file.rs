@@ -1,0 +1,197 @@
+//! The file backend (subtype `file`, cfgstring `file/<path>`), the embedded default.
+//!
+//! Positional vectored I/O straight between the file and the ring's data area; FUA writes use
+//! `pwritev2(RWF_DSYNC)` (falling back to `fdatasync`), SYNCHRONIZE CACHE is `fdatasync`, UNMAP
+//! and zeroing WRITE SAME are `fallocate` hole punching / zero ranges. The file is created if
+//! missing and grown (never shrunk) to the LUN size, as tcmu-runner's file handler does.
+
+use super::io::{Io, IoOp, IoResult};
+use super::{errno_of, Backend, Caps, OpenError};
+use nix::errno::Errno;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Most iovecs one `preadv`/`pwritev` call accepts (`IOV_MAX` on Linux).
+const IOV_MAX: usize = 1024;
+
+/// A LUN stored in a local file (or block device node).
+pub struct FileBackend {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    caps: Caps,
+}
+
+impl FileBackend {
+    /// Open `path` as a LUN of `size` bytes: create it if missing, grow it if shorter.
+    ///
+    /// # Errors
+    /// [`OpenError::Io`] when the file cannot be opened, sized or inspected.
+    pub fn open(path: &Path, size: u64) -> Result<FileBackend, OpenError> {
+        let io_err = |what: &str, source| OpenError::Io { what: format!("{what} {}", path.display()), source };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| io_err("open", e))?;
+        let meta = file.metadata().map_err(|e| io_err("stat", e))?;
+        if meta.is_dir() {
+            return Err(io_err("open", std::io::Error::from_raw_os_error(libc::EISDIR)));
+        }
+        if meta.is_file() && meta.len() < size {
+            file.set_len(size).map_err(|e| io_err("grow", e))?;
+        }
+        let caps = Caps {
+            unmap: probe_punch_hole(&file, size.max(meta.len())),
+            write_zeroes: true,
+            thin: meta.is_file(),
+            non_rotational: false,
+        };
+        Ok(FileBackend { file, path: path.to_path_buf(), size, caps })
+    }
+
+    fn read(&self, io: &mut Io) -> IoResult {
+        let (off, len) = (io.offset(), io.len());
+        let fd = self.file.as_raw_fd();
+        transfer(io.iovecs_mut(), off, len, |iov, at| {
+            // SAFETY: the iovecs point to writable memory of their stated lengths (the ring's
+            // data area or a worker buffer, kept alive by the Io's completion path).
+            unsafe { libc::preadv(fd, iov.as_ptr(), iov_count(iov), at) }
+        })
+    }
+
+    fn write(&self, io: &mut Io, fua: bool) -> IoResult {
+        let (off, len) = (io.offset(), io.len());
+        let fd = self.file.as_raw_fd();
+        let mut flags = if fua { libc::RWF_DSYNC } else { 0 };
+        let r = transfer(io.iovecs_mut(), off, len, |iov, at| {
+            // SAFETY: the iovecs point to readable memory of their stated lengths (see read).
+            let n = unsafe { libc::pwritev2(fd, iov.as_ptr(), iov_count(iov), at, flags) };
+            if n < 0 && flags != 0 && matches!(Errno::last(), Errno::EOPNOTSUPP | Errno::ENOSYS) {
+                flags = 0;
+                // SAFETY: as above.
+                return unsafe { libc::pwritev(fd, iov.as_ptr(), iov_count(iov), at) };
+            }
+            n
+        });
+        if r.is_ok() && fua && flags == 0 {
+            return self.flush();
+        }
+        r
+    }
+
+    fn flush(&self) -> IoResult {
+        self.file.sync_data().map_err(|e| errno_of(&e))
+    }
+
+    fn fallocate(&self, mode: libc::c_int, off: u64, len: u64) -> IoResult {
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+            return Err(Errno::EINVAL);
+        };
+        // SAFETY: fallocate takes plain integers and a valid fd we own.
+        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, len) };
+        if r == 0 { Ok(()) } else { Err(Errno::last()) }
+    }
+
+    fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> IoResult {
+        const PUNCH: libc::c_int = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        if unmap && self.caps.unmap {
+            return self.fallocate(PUNCH, off, len);
+        }
+        match self.fallocate(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, off, len) {
+            Err(Errno::EOPNOTSUPP) if self.caps.unmap => self.fallocate(PUNCH, off, len),
+            r => r,
+        }
+    }
+}
+
+impl Backend for FileBackend {
+    fn describe(&self) -> String {
+        format!("file:{}", self.path.display())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    fn submit(&self, mut io: Io) {
+        let r = match io.op() {
+            IoOp::Read => self.read(&mut io),
+            IoOp::Write { fua } => self.write(&mut io, fua),
+            IoOp::Flush => self.flush(),
+            IoOp::Unmap => self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, io.offset(), io.len()),
+            IoOp::WriteZeroes { unmap } => self.write_zeroes(io.offset(), io.len(), unmap),
+        };
+        io.complete(r);
+    }
+}
+
+fn iov_count(iov: &[libc::iovec]) -> libc::c_int {
+    libc::c_int::try_from(iov.len()).unwrap_or(libc::c_int::MAX)
+}
+
+/// Run a positional vectored transfer to completion: retries on EINTR, advances the iovecs
+/// over partial transfers, and zero-fills what lies beyond the end of the file on a read.
+fn transfer(
+    iov: &mut [libc::iovec],
+    offset: u64,
+    len: u64,
+    mut op: impl FnMut(&[libc::iovec], libc::off_t) -> isize,
+) -> IoResult {
+    let mut done: u64 = 0;
+    let mut first = 0usize;
+    while done < len && first < iov.len() {
+        let at = libc::off_t::try_from(offset + done).map_err(|_| Errno::EINVAL)?;
+        let end = iov.len().min(first + IOV_MAX);
+        let n = op(&iov[first..end], at);
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        let mut n = u64::try_from(n).map_err(|_| Errno::EIO)?;
+        if n == 0 {
+            // End of file on a read: the rest reads as zeros (a sparse tail).
+            for v in &iov[first..] {
+                // SAFETY: each iovec is valid writable memory of iov_len bytes (see read()).
+                unsafe { std::ptr::write_bytes(v.iov_base.cast::<u8>(), 0, v.iov_len) };
+            }
+            return Ok(());
+        }
+        done += n;
+        while n > 0 && first < iov.len() {
+            let l = iov[first].iov_len as u64;
+            if n >= l {
+                n -= l;
+                first += 1;
+            } else {
+                let step = usize::try_from(n).map_err(|_| Errno::EIO)?;
+                // SAFETY: step < iov_len, so the advanced base stays inside the same buffer.
+                iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(step) }.cast();
+                iov[first].iov_len -= step;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the filesystem can punch holes: punch a block past the end (no data changes).
+fn probe_punch_hole(file: &File, end: u64) -> bool {
+    let Ok(at) = libc::off_t::try_from(end.saturating_add(1 << 20)) else { return false };
+    // SAFETY: plain integers and a valid fd; KEEP_SIZE past EOF changes no data.
+    let r = unsafe {
+        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, at, 4096)
+    };
+    r == 0
+}

@@ -1,0 +1,196 @@
+//! [`Io`]: one backend operation in flight, and the ways it comes back.
+//!
+//! An `Io` is moved into [`Backend::submit`](super::Backend::submit) and completed exactly
+//! once with [`Io::complete`]. Where the completion goes is decided by whoever created it:
+//! straight back to the device thread that owns the command (a plain READ or WRITE), or to a
+//! worker that waits for it (the steps of COMPARE AND WRITE, VERIFY, WRITE SAME). Nothing here
+//! allocates: the iovec vector and the command context move through and come back.
+
+use crate::device::context::Ctx;
+use crate::device::link::DeviceLink;
+use nix::errno::Errno;
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+
+/// The operation an [`Io`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    /// Read `len` bytes at `offset` into the iovecs.
+    Read,
+    /// Write `len` bytes at `offset` from the iovecs; with `fua`, durable before completion.
+    Write {
+        /// Force unit access: the data must be on stable storage when this completes.
+        fua: bool,
+    },
+    /// Make every completed write durable (SYNCHRONIZE CACHE).
+    Flush,
+    /// Deallocate the range; it must read back as zeros afterwards.
+    Unmap,
+    /// Zero the range; `unmap` allows deallocating it.
+    WriteZeroes {
+        /// The range may be deallocated instead of written.
+        unmap: bool,
+    },
+}
+
+impl IoOp {
+    /// Whether the operation modifies the medium.
+    #[must_use]
+    pub fn is_write(self) -> bool {
+        !matches!(self, IoOp::Read | IoOp::Flush)
+    }
+}
+
+/// The result of an operation: `Ok` or a typed errno.
+pub type IoResult = Result<(), Errno>;
+
+/// One operation handed to a backend. See the module docs.
+pub struct Io {
+    op: IoOp,
+    offset: u64,
+    len: u64,
+    iov: Vec<libc::iovec>,
+    done: Option<Done>,
+}
+
+// SAFETY: the only non-Send fields are the raw pointers inside `iov`. They point either into
+// the ring's data area, whose mapping is kept alive by the `DeviceLink` (an `Arc<Mapping>`
+// via its `DataArea`) that travels in `Done::Device`, or into a worker's scratch buffer, and
+// that worker blocks in `Waiter::wait` until the `Io` completes. Only one thread uses an `Io`
+// at a time because it is moved, never shared.
+unsafe impl Send for Io {}
+
+enum Done {
+    /// Return the command context to its device thread.
+    Device(Box<Ctx>, Arc<DeviceLink>),
+    /// Wake a worker blocked on this waiter.
+    Wait(Arc<Waiter>),
+}
+
+impl Io {
+    /// An operation whose completion goes back to the owning device thread, carrying `ctx`.
+    /// The iovecs are taken from `ctx.iov` and returned to it on completion.
+    pub(crate) fn for_device(op: IoOp, offset: u64, len: u64, mut ctx: Box<Ctx>, link: Arc<DeviceLink>) -> Io {
+        let iov = std::mem::take(&mut ctx.iov);
+        Io { op, offset, len, iov, done: Some(Done::Device(ctx, link)) }
+    }
+
+    /// An operation whose completion wakes `waiter`; use [`Waiter::wait`] to get the result
+    /// and the iovec vector back.
+    pub fn for_waiter(op: IoOp, offset: u64, len: u64, iov: Vec<libc::iovec>, waiter: &Arc<Waiter>) -> Io {
+        waiter.arm();
+        Io { op, offset, len, iov, done: Some(Done::Wait(Arc::clone(waiter))) }
+    }
+
+    /// The operation.
+    #[must_use]
+    pub fn op(&self) -> IoOp {
+        self.op
+    }
+
+    /// Byte offset on the backing store.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length in bytes (0 for [`IoOp::Flush`]).
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the operation covers no bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The data buffers for READ and WRITE, covering exactly [`Io::len`] bytes.
+    #[must_use]
+    pub fn iovecs(&self) -> &[libc::iovec] {
+        &self.iov
+    }
+
+    /// The data buffers, for a backend that must advance them after a partial transfer.
+    pub fn iovecs_mut(&mut self) -> &mut [libc::iovec] {
+        &mut self.iov
+    }
+
+    /// Complete the operation. Consumes the `Io`, so it happens exactly once.
+    pub fn complete(mut self, result: IoResult) {
+        self.finish(result);
+    }
+
+    fn finish(&mut self, result: IoResult) {
+        let iov = std::mem::take(&mut self.iov);
+        match self.done.take() {
+            Some(Done::Device(mut ctx, link)) => {
+                ctx.iov = iov;
+                ctx.backend_result = result;
+                link.complete_from_backend(ctx);
+            }
+            Some(Done::Wait(w)) => w.post(result, iov),
+            None => {}
+        }
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            tracing::error!(op = ?self.op, offset = self.offset, "backend dropped an I/O without completing it");
+            self.finish(Err(Errno::EIO));
+        }
+    }
+}
+
+/// A one-slot rendezvous a worker uses to wait for an [`Io`] it submitted.
+#[derive(Default)]
+pub struct Waiter {
+    slot: Mutex<WaitSlot>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct WaitSlot {
+    armed: bool,
+    result: Option<(IoResult, Vec<libc::iovec>)>,
+}
+
+// SAFETY: the raw pointers in the parked iovec vector are only handed back to the worker that
+// created them (see `Io`'s Send justification); nothing dereferences them here.
+unsafe impl Send for WaitSlot {}
+
+impl Waiter {
+    /// A fresh waiter.
+    #[must_use]
+    pub fn new() -> Arc<Waiter> {
+        Arc::new(Waiter::default())
+    }
+
+    fn arm(&self) {
+        let mut s = self.slot.lock();
+        debug_assert!(!s.armed, "a Waiter serves one Io at a time");
+        s.armed = true;
+        s.result = None;
+    }
+
+    fn post(&self, result: IoResult, iov: Vec<libc::iovec>) {
+        let mut s = self.slot.lock();
+        s.result = Some((result, iov));
+        self.cv.notify_one();
+    }
+
+    /// Block until the armed `Io` completes; returns its result and the iovec vector.
+    pub fn wait(&self) -> (IoResult, Vec<libc::iovec>) {
+        let mut s = self.slot.lock();
+        loop {
+            if let Some(r) = s.result.take() {
+                s.armed = false;
+                return r;
+            }
+            self.cv.wait(&mut s);
+        }
+    }
+}

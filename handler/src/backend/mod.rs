@@ -1,0 +1,78 @@
+//! Backends: where a LUN's blocks live.
+//!
+//! The interface is **submit + completion** so that asynchronous libraries (librbd, gfapi),
+//! which complete on their own threads, fit as well as synchronous ones (the file backend,
+//! which runs on the dispatcher's worker threads and completes inline).
+//!
+//! A backend receives an [`Io`]: the operation, its byte range and the raw iovecs that point
+//! into the ring's data area (or a worker's bounce buffer). It must call [`Io::complete`]
+//! exactly once; an `Io` dropped without completion completes itself with `EIO`, so a command
+//! can never be lost by a backend. Optional abilities are described by [`Caps`], whose default
+//! says "unsupported": the dispatcher never sends an operation the backend did not claim.
+
+pub mod cfgstring;
+pub mod file;
+pub mod io;
+pub mod ram;
+
+pub use io::{Io, IoOp};
+
+use nix::errno::Errno;
+
+/// What a backend can do beyond READ, WRITE and FLUSH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caps {
+    /// Deallocate ranges (UNMAP, WRITE SAME with UNMAP); unmapped blocks read back as zeros.
+    pub unmap: bool,
+    /// Write zeros without a data buffer (WRITE SAME of a zero block).
+    pub write_zeroes: bool,
+    /// Storage is thin-provisioned (reported in VPD B2h).
+    pub thin: bool,
+    /// The medium does not rotate (VPD B1h).
+    pub non_rotational: bool,
+}
+
+/// A LUN's backing store.
+pub trait Backend: Send + Sync + 'static {
+    /// Short description for logs: `file:/var/lib/disk.img`.
+    fn describe(&self) -> String;
+    /// Size in bytes of the backing store as currently opened.
+    fn size(&self) -> u64;
+    /// Optional abilities; the default is none.
+    fn caps(&self) -> Caps {
+        Caps::default()
+    }
+    /// Start one operation. The backend completes `io` exactly once, from any thread.
+    fn submit(&self, io: Io);
+}
+
+/// Why a backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The cfgstring is malformed or names the wrong handler.
+    #[error("bad cfgstring {cfgstring:?}: {reason}")]
+    Config {
+        /// The cfgstring as received.
+        cfgstring: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The subtype is not one this daemon serves.
+    #[error("unsupported subtype {0:?} (this daemon serves: file)")]
+    Subtype(String),
+    /// Opening the store failed.
+    #[error("cannot open {what}: {source}")]
+    Io {
+        /// The object that failed to open.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Convert an I/O error to an errno, keeping it typed.
+#[must_use]
+pub fn errno_of(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}

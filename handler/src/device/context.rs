@@ -1,0 +1,116 @@
+//! Preallocated command contexts.
+
+use crate::backend::io::IoResult;
+use tcmu_ring::{CmdCopy, Response};
+use tcmu_scsi::cdb::Cdb;
+use tcmu_scsi::error::ScsiError;
+use tcmu_scsi::sense::Sense;
+use tcmu_scsi::status;
+
+/// What the device thread writes back to the ring for a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// SAM status.
+    pub status: u8,
+    /// Sense data for CHECK CONDITION.
+    pub sense: Option<Sense>,
+    /// Valid Data-In bytes, when fewer than the buffer holds.
+    pub read_len: Option<u32>,
+}
+
+impl Outcome {
+    /// GOOD, no data-length adjustment.
+    pub const GOOD: Outcome = Outcome { status: status::GOOD, sense: None, read_len: None };
+
+    /// The outcome for an error: status and sense from the one mapping in `tcmu_scsi::error`.
+    #[must_use]
+    pub fn error(e: ScsiError) -> Outcome {
+        Outcome { status: e.status(), sense: e.sense(), read_len: None }
+    }
+
+    /// Fill `sense_buf` and build the ring response.
+    pub fn response<'a>(&self, sense_buf: &'a mut [u8; 96]) -> Response<'a> {
+        let sense = match self.sense {
+            Some(s) if self.status == status::CHECK_CONDITION => {
+                s.to_fixed(sense_buf);
+                Some(&*sense_buf)
+            }
+            _ => None,
+        };
+        Response { status: self.status, sense, read_len: self.read_len, keep_buf: false }
+    }
+}
+
+impl From<ScsiError> for Outcome {
+    fn from(e: ScsiError) -> Outcome {
+        Outcome::error(e)
+    }
+}
+
+impl From<Sense> for Outcome {
+    fn from(s: Sense) -> Outcome {
+        Outcome::error(ScsiError::from(s))
+    }
+}
+
+/// Where a context is when it comes back to the device thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `outcome` is final.
+    Done,
+    /// A single backend operation ran; turn `backend_result` into the outcome.
+    Backend {
+        /// The operation modified the medium (selects the error sense).
+        is_write: bool,
+        /// Valid Data-In bytes when the buffer is longer than the transfer.
+        read_len: Option<u32>,
+    },
+}
+
+/// One command in flight. Allocated once per pool slot and reused.
+pub struct Ctx {
+    /// Index of this context in its device's pool.
+    pub slot: u16,
+    /// The command as copied out of the ring.
+    pub cmd: CmdCopy,
+    /// The decoded CDB (valid once dispatched).
+    pub cdb: Cdb,
+    /// Scratch iovecs for the backend (keeps its capacity).
+    pub iov: Vec<libc::iovec>,
+    /// Result of the last backend operation.
+    pub backend_result: IoResult,
+    /// How to finish the command.
+    pub stage: Stage,
+    /// The final outcome once `stage` is `Done`.
+    pub outcome: Outcome,
+    /// This context holds an entry in the device's range lock.
+    pub range_locked: bool,
+}
+
+// SAFETY: the raw pointers in `iov` point into the ring's data area or a worker's buffer and
+// are only dereferenced by the backend while the context's command is in flight; the context
+// moves between threads, it is never shared.
+unsafe impl Send for Ctx {}
+
+impl Ctx {
+    /// A fresh context for pool slot `slot`.
+    #[must_use]
+    pub fn new(slot: u16) -> Box<Ctx> {
+        Box::new(Ctx {
+            slot,
+            cmd: CmdCopy::new(),
+            cdb: Cdb::TestUnitReady,
+            iov: Vec::with_capacity(64),
+            backend_result: Ok(()),
+            stage: Stage::Done,
+            outcome: Outcome::GOOD,
+            range_locked: false,
+        })
+    }
+
+    /// Finish with `outcome`.
+    pub fn done(&mut self, outcome: Outcome) {
+        self.stage = Stage::Done;
+        self.outcome = outcome;
+    }
+}

@@ -1,0 +1,221 @@
+//! Execution of data commands on a worker thread.
+//!
+//! READ, WRITE and SYNCHRONIZE CACHE become one backend operation whose completion goes
+//! straight back to the device thread. The multi-step commands (COMPARE AND WRITE, WRITE SAME,
+//! UNMAP, VERIFY, WRITE AND VERIFY) run here step by step, the worker waiting for each step,
+//! and finish with an outcome. Every path ends with the context handed back exactly once.
+
+use super::context::{Ctx, Outcome, Stage};
+use super::link::DeviceLink;
+use super::workers::{Job, WorkerState};
+use crate::backend::io::{Io, IoResult};
+use crate::backend::IoOp;
+use std::sync::Arc;
+use tcmu_ring::DataSeg;
+use tcmu_scsi::cdb::{Cdb, Rw};
+use tcmu_scsi::error::ScsiError;
+use tcmu_scsi::params;
+use tcmu_scsi::sense::Sense;
+
+/// Run one job to the point where its context is on its way back.
+pub fn run(job: Job, w: &mut WorkerState) {
+    let Job { mut ctx, link } = job;
+    let bs = u64::from(link.lun.read().block_size);
+    match ctx.cdb {
+        Cdb::Read(rw) => single(ctx, link, IoOp::Read, rw, bs),
+        Cdb::Write(rw) => {
+            let fua = rw.fua || !link.lun.read().write_cache;
+            link.ranges.acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
+            ctx.range_locked = true;
+            single(ctx, link, IoOp::Write { fua }, rw, bs);
+        }
+        Cdb::SyncCache { .. } => {
+            ctx.stage = Stage::Backend { is_write: true, read_len: None };
+            ctx.iov.clear();
+            let b = Arc::clone(&link.backend);
+            b.submit(Io::for_device(IoOp::Flush, 0, 0, ctx, link));
+        }
+        cdb => {
+            let outcome = match multi_step(&cdb, &ctx, &link, w, bs) {
+                Ok(()) => Outcome::GOOD,
+                Err(e) => Outcome::error(e),
+            };
+            ctx.done(outcome);
+            link.complete_from_backend(ctx);
+        }
+    }
+}
+
+/// One READ or WRITE straight between the ring's data area and the backend.
+fn single(mut ctx: Box<Ctx>, link: Arc<DeviceLink>, op: IoOp, rw: Rw, bs: u64) {
+    let len = u64::from(rw.blocks) * bs;
+    let have = ctx.cmd.data_len();
+    let read_len = if op == IoOp::Read && have > len { u32::try_from(len).ok() } else { None };
+    ctx.stage = Stage::Backend { is_write: op.is_write(), read_len };
+    let Ctx { cmd, iov, .. } = &mut *ctx;
+    link.data.iovecs(cmd.data_out(), 0, len, iov);
+    let b = Arc::clone(&link.backend);
+    b.submit(Io::for_device(op, rw.lba * bs, len, ctx, link));
+}
+
+/// Where the buffers of a waited-on operation come from.
+enum Buf<'a> {
+    /// The command's data in the ring, from a byte offset.
+    Ring(&'a [DataSeg], u64),
+    /// The worker's scratch buffer.
+    Scratch,
+    /// No data (UNMAP, WRITE ZEROES).
+    None,
+}
+
+fn io(w: &mut WorkerState, link: &DeviceLink, op: IoOp, off: u64, len: u64, buf: Buf<'_>) -> IoResult {
+    let mut iov = std::mem::take(&mut w.iov);
+    iov.clear();
+    match buf {
+        Buf::Ring(segs, skip) => link.data.iovecs(segs, skip, len, &mut iov),
+        Buf::Scratch => iov.push(libc::iovec {
+            iov_base: w.scratch.as_mut_ptr().cast(),
+            iov_len: usize::try_from(len).unwrap_or(0).min(w.scratch.len()),
+        }),
+        Buf::None => {}
+    }
+    link.backend.submit(Io::for_waiter(op, off, len, iov, &w.waiter));
+    let (r, iov) = w.waiter.wait();
+    w.iov = iov;
+    r
+}
+
+fn errno(r: IoResult, is_write: bool) -> Result<(), ScsiError> {
+    r.map_err(|e| ScsiError::from_errno(e as i32, is_write))
+}
+
+/// Chunk size for operations bounced through the worker's buffers: whole blocks.
+fn chunk_len(w: &WorkerState, bs: u64) -> u64 {
+    let cap = w.scratch.len().min(w.compare.len()) as u64;
+    (cap / bs).max(1) * bs
+}
+
+fn multi_step(cdb: &Cdb, ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, bs: u64) -> Result<(), ScsiError> {
+    let segs = ctx.cmd.data_out();
+    match *cdb {
+        Cdb::CompareAndWrite { lba, blocks, fua } => {
+            let len = u64::from(blocks) * bs;
+            if len > chunk_len(w, bs) {
+                return Err(Sense::invalid_field_in_cdb(13, None).into());
+            }
+            link.ranges.acquire(ctx.slot, lba, u64::from(blocks), true);
+            let r = compare_and_write(ctx, link, w, lba * bs, len, fua || !link.lun.read().write_cache);
+            link.ranges.release(ctx.slot);
+            r
+        }
+        Cdb::WriteSame { lba, blocks, unmap, ndob, .. } => {
+            link.ranges.acquire(ctx.slot, lba, u64::from(blocks), false);
+            let r = write_same(ctx, link, w, lba, u64::from(blocks), unmap, ndob, bs);
+            link.ranges.release(ctx.slot);
+            r
+        }
+        Cdb::Unmap { param_len, .. } => {
+            // The parameter list lives in the compare buffer, moved out (no allocation) so
+            // the worker can run the unmaps while iterating it.
+            let mut list = std::mem::take(&mut w.compare);
+            let r = unmap(segs, param_len, &mut list, ctx.slot, link, w, bs);
+            w.compare = list;
+            r
+        }
+        Cdb::Verify { lba, blocks, bytchk } => verify(segs, link, w, lba * bs, u64::from(blocks) * bs, bytchk != 0, bs),
+        Cdb::WriteAndVerify { rw, .. } => {
+            let len = u64::from(rw.blocks) * bs;
+            link.ranges.acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
+            let r = errno(io(w, link, IoOp::Write { fua: true }, rw.lba * bs, len, Buf::Ring(segs, 0)), true);
+            link.ranges.release(ctx.slot);
+            r?;
+            verify(segs, link, w, rw.lba * bs, len, true, bs)
+        }
+        _ => Err(Sense::internal_target_failure().into()),
+    }
+}
+
+fn compare_and_write(ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, off: u64, len: u64, fua: bool) -> Result<(), ScsiError> {
+    let segs = ctx.cmd.data_out();
+    let n = usize::try_from(len).map_err(|_| Sense::internal_target_failure())?;
+    errno(io(w, link, IoOp::Read, off, len, Buf::Scratch), false)?;
+    link.data.copy_to_slice(segs, 0, &mut w.compare[..n]);
+    if let Some(i) = first_difference(&w.scratch[..n], &w.compare[..n]) {
+        return Err(Sense::miscompare(i as u64).into());
+    }
+    errno(io(w, link, IoOp::Write { fua }, off, len, Buf::Ring(segs, len)), true)
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+/// Read `[off, off+len)` in chunks; with `compare`, check it against the Data-Out buffer.
+fn verify(segs: &[DataSeg], link: &DeviceLink, w: &mut WorkerState, off: u64, len: u64, compare: bool, bs: u64) -> Result<(), ScsiError> {
+    let chunk = chunk_len(w, bs);
+    let mut done = 0;
+    while done < len {
+        let n = chunk.min(len - done);
+        let nu = usize::try_from(n).map_err(|_| Sense::internal_target_failure())?;
+        errno(io(w, link, IoOp::Read, off + done, n, Buf::Scratch), false)?;
+        if compare {
+            link.data.copy_to_slice(segs, done, &mut w.compare[..nu]);
+            if let Some(i) = first_difference(&w.scratch[..nu], &w.compare[..nu]) {
+                return Err(Sense::miscompare(done + i as u64).into());
+            }
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_same(ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, lba: u64, blocks: u64, unmap: bool, ndob: bool, bs: u64) -> Result<(), ScsiError> {
+    let bsu = usize::try_from(bs).map_err(|_| Sense::internal_target_failure())?;
+    if ndob {
+        w.compare[..bsu].fill(0);
+    } else {
+        link.data.copy_to_slice(ctx.cmd.data_out(), 0, &mut w.compare[..bsu]);
+    }
+    let (off, len) = (lba * bs, blocks * bs);
+    let caps = link.backend.caps();
+    if w.compare[..bsu].iter().all(|&b| b == 0) {
+        if unmap && caps.unmap {
+            return errno(io(w, link, IoOp::Unmap, off, len, Buf::None), true);
+        }
+        if caps.write_zeroes {
+            return errno(io(w, link, IoOp::WriteZeroes { unmap }, off, len, Buf::None), true);
+        }
+    }
+    // Replicate the block through the scratch buffer and write it chunk by chunk.
+    let chunk = chunk_len(w, bs);
+    let cu = usize::try_from(chunk).map_err(|_| Sense::internal_target_failure())?;
+    for at in (0..cu).step_by(bsu) {
+        let (src, dst) = (&w.compare[..bsu], &mut w.scratch[at..at + bsu]);
+        dst.copy_from_slice(src);
+    }
+    let fua = !link.lun.read().write_cache;
+    let mut done = 0;
+    while done < len {
+        let n = chunk.min(len - done);
+        errno(io(w, link, IoOp::Write { fua }, off + done, n, Buf::Scratch), true)?;
+        done += n;
+    }
+    Ok(())
+}
+
+fn unmap(segs: &[DataSeg], param_len: u16, buf: &mut [u8], slot: u16, link: &DeviceLink, w: &mut WorkerState, bs: u64) -> Result<(), ScsiError> {
+    let n = usize::from(param_len).min(buf.len());
+    let got = link.data.copy_to_slice(segs, 0, &mut buf[..n]);
+    let descriptors = {
+        let lun = link.lun.read();
+        params::parse_unmap(&buf[..got], &lun).map_err(ScsiError::from)?
+    };
+    for (lba, nb) in descriptors {
+        link.ranges.acquire(slot, lba, u64::from(nb), false);
+        let r = io(w, link, IoOp::Unmap, lba * bs, u64::from(nb) * bs, Buf::None);
+        link.ranges.release(slot);
+        errno(r, true)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! The device thread: drains the ring, emulates what needs no backend, hands data commands to
+//! the workers, and publishes completions to the ring in batches.
+
+use super::context::{Ctx, Outcome, Stage};
+use super::link::DeviceLink;
+use super::workers::{Job, Workers};
+use crate::backend::Backend;
+use crossbeam_channel::{bounded, Receiver};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tcmu_ring::{Doorbell, Entry, Ring, TmrCopy};
+use tcmu_scsi::cdb::{self, Cdb};
+use tcmu_scsi::error::ScsiError;
+use tcmu_scsi::lun::LunInfo;
+use tcmu_scsi::params;
+use tcmu_scsi::sense::Sense;
+use tcmu_scsi::status;
+
+/// How a device is run.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Worker threads for data commands.
+    pub workers: usize,
+    /// Most commands in flight at once (contexts preallocated); further commands wait in the
+    /// ring until one completes.
+    pub max_inflight: usize,
+    /// Size of each worker's two bounce buffers.
+    pub scratch_bytes: usize,
+    /// How long a stop waits for commands in flight.
+    pub stop_deadline: Duration,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> DeviceConfig {
+        DeviceConfig { workers: 4, max_inflight: 256, scratch_bytes: 1 << 20, stop_deadline: Duration::from_secs(10) }
+    }
+}
+
+/// Counters of one device, bumped only by its device thread.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Commands read from the ring.
+    pub commands: AtomicU64,
+    /// Commands answered without the backend.
+    pub emulated: AtomicU64,
+    /// Commands completed with a status other than GOOD.
+    pub errors: AtomicU64,
+    /// CMD entries whose CDB offset or iovecs were invalid.
+    pub bad_entries: AtomicU64,
+    /// TMR entries seen.
+    pub tmrs: AtomicU64,
+    /// Times every context was busy and reading the ring paused.
+    pub pool_exhausted: AtomicU64,
+    /// Notifications written to the kernel.
+    pub kicks: AtomicU64,
+    /// Completions published (ring entries handed back).
+    pub completed: AtomicU64,
+    /// The ring was found corrupt; the device stopped reading it.
+    pub broken: AtomicBool,
+}
+
+/// Control of a running device.
+pub struct DeviceHandle {
+    link: Arc<DeviceLink>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// The device's counters.
+    pub stats: Arc<DeviceStats>,
+}
+
+impl DeviceHandle {
+    /// Ask the device to stop: it stops reading the ring, waits up to its deadline for
+    /// commands in flight, then exits. Safe to call more than once.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.link.wake_now();
+    }
+
+    /// Stop and wait for the device thread to exit.
+    pub fn join(mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The shared state (for reconfiguration).
+    #[must_use]
+    pub fn link(&self) -> &Arc<DeviceLink> {
+        &self.link
+    }
+}
+
+impl Drop for DeviceHandle {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start serving `ring` with `backend`.
+///
+/// # Errors
+/// When threads or the eventfd cannot be created.
+pub fn spawn(
+    name: &str,
+    ring: Ring,
+    doorbell: Box<dyn Doorbell>,
+    backend: Arc<dyn Backend>,
+    lun: LunInfo,
+    cfg: &DeviceConfig,
+) -> std::io::Result<DeviceHandle> {
+    // Contexts: bounded by the config, by what the ring can hold and by the id space.
+    let ring_slots = usize::try_from(ring.cmdr_size()).unwrap_or(usize::MAX) / tcmu_sys::CMD_ENTRY_SIZE;
+    let total = cfg.max_inflight.min(ring_slots).clamp(1, usize::from(u16::MAX));
+    let (done_tx, done_rx) = bounded(total);
+    let link = Arc::new(DeviceLink::new(name.to_string(), backend, ring.data_area(), lun, total, done_tx)?);
+    let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
+    let free = (0..total).map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX))).collect();
+    let stats = Arc::new(DeviceStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut dt = DeviceThread {
+        link: Arc::clone(&link),
+        ring,
+        doorbell,
+        workers: Some(workers),
+        free,
+        total,
+        done_rx,
+        tmr: TmrCopy::new(),
+        scratch: vec![0; 65536 + 512],
+        sense: [0; 96],
+        stats: Arc::clone(&stats),
+        stop: Arc::clone(&stop),
+        broken: false,
+        deadline: cfg.stop_deadline,
+    };
+    let thread = std::thread::Builder::new().name(format!("tcmu-d/{name}")).spawn(move || dt.run())?;
+    Ok(DeviceHandle { link, stop, thread: Some(thread), stats })
+}
+
+enum Route {
+    Done(Outcome),
+    Worker,
+}
+
+impl From<Sense> for Route {
+    fn from(s: Sense) -> Route {
+        Route::Done(s.into())
+    }
+}
+
+struct DeviceThread {
+    link: Arc<DeviceLink>,
+    ring: Ring,
+    doorbell: Box<dyn Doorbell>,
+    workers: Option<Workers>,
+    free: Vec<Box<Ctx>>,
+    total: usize,
+    done_rx: Receiver<Box<Ctx>>,
+    tmr: TmrCopy,
+    scratch: Vec<u8>,
+    sense: [u8; 96],
+    stats: Arc<DeviceStats>,
+    stop: Arc<AtomicBool>,
+    broken: bool,
+    deadline: Duration,
+}
+
+impl DeviceThread {
+    fn run(&mut self) {
+        let name = self.link.name.clone();
+        tracing::info!(device = %name, contexts = self.total, "serving");
+        let mut stop_by: Option<Instant> = None;
+        loop {
+            if stop_by.is_none() && self.stop.load(Ordering::SeqCst) {
+                stop_by = Some(Instant::now() + self.deadline);
+            }
+            // Consume the event before draining, so a command posted meanwhile re-arms it.
+            if let Err(e) = self.doorbell.ack() {
+                tracing::warn!(device = %name, "uio read failed: {e}");
+                stop_by.get_or_insert_with(Instant::now);
+            }
+            self.link.drain_wake();
+            self.reap();
+            if stop_by.is_none() && !self.broken {
+                self.drain_ring();
+            }
+            self.publish();
+            if let Some(t) = stop_by {
+                if self.free.len() == self.total {
+                    break;
+                }
+                if Instant::now() >= t {
+                    tracing::error!(device = %name, in_flight = self.total - self.free.len(), "stop deadline passed with commands in flight");
+                    if let Some(w) = self.workers.take() {
+                        w.abandon();
+                    }
+                    return;
+                }
+            }
+            self.sleep(stop_by);
+        }
+        if let Some(w) = self.workers.take() {
+            w.stop();
+        }
+        tracing::info!(device = %name, "stopped");
+    }
+
+    fn sleep(&mut self, stop_by: Option<Instant>) {
+        self.link.set_sleeping(true);
+        if !self.done_rx.is_empty() {
+            self.link.set_sleeping(false);
+            return;
+        }
+        let timeout = stop_by.map_or(1000, |t| t.saturating_duration_since(Instant::now()).as_millis().min(1000));
+        let mut fds = [
+            libc::pollfd { fd: self.doorbell.raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.link.wake_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        let watch = if stop_by.is_some() { &mut fds[1..] } else { &mut fds[..] };
+        // SAFETY: `watch` is a valid array of initialised pollfd structs for the whole call.
+        let r = unsafe { libc::poll(watch.as_mut_ptr(), watch.len() as libc::nfds_t, i32::try_from(timeout).unwrap_or(1000)) };
+        if r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            tracing::warn!(device = %self.link.name, "poll failed: {}", nix::errno::Errno::last());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 && stop_by.is_none() {
+            tracing::warn!(device = %self.link.name, "uio device went away");
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        self.link.set_sleeping(false);
+    }
+
+    fn reap(&mut self) {
+        while let Ok(ctx) = self.done_rx.try_recv() {
+            self.finish(ctx);
+        }
+    }
+
+    fn publish(&mut self) {
+        if self.ring.publish() {
+            self.stats.kicks.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.doorbell.kick() {
+                tracing::warn!(device = %self.link.name, "uio write failed: {e}");
+            }
+        }
+    }
+
+    fn drain_ring(&mut self) {
+        while let Some(mut ctx) = self.free.pop() {
+            match self.ring.next(&mut ctx.cmd, &mut self.tmr) {
+                None => {
+                    self.free.push(ctx);
+                    return;
+                }
+                Some(Ok(Entry::Cmd)) => {
+                    self.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    self.start(ctx);
+                }
+                Some(Ok(Entry::BadCmd { cmd_id, why })) => {
+                    self.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bad_entries.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(device = %self.link.name, cmd_id, "invalid ring entry: {why}");
+                    ctx.cmd.cmd_id = cmd_id;
+                    ctx.done(Sense::internal_target_failure().into());
+                    self.finish(ctx);
+                }
+                Some(Ok(Entry::Tmr)) => {
+                    self.stats.tmrs.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(device = %self.link.name, tmr_type = self.tmr.tmr_type, ids = ?self.tmr.cmd_ids, "task management notification");
+                    self.free.push(ctx);
+                }
+                Some(Err(e)) => {
+                    self.free.push(ctx);
+                    self.broken = true;
+                    self.stats.broken.store(true, Ordering::SeqCst);
+                    tracing::error!(device = %self.link.name, "ring is corrupt, no longer reading it (reset the ring to recover): {e}");
+                    return;
+                }
+            }
+        }
+        self.stats.pool_exhausted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn start(&mut self, mut ctx: Box<Ctx>) {
+        match self.route(&mut ctx) {
+            Route::Done(outcome) => {
+                self.stats.emulated.fetch_add(1, Ordering::Relaxed);
+                ctx.done(outcome);
+                self.finish(ctx);
+            }
+            Route::Worker => {
+                let job = Job { ctx, link: Arc::clone(&self.link) };
+                if let Some(w) = &self.workers {
+                    w.send(job);
+                }
+            }
+        }
+    }
+
+    /// Decode and check a command; answer it here or send it to a worker.
+    fn route(&mut self, ctx: &mut Ctx) -> Route {
+        let c = match cdb::decode(ctx.cmd.cdb()) {
+            Ok(c) => c,
+            Err(s) => return s.into(),
+        };
+        let mut c = c;
+        let r = match c {
+            Cdb::ModeSelect { ten, pf, sp, param_len } => self.mode_select(ctx, ten, pf, sp, param_len),
+            Cdb::Read(_)
+            | Cdb::Write(_)
+            | Cdb::WriteAndVerify { .. }
+            | Cdb::Verify { .. }
+            | Cdb::SyncCache { .. }
+            | Cdb::Unmap { .. }
+            | Cdb::WriteSame { .. }
+            | Cdb::CompareAndWrite { .. } => self.check_data_command(ctx, &mut c),
+            _ => self.emulate(ctx, &c),
+        };
+        ctx.cdb = c;
+        r
+    }
+
+    /// Range and length checks of a data command; they go to a worker when they pass.
+    fn check_data_command(&self, ctx: &Ctx, c: &mut Cdb) -> Route {
+        let lun = self.link.lun.read();
+        let have = ctx.cmd.data_len();
+        if cdb::data_out_len(c, lun.block_size) > have {
+            return Sense::invalid_field_in_cdb(0, None).into();
+        }
+        let bs = u64::from(lun.block_size);
+        match c {
+            Cdb::Read(rw) | Cdb::Write(rw) | Cdb::WriteAndVerify { rw, .. } => {
+                if let Err(s) = lun.check_range(rw.lba, u64::from(rw.blocks)) {
+                    return s.into();
+                }
+                if rw.blocks == 0 {
+                    return Route::Done(Outcome::GOOD);
+                }
+                if u64::from(rw.blocks) * bs > have {
+                    return Sense::invalid_field_in_cdb(0, None).into();
+                }
+                Route::Worker
+            }
+            Cdb::Verify { lba, blocks, .. } => {
+                if let Err(s) = lun.check_range(*lba, u64::from(*blocks)) {
+                    return s.into();
+                }
+                if *blocks == 0 { Route::Done(Outcome::GOOD) } else { Route::Worker }
+            }
+            Cdb::SyncCache { lba, blocks, .. } => {
+                if let Err(s) = lun.check_range(*lba, u64::from(*blocks).max(1)) {
+                    return s.into();
+                }
+                Route::Worker
+            }
+            Cdb::Unmap { param_len, .. } => {
+                if !lun.caps.unmap {
+                    return Sense::invalid_opcode().into();
+                }
+                if *param_len == 0 { Route::Done(Outcome::GOOD) } else { Route::Worker }
+            }
+            Cdb::WriteSame { lba, blocks, unmap, .. } => {
+                if *unmap && !lun.caps.unmap {
+                    return Sense::invalid_field_in_cdb(1, Some(3)).into();
+                }
+                if *blocks == 0 {
+                    // WSNZ=0: zero blocks means "to the end of the medium".
+                    let rest = lun.num_blocks.saturating_sub(*lba);
+                    match u32::try_from(rest) {
+                        Ok(n) if n > 0 => *blocks = n,
+                        _ => return Sense::lba_out_of_range().into(),
+                    }
+                }
+                if let Err(s) = lun.check_range(*lba, u64::from(*blocks)) {
+                    return s.into();
+                }
+                if lun.max_write_same_blocks != 0 && u64::from(*blocks) > lun.max_write_same_blocks {
+                    return Sense::invalid_field_in_cdb(10, None).into();
+                }
+                Route::Worker
+            }
+            Cdb::CompareAndWrite { lba, blocks, .. } => {
+                if *blocks == 0 {
+                    return Route::Done(Outcome::GOOD);
+                }
+                if *blocks > lun.max_compare_write_blocks {
+                    return Sense::invalid_field_in_cdb(13, None).into();
+                }
+                if let Err(s) = lun.check_range(*lba, u64::from(*blocks)) {
+                    return s.into();
+                }
+                Route::Worker
+            }
+            _ => Route::Done(Sense::internal_target_failure().into()),
+        }
+    }
+
+    fn mode_select(&mut self, ctx: &Ctx, ten: bool, pf: bool, sp: bool, param_len: u16) -> Route {
+        let n = usize::from(param_len).min(self.scratch.len());
+        let got = self.link.data.copy_to_slice(ctx.cmd.data_out(), 0, &mut self.scratch[..n]);
+        if got < n {
+            return Sense::param_list_length_error().into();
+        }
+        let changes = {
+            let lun = self.link.lun.read();
+            params::mode_select(ten, pf, sp, &self.scratch[..n], &lun)
+        };
+        match changes {
+            Ok(ch) => {
+                if let Some(wce) = ch.write_cache {
+                    self.link.lun.write().write_cache = wce;
+                    tracing::info!(device = %self.link.name, write_cache = wce, "MODE SELECT changed the write cache");
+                }
+                Route::Done(Outcome::GOOD)
+            }
+            Err(s) => s.into(),
+        }
+    }
+
+    /// Answer a command that needs no backend into its Data-In buffer.
+    fn emulate(&mut self, ctx: &Ctx, c: &Cdb) -> Route {
+        let full = {
+            let lun = self.link.lun.read();
+            match tcmu_scsi::emulate::respond(c, &lun, &mut self.scratch) {
+                Ok(n) => n,
+                Err(s) => return s.into(),
+            }
+        };
+        let have = ctx.cmd.data_len();
+        let want = cdb::data_in_len(c, 512).min(have);
+        let n = u64::try_from(full).unwrap_or(u64::MAX).min(want).min(self.scratch.len() as u64);
+        let nu = usize::try_from(n).unwrap_or(0);
+        self.link.data.copy_from_slice(ctx.cmd.data_out(), 0, &self.scratch[..nu]);
+        let read_len = if n < have {
+            // Never leave stale data from earlier commands in the buffer.
+            self.link.data.fill(ctx.cmd.data_out(), n, have - n, 0);
+            u32::try_from(n).ok()
+        } else {
+            None
+        };
+        Route::Done(Outcome { status: status::GOOD, sense: None, read_len })
+    }
+
+    /// Write a finished command's outcome to the ring and recycle its context.
+    fn finish(&mut self, mut ctx: Box<Ctx>) {
+        if ctx.range_locked {
+            self.link.ranges.release(ctx.slot);
+            ctx.range_locked = false;
+        }
+        let outcome = match ctx.stage {
+            Stage::Done => ctx.outcome,
+            Stage::Backend { is_write, read_len } => match ctx.backend_result {
+                Ok(()) => Outcome { status: status::GOOD, sense: None, read_len },
+                Err(e) => ScsiError::from_errno(e as i32, is_write).into(),
+            },
+        };
+        if outcome.status != status::GOOD {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, cdb = ?ctx.cmd.cdb(), ?outcome, "command failed");
+        }
+        let rsp = outcome.response(&mut self.sense);
+        match self.ring.complete(ctx.cmd.cmd_id, &rsp) {
+            Ok(()) => {
+                self.stats.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, "completion refused by the ring: {e}"),
+        }
+        self.free.push(ctx);
+    }
+}

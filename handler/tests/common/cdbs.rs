@@ -1,0 +1,106 @@
+//! CDB builders for tests (big-endian fields per SBC-3/SPC-4).
+
+pub fn read16(lba: u64, blocks: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x88;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+pub fn write16(lba: u64, blocks: u32, fua: bool) -> [u8; 16] {
+    let mut c = read16(lba, blocks);
+    c[0] = 0x8A;
+    if fua {
+        c[1] |= 0x08;
+    }
+    c
+}
+
+pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = 0x28;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+pub fn sync16() -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x91;
+    c
+}
+
+pub fn write_same16(lba: u64, blocks: u32, unmap: bool, ndob: bool) -> [u8; 16] {
+    let mut c = read16(lba, blocks);
+    c[0] = 0x93;
+    if unmap {
+        c[1] |= 0x08;
+    }
+    if ndob {
+        c[1] |= 0x01;
+    }
+    c
+}
+
+pub fn caw(lba: u64, blocks: u8) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x89;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[13] = blocks;
+    c
+}
+
+pub fn unmap(param_len: u16) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = 0x42;
+    c[7..9].copy_from_slice(&param_len.to_be_bytes());
+    c
+}
+
+/// UNMAP parameter list with the given (lba, blocks) descriptors.
+pub fn unmap_params(ranges: &[(u64, u32)]) -> Vec<u8> {
+    let mut p = vec![0u8; 8];
+    for &(lba, n) in ranges {
+        p.extend_from_slice(&lba.to_be_bytes());
+        p.extend_from_slice(&n.to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+    }
+    let data_len = u16::try_from(p.len() - 2).unwrap();
+    let desc_len = u16::try_from(p.len() - 8).unwrap();
+    p[0..2].copy_from_slice(&data_len.to_be_bytes());
+    p[2..4].copy_from_slice(&desc_len.to_be_bytes());
+    p
+}
+
+pub fn inquiry(evpd: bool, page: u8, alloc: u16) -> [u8; 6] {
+    let a = alloc.to_be_bytes();
+    [0x12, u8::from(evpd), page, a[0], a[1], 0]
+}
+
+pub fn read_capacity16(alloc: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x9E;
+    c[1] = 0x10;
+    c[10..14].copy_from_slice(&alloc.to_be_bytes());
+    c
+}
+
+pub fn mode_sense10(page: u8, alloc: u16) -> [u8; 10] {
+    let a = alloc.to_be_bytes();
+    [0x5A, 0x08, page, 0, 0, 0, 0, a[0], a[1], 0]
+}
+
+pub fn mode_select10(param_len: u16) -> [u8; 10] {
+    let a = param_len.to_be_bytes();
+    [0x55, 0x10, 0, 0, 0, 0, 0, a[0], a[1], 0]
+}
+
+pub fn verify16(lba: u64, blocks: u32, bytchk: bool) -> [u8; 16] {
+    let mut c = read16(lba, blocks);
+    c[0] = 0x8F;
+    if bytchk {
+        c[1] |= 0x02;
+    }
+    c
+}

@@ -1,0 +1,77 @@
+#!/bin/sh
+# Install everything the VM test harness (tests/vm/) needs, idempotently:
+#  - host packages: qemu (TCG), busybox-static, fio, sg3-utils, cpio
+#  - Debian's current cloud kernel, unpacked (not installed) into tests/vm/.cache/kernel/
+# Fast when everything is already present. Must run as root (apt-get).
+set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache="$repo/tests/vm/.cache"
+export DEBIAN_FRONTEND=noninteractive
+apt_opts="-y -q -o DPkg::Lock::Timeout=600 --no-install-recommends"
+
+log() { echo "install-vm-deps: $*" >&2; }
+
+updated=0
+apt_update_once() {
+    [ "$updated" = 1 ] && return 0
+    log "apt-get update"
+    apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null
+    updated=1
+}
+
+# --- host packages -------------------------------------------------------
+# Ask dpkg rather than looking for binaries: busybox (dynamic) and busybox-static both
+# provide /bin/busybox, and we need the static one for the initramfs.
+need=""
+for pkg in qemu-system-x86 busybox-static fio sg3-utils cpio; do
+    case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
+        "install ok installed") ;;
+        *) need="$need $pkg" ;;
+    esac
+done
+if [ -n "$need" ]; then
+    apt_update_once
+    log "installing:$need"
+    # shellcheck disable=SC2086
+    apt-get install $apt_opts $need >/dev/null
+fi
+
+# --- kernel --------------------------------------------------------------
+# Unpacked into $cache/kernel/<pkg>/; $cache/kernel/current points at it.
+kdir="$cache/kernel"
+if [ -e "$kdir/current/vmlinuz" ] && [ -d "$kdir/current/modules" ]; then
+    log "kernel present: $(readlink "$kdir/current")"
+    exit 0
+fi
+mkdir -p "$kdir"
+resolve_kpkg() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1
+}
+kpkg=$(resolve_kpkg)
+if [ -z "$kpkg" ]; then
+    apt_update_once
+    kpkg=$(resolve_kpkg)
+fi
+[ -n "$kpkg" ] || { log "cannot resolve linux-image-cloud-amd64's kernel package"; exit 1; }
+log "kernel package: $kpkg"
+
+tmp=$(mktemp -d "$kdir/dl.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+# apt-get download writes into the cwd; as root it warns about the _apt sandbox: harmless.
+( cd "$tmp" && apt-get download -q "$kpkg" >/dev/null 2>&1 ) || {
+    apt_update_once
+    ( cd "$tmp" && apt-get download -q "$kpkg" >/dev/null 2>&1 )
+} || { log "apt-get download $kpkg failed"; exit 1; }
+dpkg -x "$tmp"/"$kpkg"_*.deb "$tmp/root"
+
+dest="$kdir/$kpkg"
+rm -rf "$dest"
+mkdir -p "$dest"
+kver=$(ls "$tmp/root/lib/modules")
+mv "$tmp/root/boot/vmlinuz-$kver" "$dest/vmlinuz"
+mv "$tmp/root/lib/modules/$kver" "$dest/modules"
+echo "$kver" >"$dest/version"
+ln -sfn "$kpkg" "$kdir/current"
+log "kernel $kver unpacked into $dest"

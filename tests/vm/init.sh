@@ -1,0 +1,61 @@
+#!/bin/sh
+# Guest /init (busybox sh). Mounts the basics, loads the modules, runs each scenario under a
+# timeout with lib.sh sourced, reports on /dev/ttyS1 and always powers off.
+# Results protocol (ttyS1):  === BEGIN <name> / KEY=VALUE lines / === END <name> rc=<n>,
+# then "=== DONE" once everything ran (the host treats its absence as a crash/timeout).
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/ TERM=dumb
+
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs -o mode=1777 tmp /tmp
+
+# Defaults; /vm/config (written by run-vm.sh) overrides.
+SCENARIO_TIMEOUT=120 GUEST_TIMEOUT=280
+. /vm/config
+
+# Last resort: power off even if a scenario wedges in an uninterruptible sleep.
+( sleep "$GUEST_TIMEOUT"; echo "init: guest watchdog after ${GUEST_TIMEOUT}s, powering off"
+  echo "=== WATCHDOG" >/dev/ttyS1; sync; poweroff -f ) &
+
+exec 3>/dev/ttyS1
+t0=$(cut -d' ' -f1 /proc/uptime)
+echo "=== BOOT uptime=$t0" >&3
+
+modrc=0
+mdir=/lib/modules/$(uname -r)
+for m in $(cat "$mdir/load-order"); do
+    insmod "$mdir/$m" || { echo "init: insmod $m failed" >&2; modrc=1; }
+done
+mount -t configfs configfs /sys/kernel/config || modrc=1
+echo "=== MODULES rc=$modrc uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
+
+# Kernel messages below the console loglevel ("quiet") still matter for diagnosis: each
+# scenario's share of the ring buffer is copied into the console log after it.
+dmesg -c | sed 's/^/kmsg: /'
+for name in $(cat /vm/run-list); do
+    echo "=== BEGIN $name" >&3
+    echo "init: ---- scenario $name ----"
+    if [ "$modrc" != 0 ]; then
+        rc=99
+    else
+        # -eu for the scenario; lib.sh's vm_cleanup tears down whatever it left behind.
+        timeout -s TERM "$SCENARIO_TIMEOUT" sh -eu -c \
+            ". /vm/lib.sh; . /vm/scenarios/$name.sh"
+        rc=$?
+        [ "$rc" = 143 ] && echo "init: scenario $name timed out after ${SCENARIO_TIMEOUT}s" >&2
+        [ "$rc" != 0 ] && sh -c '. /vm/lib.sh; vm_dump_logs'
+        # Bounded: a cleanup that hangs is itself a failure.
+        timeout -s KILL 30 sh -c '. /vm/lib.sh; vm_cleanup' || {
+            echo "init: cleanup after $name failed" >&2; [ "$rc" = 0 ] && rc=98; }
+    fi
+    dmesg -c | sed 's/^/kmsg: /'
+    echo "init: ---- scenario $name rc=$rc ----"
+    echo "=== END $name rc=$rc" >&3
+done
+echo "=== DONE uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
+# Closing the tty waits for its output to drain; then power off at once.
+exec 3>&-
+sync
+poweroff -f
