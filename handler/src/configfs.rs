@@ -48,12 +48,18 @@ pub fn device_dir(root: &Path, hba: u32, name: &str) -> PathBuf {
 fn read_str(path: &Path) -> Result<String, ConfigfsError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\n', '\0']).to_string())
-        .map_err(|e| ConfigfsError { path: path.to_path_buf(), reason: e.to_string() })
+        .map_err(|e| ConfigfsError {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
 fn read_num<T: std::str::FromStr>(path: &Path) -> Result<T, ConfigfsError> {
     let s = read_str(path)?;
-    s.trim().parse().map_err(|_| ConfigfsError { path: path.to_path_buf(), reason: format!("not a number: {s:?}") })
+    s.trim().parse().map_err(|_| ConfigfsError {
+        path: path.to_path_buf(),
+        reason: format!("not a number: {s:?}"),
+    })
 }
 
 /// Pull `<key> <value>` out of the `info` file (`... Size: 1073741824 ...`).
@@ -80,17 +86,30 @@ pub fn read(dir: &Path) -> Result<DeviceAttrs, ConfigfsError> {
     };
     let block_size = match read_num::<u32>(&attrib.join("hw_block_size")) {
         Ok(v) => v,
-        Err(e) => info_field(&info, "SectorSize:").and_then(|v| u32::try_from(v).ok()).ok_or(e)?,
+        Err(e) => info_field(&info, "SectorSize:")
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or(e)?,
     };
     if block_size == 0 || !block_size.is_power_of_two() || !(512..=65536).contains(&block_size) {
-        return Err(ConfigfsError { path: attrib.join("hw_block_size"), reason: format!("unusable block size {block_size}") });
+        return Err(ConfigfsError {
+            path: attrib.join("hw_block_size"),
+            reason: format!("unusable block size {block_size}"),
+        });
     }
     let hw_max_sectors = read_num(&attrib.join("hw_max_sectors")).unwrap_or(128);
-    let write_cache = read_num::<u32>(&attrib.join("emulate_write_cache")).map(|v| v != 0).unwrap_or(true);
-    let serial = read_str(&dir.join("wwn/vpd_unit_serial")).ok().and_then(|s| {
-        let v = s.rsplit_once(':').map_or(s.as_str(), |(_, v)| v).trim().to_string();
-        (!v.is_empty()).then_some(v)
-    });
+    let write_cache = read_num::<u32>(&attrib.join("emulate_write_cache"))
+        .map(|v| v != 0)
+        .unwrap_or(true);
+    let serial = read_str(&dir.join("wwn/vpd_unit_serial"))
+        .ok()
+        .and_then(|s| {
+            let v = s
+                .rsplit_once(':')
+                .map_or(s.as_str(), |(_, v)| v)
+                .trim()
+                .to_string();
+            (!v.is_empty()).then_some(v)
+        });
     Ok(DeviceAttrs {
         dev_size,
         block_size,
@@ -127,7 +146,10 @@ mod tests {
                 ("attrib/emulate_write_cache", "0\n"),
                 ("attrib/cmd_time_out", "30\n"),
                 ("attrib/qfull_time_out", "-1\n"),
-                ("wwn/vpd_unit_serial", "T10 VPD Unit Serial Number: 5a1b7e4c-0d7e-4b0b-9d33-1d2b6c7a8e9f\n"),
+                (
+                    "wwn/vpd_unit_serial",
+                    "T10 VPD Unit Serial Number: 5a1b7e4c-0d7e-4b0b-9d33-1d2b6c7a8e9f\n",
+                ),
             ],
         );
         let a = read(&d).unwrap();
@@ -135,7 +157,10 @@ mod tests {
         assert_eq!(a.block_size, 4096);
         assert_eq!(a.hw_max_sectors, 2048);
         assert!(!a.write_cache);
-        assert_eq!(a.serial.as_deref(), Some("5a1b7e4c-0d7e-4b0b-9d33-1d2b6c7a8e9f"));
+        assert_eq!(
+            a.serial.as_deref(),
+            Some("5a1b7e4c-0d7e-4b0b-9d33-1d2b6c7a8e9f")
+        );
         assert_eq!(a.cmd_time_out, Some(30));
         assert_eq!(a.qfull_time_out, Some(-1));
     }
@@ -146,7 +171,10 @@ mod tests {
         let d = t.path().join("dev");
         fake(&d, &[("info", "Status: ACTIVATED  Max Queue Depth: 128  SectorSize: 512  HwMaxSectors: 128\n        Config: file//tmp/a Size: 4194304 MaxDataAreaMB: 1024\n")]);
         let a = read(&d).unwrap();
-        assert_eq!((a.dev_size, a.block_size, a.hw_max_sectors, a.serial), (4_194_304, 512, 128, None));
+        assert_eq!(
+            (a.dev_size, a.block_size, a.hw_max_sectors, a.serial),
+            (4_194_304, 512, 128, None)
+        );
         fake(&d, &[("attrib/hw_block_size", "1000\n")]);
         let e = read(&d).unwrap_err().to_string();
         assert!(e.contains("unusable block size 1000"), "{e}");

@@ -66,9 +66,20 @@ pub struct Served {
 
 /// Build what the initiator sees from configfs and the backend's abilities.
 #[must_use]
-pub fn lun_info(attrs: &configfs::DeviceAttrs, backend: &dyn Backend, fallback_serial: &str) -> LunInfo {
-    let serial = attrs.serial.clone().unwrap_or_else(|| fallback_serial.to_string());
-    let mut lun = LunInfo::new(attrs.block_size, attrs.dev_size / u64::from(attrs.block_size), &serial);
+pub fn lun_info(
+    attrs: &configfs::DeviceAttrs,
+    backend: &dyn Backend,
+    fallback_serial: &str,
+) -> LunInfo {
+    let serial = attrs
+        .serial
+        .clone()
+        .unwrap_or_else(|| fallback_serial.to_string());
+    let mut lun = LunInfo::new(
+        attrs.block_size,
+        attrs.dev_size / u64::from(attrs.block_size),
+        &serial,
+    );
     let caps = backend.caps();
     lun.caps = LunCaps {
         unmap: caps.unmap,
@@ -122,20 +133,32 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig) -> Result<Served, DeviceError> {
 #[must_use]
 pub fn fallback_serial(name: &str) -> String {
     // FNV-1a, 128 bits from two differently seeded 64-bit runs.
-    let h = |seed: u64| name.bytes().fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{:016x}{:016x}", h(0xcbf2_9ce4_8422_2325), h(0x84222325_cbf29ce4))
+    let h = |seed: u64| {
+        name.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}",
+        h(0xcbf2_9ce4_8422_2325),
+        h(0x84222325_cbf29ce4)
+    )
 }
 
 /// The uio devices in `sysfs_uio` that belong to `tcm-user` and a subtype we serve.
 #[must_use]
 pub fn discover(sysfs_uio: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(sysfs_uio) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(sysfs_uio) else {
+        return Vec::new();
+    };
     let mut found: Vec<PathBuf> = rd
         .filter_map(Result::ok)
         .filter_map(|e| {
             let name = std::fs::read_to_string(e.path().join("name")).ok()?;
             let parsed = parse_uio_name(name.trim_end()).ok()?;
-            cfgstring::SUBTYPES.contains(&parsed.subtype?).then(|| Path::new("/dev").join(e.file_name()))
+            cfgstring::SUBTYPES
+                .contains(&parsed.subtype?)
+                .then(|| Path::new("/dev").join(e.file_name()))
         })
         .collect();
     found.sort();
@@ -148,11 +171,17 @@ pub fn reclaim_safety() {
     const PR_SET_IO_FLUSHER: libc::c_int = 57;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) } != 0 {
-        tracing::warn!("PR_SET_IO_FLUSHER failed ({}); memory reclaim could deadlock against our own I/O", nix::errno::Errno::last());
+        tracing::warn!(
+            "PR_SET_IO_FLUSHER failed ({}); memory reclaim could deadlock against our own I/O",
+            nix::errno::Errno::last()
+        );
     }
     // SAFETY: mlockall takes flags only.
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
-        tracing::warn!("mlockall failed ({}); raise LimitMEMLOCK or pass --no-mlock", nix::errno::Errno::last());
+        tracing::warn!(
+            "mlockall failed ({}); raise LimitMEMLOCK or pass --no-mlock",
+            nix::errno::Errno::last()
+        );
     }
 }
 
@@ -166,12 +195,17 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(s);
     }
-    mask.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
-    let mut sfd = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
+    mask.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    let sfd = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
     if cfg.reclaim_safety {
         reclaim_safety();
     }
-    let devs = if cfg.uio.is_empty() { discover(&cfg.sysfs_uio) } else { cfg.uio.clone() };
+    let devs = if cfg.uio.is_empty() {
+        discover(&cfg.sysfs_uio)
+    } else {
+        cfg.uio.clone()
+    };
     if devs.is_empty() {
         tracing::warn!(sysfs = %cfg.sysfs_uio.display(), "no tcm-user devices to serve yet");
     }
@@ -188,7 +222,9 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     tracing::info!(devices = served.len(), "tcmu-warden ready");
     loop {
         match sfd.read_signal() {
-            Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => tracing::info!("SIGHUP: nothing to reload yet"),
+            Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
+                tracing::info!("SIGHUP: nothing to reload yet")
+            }
             Ok(Some(si)) => {
                 tracing::info!(signal = si.ssi_signo, "stopping");
                 break;

@@ -57,9 +57,16 @@ mod tests {
     fn file_paths_like_tcmu_runner() {
         assert_eq!(
             parse("file", "/var/lib/a.img").unwrap(),
-            DevConfig::File { path: "/var/lib/a.img".into() }
+            DevConfig::File {
+                path: "/var/lib/a.img".into()
+            }
         );
-        assert_eq!(parse("file", "rel/a.img").unwrap(), DevConfig::File { path: "rel/a.img".into() });
+        assert_eq!(
+            parse("file", "rel/a.img").unwrap(),
+            DevConfig::File {
+                path: "rel/a.img".into()
+            }
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ const IOV_MAX: usize = 1024;
 pub struct FileBackend {
     file: File,
     path: PathBuf,
-    size: u64,
+    size: std::sync::atomic::AtomicU64,
     caps: Caps,
 }
 
@@ -30,7 +30,10 @@ impl FileBackend {
     /// # Errors
     /// [`OpenError::Io`] when the file cannot be opened, sized or inspected.
     pub fn open(path: &Path, size: u64) -> Result<FileBackend, OpenError> {
-        let io_err = |what: &str, source| OpenError::Io { what: format!("{what} {}", path.display()), source };
+        let io_err = |what: &str, source| OpenError::Io {
+            what: format!("{what} {}", path.display()),
+            source,
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -41,7 +44,10 @@ impl FileBackend {
             .map_err(|e| io_err("open", e))?;
         let meta = file.metadata().map_err(|e| io_err("stat", e))?;
         if meta.is_dir() {
-            return Err(io_err("open", std::io::Error::from_raw_os_error(libc::EISDIR)));
+            return Err(io_err(
+                "open",
+                std::io::Error::from_raw_os_error(libc::EISDIR),
+            ));
         }
         if meta.is_file() && meta.len() < size {
             file.set_len(size).map_err(|e| io_err("grow", e))?;
@@ -52,7 +58,12 @@ impl FileBackend {
             thin: meta.is_file(),
             non_rotational: false,
         };
-        Ok(FileBackend { file, path: path.to_path_buf(), size, caps })
+        Ok(FileBackend {
+            file,
+            path: path.to_path_buf(),
+            size: size.into(),
+            caps,
+        })
     }
 
     fn read(&self, io: &mut Io) -> IoResult {
@@ -95,7 +106,11 @@ impl FileBackend {
         };
         // SAFETY: fallocate takes plain integers and a valid fd we own.
         let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, len) };
-        if r == 0 { Ok(()) } else { Err(Errno::last()) }
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
     }
 
     fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> IoResult {
@@ -103,7 +118,11 @@ impl FileBackend {
         if unmap && self.caps.unmap {
             return self.fallocate(PUNCH, off, len);
         }
-        match self.fallocate(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, off, len) {
+        match self.fallocate(
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        ) {
             Err(Errno::EOPNOTSUPP) if self.caps.unmap => self.fallocate(PUNCH, off, len),
             r => r,
         }
@@ -116,11 +135,24 @@ impl Backend for FileBackend {
     }
 
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn caps(&self) -> Caps {
         self.caps
+    }
+
+    /// Grow the file to the new size (never shrinks it: data past the LUN's end is kept).
+    fn resize(&self, new_size: u64) -> Result<(), Errno> {
+        let meta = self.file.metadata().map_err(|e| errno_of(&e))?;
+        if meta.is_file() && meta.len() < new_size {
+            self.file.set_len(new_size).map_err(|e| errno_of(&e))?;
+        } else if !meta.is_file() && new_size > meta.len() && meta.len() != 0 {
+            return Err(Errno::ENOSPC);
+        }
+        self.size
+            .store(new_size, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn submit(&self, mut io: Io) {
@@ -128,7 +160,11 @@ impl Backend for FileBackend {
             IoOp::Read => self.read(&mut io),
             IoOp::Write { fua } => self.write(&mut io, fua),
             IoOp::Flush => self.flush(),
-            IoOp::Unmap => self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, io.offset(), io.len()),
+            IoOp::Unmap => self.fallocate(
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                io.offset(),
+                io.len(),
+            ),
             IoOp::WriteZeroes { unmap } => self.write_zeroes(io.offset(), io.len(), unmap),
         };
         io.complete(r);
@@ -188,10 +224,17 @@ fn transfer(
 
 /// Whether the filesystem can punch holes: punch a block past the end (no data changes).
 fn probe_punch_hole(file: &File, end: u64) -> bool {
-    let Ok(at) = libc::off_t::try_from(end.saturating_add(1 << 20)) else { return false };
+    let Ok(at) = libc::off_t::try_from(end.saturating_add(1 << 20)) else {
+        return false;
+    };
     // SAFETY: plain integers and a valid fd; KEEP_SIZE past EOF changes no data.
     let r = unsafe {
-        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, at, 4096)
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            at,
+            4096,
+        )
     };
     r == 0
 }

@@ -70,16 +70,40 @@ enum Done {
 impl Io {
     /// An operation whose completion goes back to the owning device thread, carrying `ctx`.
     /// The iovecs are taken from `ctx.iov` and returned to it on completion.
-    pub(crate) fn for_device(op: IoOp, offset: u64, len: u64, mut ctx: Box<Ctx>, link: Arc<DeviceLink>) -> Io {
+    pub(crate) fn for_device(
+        op: IoOp,
+        offset: u64,
+        len: u64,
+        mut ctx: Box<Ctx>,
+        link: Arc<DeviceLink>,
+    ) -> Io {
         let iov = std::mem::take(&mut ctx.iov);
-        Io { op, offset, len, iov, done: Some(Done::Device(ctx, link)) }
+        Io {
+            op,
+            offset,
+            len,
+            iov,
+            done: Some(Done::Device(ctx, link)),
+        }
     }
 
     /// An operation whose completion wakes `waiter`; use [`Waiter::wait`] to get the result
     /// and the iovec vector back.
-    pub fn for_waiter(op: IoOp, offset: u64, len: u64, iov: Vec<libc::iovec>, waiter: &Arc<Waiter>) -> Io {
+    pub fn for_waiter(
+        op: IoOp,
+        offset: u64,
+        len: u64,
+        iov: Vec<libc::iovec>,
+        waiter: &Arc<Waiter>,
+    ) -> Io {
         waiter.arm();
-        Io { op, offset, len, iov, done: Some(Done::Wait(Arc::clone(waiter))) }
+        Io {
+            op,
+            offset,
+            len,
+            iov,
+            done: Some(Done::Wait(Arc::clone(waiter))),
+        }
     }
 
     /// The operation.

@@ -42,6 +42,13 @@ pub trait Backend: Send + Sync + 'static {
     fn caps(&self) -> Caps {
         Caps::default()
     }
+    /// Change the size (online resize). The default says the backend cannot.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` by default; the backend's error otherwise.
+    fn resize(&self, _new_size: u64) -> Result<(), Errno> {
+        Err(Errno::EOPNOTSUPP)
+    }
     /// Start one operation. The backend completes `io` exactly once, from any thread.
     fn submit(&self, io: Io);
 }

@@ -31,7 +31,7 @@ impl RamBackend {
 
     /// Walk `[off, off+len)` chunk by chunk: `f(chunk index, offset in chunk, bytes)`.
     fn each_chunk(&self, off: u64, len: u64, mut f: impl FnMut(usize, usize, usize)) -> IoResult {
-        if off.checked_add(len).is_none_or(|end| end > self.size) {
+        if !off.checked_add(len).is_some_and(|end| end <= self.size) {
             return Err(Errno::EINVAL);
         }
         let mut pos = off;
@@ -39,7 +39,11 @@ impl RamBackend {
             let idx = usize::try_from(pos / CHUNK).map_err(|_| Errno::EINVAL)?;
             let within = pos % CHUNK;
             let n = (CHUNK - within).min(off + len - pos);
-            f(idx, usize::try_from(within).map_err(|_| Errno::EINVAL)?, usize::try_from(n).map_err(|_| Errno::EINVAL)?);
+            f(
+                idx,
+                usize::try_from(within).map_err(|_| Errno::EINVAL)?,
+                usize::try_from(n).map_err(|_| Errno::EINVAL)?,
+            );
             pos += n;
         }
         Ok(())
@@ -60,11 +64,15 @@ impl RamBackend {
                     let chunk = self.chunks[c].read();
                     // SAFETY: `p` is valid for `step` writable bytes (above); the chunk slice
                     // bounds are checked by indexing; the regions cannot overlap.
-                    unsafe { std::ptr::copy_nonoverlapping(chunk[at..at + step].as_ptr(), p, step) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(chunk[at..at + step].as_ptr(), p, step)
+                    };
                 } else {
                     let mut chunk = self.chunks[c].write();
                     // SAFETY: `p` is valid for `step` readable bytes; disjoint from the chunk.
-                    unsafe { std::ptr::copy_nonoverlapping(p, chunk[at..at + step].as_mut_ptr(), step) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(p, chunk[at..at + step].as_mut_ptr(), step)
+                    };
                 }
                 at += step;
                 n -= step;
@@ -78,7 +86,9 @@ impl RamBackend {
     }
 
     fn zero(&self, off: u64, len: u64) -> IoResult {
-        self.each_chunk(off, len, |c, within, n| self.chunks[c].write()[within..within + n].fill(0))
+        self.each_chunk(off, len, |c, within, n| {
+            self.chunks[c].write()[within..within + n].fill(0)
+        })
     }
 }
 
@@ -92,7 +102,12 @@ impl Backend for RamBackend {
     }
 
     fn caps(&self) -> Caps {
-        Caps { unmap: true, write_zeroes: true, thin: false, non_rotational: true }
+        Caps {
+            unmap: true,
+            write_zeroes: true,
+            thin: false,
+            non_rotational: true,
+        }
     }
 
     fn submit(&self, io: Io) {

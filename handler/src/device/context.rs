@@ -20,12 +20,20 @@ pub struct Outcome {
 
 impl Outcome {
     /// GOOD, no data-length adjustment.
-    pub const GOOD: Outcome = Outcome { status: status::GOOD, sense: None, read_len: None };
+    pub const GOOD: Outcome = Outcome {
+        status: status::GOOD,
+        sense: None,
+        read_len: None,
+    };
 
     /// The outcome for an error: status and sense from the one mapping in `tcmu_scsi::error`.
     #[must_use]
     pub fn error(e: ScsiError) -> Outcome {
-        Outcome { status: e.status(), sense: e.sense(), read_len: None }
+        Outcome {
+            status: e.status(),
+            sense: e.sense(),
+            read_len: None,
+        }
     }
 
     /// Fill `sense_buf` and build the ring response.
@@ -37,7 +45,12 @@ impl Outcome {
             }
             _ => None,
         };
-        Response { status: self.status, sense, read_len: self.read_len, keep_buf: false }
+        Response {
+            status: self.status,
+            sense,
+            read_len: self.read_len,
+            keep_buf: false,
+        }
     }
 }
 

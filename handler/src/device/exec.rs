@@ -25,14 +25,18 @@ pub fn run(job: Job, w: &mut WorkerState) {
         Cdb::Read(rw) => single(ctx, link, IoOp::Read, rw, bs),
         Cdb::Write(rw) => {
             let fua = rw.fua || !link.lun.read().write_cache;
-            link.ranges.acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
+            link.ranges
+                .acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
             ctx.range_locked = true;
             single(ctx, link, IoOp::Write { fua }, rw, bs);
         }
         Cdb::SyncCache { .. } => {
-            ctx.stage = Stage::Backend { is_write: true, read_len: None };
+            ctx.stage = Stage::Backend {
+                is_write: true,
+                read_len: None,
+            };
             ctx.iov.clear();
-            let b = Arc::clone(&link.backend);
+            let b = link.backend();
             b.submit(Io::for_device(IoOp::Flush, 0, 0, ctx, link));
         }
         cdb => {
@@ -50,11 +54,18 @@ pub fn run(job: Job, w: &mut WorkerState) {
 fn single(mut ctx: Box<Ctx>, link: Arc<DeviceLink>, op: IoOp, rw: Rw, bs: u64) {
     let len = u64::from(rw.blocks) * bs;
     let have = ctx.cmd.data_len();
-    let read_len = if op == IoOp::Read && have > len { u32::try_from(len).ok() } else { None };
-    ctx.stage = Stage::Backend { is_write: op.is_write(), read_len };
+    let read_len = if op == IoOp::Read && have > len {
+        u32::try_from(len).ok()
+    } else {
+        None
+    };
+    ctx.stage = Stage::Backend {
+        is_write: op.is_write(),
+        read_len,
+    };
     let Ctx { cmd, iov, .. } = &mut *ctx;
     link.data.iovecs(cmd.data_out(), 0, len, iov);
-    let b = Arc::clone(&link.backend);
+    let b = link.backend();
     b.submit(Io::for_device(op, rw.lba * bs, len, ctx, link));
 }
 
@@ -68,7 +79,14 @@ enum Buf<'a> {
     None,
 }
 
-fn io(w: &mut WorkerState, link: &DeviceLink, op: IoOp, off: u64, len: u64, buf: Buf<'_>) -> IoResult {
+fn io(
+    w: &mut WorkerState,
+    link: &DeviceLink,
+    op: IoOp,
+    off: u64,
+    len: u64,
+    buf: Buf<'_>,
+) -> IoResult {
     let mut iov = std::mem::take(&mut w.iov);
     iov.clear();
     match buf {
@@ -79,7 +97,8 @@ fn io(w: &mut WorkerState, link: &DeviceLink, op: IoOp, off: u64, len: u64, buf:
         }),
         Buf::None => {}
     }
-    link.backend.submit(Io::for_waiter(op, off, len, iov, &w.waiter));
+    link.backend()
+        .submit(Io::for_waiter(op, off, len, iov, &w.waiter));
     let (r, iov) = w.waiter.wait();
     w.iov = iov;
     r
@@ -95,7 +114,13 @@ fn chunk_len(w: &WorkerState, bs: u64) -> u64 {
     (cap / bs).max(1) * bs
 }
 
-fn multi_step(cdb: &Cdb, ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, bs: u64) -> Result<(), ScsiError> {
+fn multi_step(
+    cdb: &Cdb,
+    ctx: &Ctx,
+    link: &DeviceLink,
+    w: &mut WorkerState,
+    bs: u64,
+) -> Result<(), ScsiError> {
     let segs = ctx.cmd.data_out();
     match *cdb {
         Cdb::CompareAndWrite { lba, blocks, fua } => {
@@ -104,11 +129,24 @@ fn multi_step(cdb: &Cdb, ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, bs: 
                 return Err(Sense::invalid_field_in_cdb(13, None).into());
             }
             link.ranges.acquire(ctx.slot, lba, u64::from(blocks), true);
-            let r = compare_and_write(ctx, link, w, lba * bs, len, fua || !link.lun.read().write_cache);
+            let r = compare_and_write(
+                ctx,
+                link,
+                w,
+                lba * bs,
+                len,
+                fua || !link.lun.read().write_cache,
+            );
             link.ranges.release(ctx.slot);
             r
         }
-        Cdb::WriteSame { lba, blocks, unmap, ndob, .. } => {
+        Cdb::WriteSame {
+            lba,
+            blocks,
+            unmap,
+            ndob,
+            ..
+        } => {
             link.ranges.acquire(ctx.slot, lba, u64::from(blocks), false);
             let r = write_same(ctx, link, w, lba, u64::from(blocks), unmap, ndob, bs);
             link.ranges.release(ctx.slot);
@@ -122,11 +160,34 @@ fn multi_step(cdb: &Cdb, ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, bs: 
             w.compare = list;
             r
         }
-        Cdb::Verify { lba, blocks, bytchk } => verify(segs, link, w, lba * bs, u64::from(blocks) * bs, bytchk != 0, bs),
+        Cdb::Verify {
+            lba,
+            blocks,
+            bytchk,
+        } => verify(
+            segs,
+            link,
+            w,
+            lba * bs,
+            u64::from(blocks) * bs,
+            bytchk != 0,
+            bs,
+        ),
         Cdb::WriteAndVerify { rw, .. } => {
             let len = u64::from(rw.blocks) * bs;
-            link.ranges.acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
-            let r = errno(io(w, link, IoOp::Write { fua: true }, rw.lba * bs, len, Buf::Ring(segs, 0)), true);
+            link.ranges
+                .acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
+            let r = errno(
+                io(
+                    w,
+                    link,
+                    IoOp::Write { fua: true },
+                    rw.lba * bs,
+                    len,
+                    Buf::Ring(segs, 0),
+                ),
+                true,
+            );
             link.ranges.release(ctx.slot);
             r?;
             verify(segs, link, w, rw.lba * bs, len, true, bs)
@@ -135,7 +196,14 @@ fn multi_step(cdb: &Cdb, ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, bs: 
     }
 }
 
-fn compare_and_write(ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, off: u64, len: u64, fua: bool) -> Result<(), ScsiError> {
+fn compare_and_write(
+    ctx: &Ctx,
+    link: &DeviceLink,
+    w: &mut WorkerState,
+    off: u64,
+    len: u64,
+    fua: bool,
+) -> Result<(), ScsiError> {
     let segs = ctx.cmd.data_out();
     let n = usize::try_from(len).map_err(|_| Sense::internal_target_failure())?;
     errno(io(w, link, IoOp::Read, off, len, Buf::Scratch), false)?;
@@ -143,7 +211,10 @@ fn compare_and_write(ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, off: u64
     if let Some(i) = first_difference(&w.scratch[..n], &w.compare[..n]) {
         return Err(Sense::miscompare(i as u64).into());
     }
-    errno(io(w, link, IoOp::Write { fua }, off, len, Buf::Ring(segs, len)), true)
+    errno(
+        io(w, link, IoOp::Write { fua }, off, len, Buf::Ring(segs, len)),
+        true,
+    )
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
@@ -151,7 +222,15 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 }
 
 /// Read `[off, off+len)` in chunks; with `compare`, check it against the Data-Out buffer.
-fn verify(segs: &[DataSeg], link: &DeviceLink, w: &mut WorkerState, off: u64, len: u64, compare: bool, bs: u64) -> Result<(), ScsiError> {
+fn verify(
+    segs: &[DataSeg],
+    link: &DeviceLink,
+    w: &mut WorkerState,
+    off: u64,
+    len: u64,
+    compare: bool,
+    bs: u64,
+) -> Result<(), ScsiError> {
     let chunk = chunk_len(w, bs);
     let mut done = 0;
     while done < len {
@@ -170,21 +249,34 @@ fn verify(segs: &[DataSeg], link: &DeviceLink, w: &mut WorkerState, off: u64, le
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_same(ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, lba: u64, blocks: u64, unmap: bool, ndob: bool, bs: u64) -> Result<(), ScsiError> {
+fn write_same(
+    ctx: &Ctx,
+    link: &DeviceLink,
+    w: &mut WorkerState,
+    lba: u64,
+    blocks: u64,
+    unmap: bool,
+    ndob: bool,
+    bs: u64,
+) -> Result<(), ScsiError> {
     let bsu = usize::try_from(bs).map_err(|_| Sense::internal_target_failure())?;
     if ndob {
         w.compare[..bsu].fill(0);
     } else {
-        link.data.copy_to_slice(ctx.cmd.data_out(), 0, &mut w.compare[..bsu]);
+        link.data
+            .copy_to_slice(ctx.cmd.data_out(), 0, &mut w.compare[..bsu]);
     }
     let (off, len) = (lba * bs, blocks * bs);
-    let caps = link.backend.caps();
+    let caps = link.backend().caps();
     if w.compare[..bsu].iter().all(|&b| b == 0) {
         if unmap && caps.unmap {
             return errno(io(w, link, IoOp::Unmap, off, len, Buf::None), true);
         }
         if caps.write_zeroes {
-            return errno(io(w, link, IoOp::WriteZeroes { unmap }, off, len, Buf::None), true);
+            return errno(
+                io(w, link, IoOp::WriteZeroes { unmap }, off, len, Buf::None),
+                true,
+            );
         }
     }
     // Replicate the block through the scratch buffer and write it chunk by chunk.
@@ -198,13 +290,24 @@ fn write_same(ctx: &Ctx, link: &DeviceLink, w: &mut WorkerState, lba: u64, block
     let mut done = 0;
     while done < len {
         let n = chunk.min(len - done);
-        errno(io(w, link, IoOp::Write { fua }, off + done, n, Buf::Scratch), true)?;
+        errno(
+            io(w, link, IoOp::Write { fua }, off + done, n, Buf::Scratch),
+            true,
+        )?;
         done += n;
     }
     Ok(())
 }
 
-fn unmap(segs: &[DataSeg], param_len: u16, buf: &mut [u8], slot: u16, link: &DeviceLink, w: &mut WorkerState, bs: u64) -> Result<(), ScsiError> {
+fn unmap(
+    segs: &[DataSeg],
+    param_len: u16,
+    buf: &mut [u8],
+    slot: u16,
+    link: &DeviceLink,
+    w: &mut WorkerState,
+    bs: u64,
+) -> Result<(), ScsiError> {
     let n = usize::from(param_len).min(buf.len());
     let got = link.data.copy_to_slice(segs, 0, &mut buf[..n]);
     let descriptors = {
@@ -213,7 +316,14 @@ fn unmap(segs: &[DataSeg], param_len: u16, buf: &mut [u8], slot: u16, link: &Dev
     };
     for (lba, nb) in descriptors {
         link.ranges.acquire(slot, lba, u64::from(nb), false);
-        let r = io(w, link, IoOp::Unmap, lba * bs, u64::from(nb) * bs, Buf::None);
+        let r = io(
+            w,
+            link,
+            IoOp::Unmap,
+            lba * bs,
+            u64::from(nb) * bs,
+            Buf::None,
+        );
         link.ranges.release(slot);
         errno(r, true)?;
     }

@@ -6,17 +6,19 @@ use crate::backend::Backend;
 use crossbeam_channel::Sender;
 use nix::sys::eventfd::EventFd;
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use tcmu_ring::DataArea;
+use tcmu_ring::{DataArea, Doorbell};
 use tcmu_scsi::lun::LunInfo;
 
 /// Shared state of one device. See the module docs of [`crate::device`].
 pub struct DeviceLink {
     /// Device name for logs (`<hba>/<name>`).
     pub name: String,
-    /// The backing store.
-    pub backend: Arc<dyn Backend>,
+    /// The backing store (replaced when the cfgstring is reconfigured).
+    backend: RwLock<Arc<dyn Backend>>,
+    /// A UNIT ATTENTION waiting to be reported (0 = none), see [`UnitAttention`].
+    ua: AtomicU8,
     /// The ring's data area.
     pub data: DataArea,
     /// LBA ranges held by in-flight writes and COMPARE AND WRITE.
@@ -26,6 +28,9 @@ pub struct DeviceLink {
     done_tx: Sender<Box<Ctx>>,
     wake: EventFd,
     sleeping: AtomicBool,
+    /// Keeps the uio fd open while any I/O of this device is in flight (see
+    /// `DeviceThread::give_up_in_flight`).
+    _doorbell: Arc<dyn Doorbell>,
 }
 
 impl DeviceLink {
@@ -36,18 +41,51 @@ impl DeviceLink {
         lun: LunInfo,
         slots: usize,
         done_tx: Sender<Box<Ctx>>,
+        doorbell: Arc<dyn Doorbell>,
     ) -> std::io::Result<DeviceLink> {
-        let wake = EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK)?;
+        let wake = EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )?;
         Ok(DeviceLink {
             name,
-            backend,
+            backend: RwLock::new(backend),
+            ua: AtomicU8::new(0),
             data,
             ranges: RangeLock::new(slots),
             lun: RwLock::new(lun),
             done_tx,
             wake,
             sleeping: AtomicBool::new(false),
+            _doorbell: doorbell,
         })
+    }
+
+    /// The current backend.
+    #[must_use]
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend.read())
+    }
+
+    /// Replace the backend (new cfgstring); commands already submitted finish on the old one.
+    pub fn set_backend(&self, b: Arc<dyn Backend>) {
+        *self.backend.write() = b;
+    }
+
+    /// Report `ua` to the next command that can receive a UNIT ATTENTION.
+    pub fn raise(&self, ua: UnitAttention) {
+        self.ua.store(ua as u8, Ordering::SeqCst);
+    }
+
+    /// Take the pending UNIT ATTENTION, if any (one atomic load when there is none).
+    pub fn take_unit_attention(&self) -> Option<UnitAttention> {
+        if self.ua.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        match self.ua.swap(0, Ordering::SeqCst) {
+            1 => Some(UnitAttention::CapacityChanged),
+            2 => Some(UnitAttention::ModeParametersChanged),
+            _ => None,
+        }
     }
 
     /// Hand a finished (or backend-completed) context back to the device thread. Callable
@@ -85,5 +123,31 @@ impl DeviceLink {
 
     pub(crate) fn drain_wake(&self) {
         let _ = self.wake.read();
+    }
+}
+
+/// Conditions reported once as UNIT ATTENTION.
+///
+/// TCMU does not tell the handler which initiator (I_T nexus) sent a command, so a condition
+/// is reported to the next command from any initiator, not once per initiator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum UnitAttention {
+    /// CAPACITY DATA HAS CHANGED (2A/09): the LUN was resized.
+    CapacityChanged = 1,
+    /// MODE PARAMETERS CHANGED (2A/01).
+    ModeParametersChanged = 2,
+}
+
+impl UnitAttention {
+    /// The sense this condition reports.
+    #[must_use]
+    pub fn sense(self) -> tcmu_scsi::sense::Sense {
+        match self {
+            UnitAttention::CapacityChanged => tcmu_scsi::sense::Sense::capacity_data_changed(),
+            UnitAttention::ModeParametersChanged => {
+                tcmu_scsi::sense::Sense::mode_parameters_changed()
+            }
+        }
     }
 }

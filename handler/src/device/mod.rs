@@ -18,4 +18,5 @@ pub mod range_lock;
 pub mod thread;
 pub mod workers;
 
-pub use thread::{spawn, DeviceConfig, DeviceHandle, DeviceStats};
+pub use link::UnitAttention;
+pub use thread::{spawn, Change, DeviceConfig, DeviceHandle, DeviceStats};

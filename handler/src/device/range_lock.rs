@@ -32,7 +32,10 @@ impl Table {
             return false;
         }
         self.slots.iter().enumerate().any(|(i, o)| {
-            i != me && o.is_some_and(|o| (o.exclusive || e.exclusive) && o.start < e.end && e.start < o.end)
+            i != me
+                && o.is_some_and(|o| {
+                    (o.exclusive || e.exclusive) && o.start < e.end && e.start < o.end
+                })
         })
     }
 }
@@ -41,12 +44,22 @@ impl RangeLock {
     /// A lock table for `slots` contexts.
     #[must_use]
     pub fn new(slots: usize) -> RangeLock {
-        RangeLock { table: Mutex::new(Table { slots: vec![None; slots], exclusive: 0 }), cv: Condvar::new() }
+        RangeLock {
+            table: Mutex::new(Table {
+                slots: vec![None; slots],
+                exclusive: 0,
+            }),
+            cv: Condvar::new(),
+        }
     }
 
     /// Take `[lba, lba+blocks)` for context `slot`, waiting while it conflicts.
     pub fn acquire(&self, slot: u16, lba: u64, blocks: u64, exclusive: bool) {
-        let e = Entry { start: lba, end: lba.saturating_add(blocks.max(1)), exclusive };
+        let e = Entry {
+            start: lba,
+            end: lba.saturating_add(blocks.max(1)),
+            exclusive,
+        };
         let me = usize::from(slot);
         let mut t = self.table.lock();
         while t.conflicts(me, e) {
@@ -63,7 +76,9 @@ impl RangeLock {
     /// Release what context `slot` holds (no-op if nothing).
     pub fn release(&self, slot: u16) {
         let mut t = self.table.lock();
-        let Some(s) = t.slots.get_mut(usize::from(slot)) else { return };
+        let Some(s) = t.slots.get_mut(usize::from(slot)) else {
+            return;
+        };
         if let Some(e) = s.take() {
             if e.exclusive {
                 t.exclusive -= 1;
@@ -105,7 +120,10 @@ mod tests {
             l2.release(1);
         });
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!got.load(Ordering::SeqCst), "COMPARE AND WRITE must wait for the overlapping write");
+        assert!(
+            !got.load(Ordering::SeqCst),
+            "COMPARE AND WRITE must wait for the overlapping write"
+        );
         l.acquire(3, 60, 1, false); // unrelated writes still proceed
         l.release(3);
         l.release(0);

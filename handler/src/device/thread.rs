@@ -2,7 +2,7 @@
 //! the workers, and publishes completions to the ring in batches.
 
 use super::context::{Ctx, Outcome, Stage};
-use super::link::DeviceLink;
+use super::link::{DeviceLink, UnitAttention};
 use super::workers::{Job, Workers};
 use crate::backend::Backend;
 use crossbeam_channel::{bounded, Receiver};
@@ -35,7 +35,12 @@ pub struct DeviceConfig {
 
 impl Default for DeviceConfig {
     fn default() -> DeviceConfig {
-        DeviceConfig { workers: 4, max_inflight: 256, scratch_bytes: 1 << 20, stop_deadline: Duration::from_secs(10) }
+        DeviceConfig {
+            workers: 4,
+            max_inflight: 256,
+            scratch_bytes: 1 << 20,
+            stop_deadline: Duration::from_secs(10),
+        }
     }
 }
 
@@ -62,6 +67,16 @@ pub struct DeviceStats {
     pub broken: AtomicBool,
 }
 
+/// A change the kernel asks for while the device runs.
+pub enum Change {
+    /// New LUN size in bytes (`attrib/dev_size`).
+    Size(u64),
+    /// Write cache on or off (`attrib/emulate_write_cache`).
+    WriteCache(bool),
+    /// A new backend opened from a new cfgstring (`attrib/dev_config`).
+    Backend(Arc<dyn Backend>),
+}
+
 /// Control of a running device.
 pub struct DeviceHandle {
     link: Arc<DeviceLink>,
@@ -85,6 +100,28 @@ impl DeviceHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// Apply a reconfiguration from the kernel (netlink RECONFIG_DEVICE).
+    ///
+    /// # Errors
+    /// When the backend cannot take the new size; the old value stays in force.
+    pub fn reconfigure(&self, change: Change) -> Result<(), String> {
+        match change {
+            Change::Size(bytes) => {
+                self.link
+                    .backend()
+                    .resize(bytes)
+                    .map_err(|e| format!("resize to {bytes} bytes: {e}"))?;
+                let mut lun = self.link.lun.write();
+                lun.num_blocks = bytes / u64::from(lun.block_size);
+                drop(lun);
+                self.link.raise(UnitAttention::CapacityChanged);
+            }
+            Change::WriteCache(on) => self.link.lun.write().write_cache = on,
+            Change::Backend(b) => self.link.set_backend(b),
+        }
+        Ok(())
     }
 
     /// The shared state (for reconfiguration).
@@ -116,12 +153,27 @@ pub fn spawn(
     cfg: &DeviceConfig,
 ) -> std::io::Result<DeviceHandle> {
     // Contexts: bounded by the config, by what the ring can hold and by the id space.
-    let ring_slots = usize::try_from(ring.cmdr_size()).unwrap_or(usize::MAX) / tcmu_sys::CMD_ENTRY_SIZE;
-    let total = cfg.max_inflight.min(ring_slots).clamp(1, usize::from(u16::MAX));
+    let ring_slots =
+        usize::try_from(ring.cmdr_size()).unwrap_or(usize::MAX) / tcmu_sys::CMD_ENTRY_SIZE;
+    let total = cfg
+        .max_inflight
+        .min(ring_slots)
+        .clamp(1, usize::from(u16::MAX));
     let (done_tx, done_rx) = bounded(total);
-    let link = Arc::new(DeviceLink::new(name.to_string(), backend, ring.data_area(), lun, total, done_tx)?);
+    let doorbell: Arc<dyn Doorbell> = Arc::from(doorbell);
+    let link = Arc::new(DeviceLink::new(
+        name.to_string(),
+        backend,
+        ring.data_area(),
+        lun,
+        total,
+        done_tx,
+        Arc::clone(&doorbell),
+    )?);
     let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
-    let free = (0..total).map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX))).collect();
+    let free = (0..total)
+        .map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX)))
+        .collect();
     let stats = Arc::new(DeviceStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut dt = DeviceThread {
@@ -130,6 +182,7 @@ pub fn spawn(
         doorbell,
         workers: Some(workers),
         free,
+        inflight: vec![None; total],
         total,
         done_rx,
         tmr: TmrCopy::new(),
@@ -140,8 +193,15 @@ pub fn spawn(
         broken: false,
         deadline: cfg.stop_deadline,
     };
-    let thread = std::thread::Builder::new().name(format!("tcmu-d/{name}")).spawn(move || dt.run())?;
-    Ok(DeviceHandle { link, stop, thread: Some(thread), stats })
+    let thread = std::thread::Builder::new()
+        .name(format!("tcmu-d/{name}"))
+        .spawn(move || dt.run())?;
+    Ok(DeviceHandle {
+        link,
+        stop,
+        thread: Some(thread),
+        stats,
+    })
 }
 
 enum Route {
@@ -158,9 +218,13 @@ impl From<Sense> for Route {
 struct DeviceThread {
     link: Arc<DeviceLink>,
     ring: Ring,
-    doorbell: Box<dyn Doorbell>,
+    doorbell: Arc<dyn Doorbell>,
     workers: Option<Workers>,
+    // Boxed on purpose: a context moves through channels and threads as one pointer.
+    #[allow(clippy::vec_box)]
     free: Vec<Box<Ctx>>,
+    /// Command id held by each context slot while it is away (worker or backend).
+    inflight: Vec<Option<u16>>,
     total: usize,
     done_rx: Receiver<Box<Ctx>>,
     tmr: TmrCopy,
@@ -197,7 +261,7 @@ impl DeviceThread {
                     break;
                 }
                 if Instant::now() >= t {
-                    tracing::error!(device = %name, in_flight = self.total - self.free.len(), "stop deadline passed with commands in flight");
+                    self.give_up_in_flight();
                     if let Some(w) = self.workers.take() {
                         w.abandon();
                     }
@@ -218,19 +282,43 @@ impl DeviceThread {
             self.link.set_sleeping(false);
             return;
         }
-        let timeout = stop_by.map_or(1000, |t| t.saturating_duration_since(Instant::now()).as_millis().min(1000));
+        let timeout = stop_by.map_or(1000, |t| {
+            t.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(1000)
+        });
         let mut fds = [
-            libc::pollfd { fd: self.doorbell.raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.link.wake_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: self.doorbell.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.link.wake_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        let watch = if stop_by.is_some() { &mut fds[1..] } else { &mut fds[..] };
+        let watch = if stop_by.is_some() {
+            &mut fds[1..]
+        } else {
+            &mut fds[..]
+        };
         // SAFETY: `watch` is a valid array of initialised pollfd structs for the whole call.
-        let r = unsafe { libc::poll(watch.as_mut_ptr(), watch.len() as libc::nfds_t, i32::try_from(timeout).unwrap_or(1000)) };
+        let r = unsafe {
+            libc::poll(
+                watch.as_mut_ptr(),
+                watch.len() as libc::nfds_t,
+                i32::try_from(timeout).unwrap_or(1000),
+            )
+        };
         if r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
             tracing::warn!(device = %self.link.name, "poll failed: {}", nix::errno::Errno::last());
             std::thread::sleep(Duration::from_millis(10));
         }
-        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 && stop_by.is_none() {
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+            && stop_by.is_none()
+        {
             tracing::warn!(device = %self.link.name, "uio device went away");
             self.stop.store(true, Ordering::SeqCst);
         }
@@ -296,7 +384,11 @@ impl DeviceThread {
                 self.finish(ctx);
             }
             Route::Worker => {
-                let job = Job { ctx, link: Arc::clone(&self.link) };
+                self.inflight[usize::from(ctx.slot)] = Some(ctx.cmd.cmd_id);
+                let job = Job {
+                    ctx,
+                    link: Arc::clone(&self.link),
+                };
                 if let Some(w) = &self.workers {
                     w.send(job);
                 }
@@ -310,9 +402,20 @@ impl DeviceThread {
             Ok(c) => c,
             Err(s) => return s.into(),
         };
+        // INQUIRY and REQUEST SENSE never report a UNIT ATTENTION (SPC-4 5.14).
+        if !matches!(c, Cdb::Inquiry { .. } | Cdb::RequestSense { .. }) {
+            if let Some(ua) = self.link.take_unit_attention() {
+                return ua.sense().into();
+            }
+        }
         let mut c = c;
         let r = match c {
-            Cdb::ModeSelect { ten, pf, sp, param_len } => self.mode_select(ctx, ten, pf, sp, param_len),
+            Cdb::ModeSelect {
+                ten,
+                pf,
+                sp,
+                param_len,
+            } => self.mode_select(ctx, ten, pf, sp, param_len),
             Cdb::Read(_)
             | Cdb::Write(_)
             | Cdb::WriteAndVerify { .. }
@@ -327,84 +430,51 @@ impl DeviceThread {
         r
     }
 
-    /// Range and length checks of a data command; they go to a worker when they pass.
+    /// Range, limit and length checks of a data command; it goes to a worker when they pass.
     fn check_data_command(&self, ctx: &Ctx, c: &mut Cdb) -> Route {
         let lun = self.link.lun.read();
-        let have = ctx.cmd.data_len();
-        if cdb::data_out_len(c, lun.block_size) > have {
-            return Sense::invalid_field_in_cdb(0, None).into();
+        if let Err(s) = lun.validate(c) {
+            return s.into();
         }
-        let bs = u64::from(lun.block_size);
+        let have = ctx.cmd.data_len();
+        if cdb::data_out_len(c, lun.block_size) > have || cdb::data_in_len(c, lun.block_size) > have
+        {
+            // The fabric's buffer is shorter than the CDB's transfer length.
+            return Sense::invalid_field_in_cdb_unknown().into();
+        }
         match c {
-            Cdb::Read(rw) | Cdb::Write(rw) | Cdb::WriteAndVerify { rw, .. } => {
-                if let Err(s) = lun.check_range(rw.lba, u64::from(rw.blocks)) {
-                    return s.into();
-                }
-                if rw.blocks == 0 {
-                    return Route::Done(Outcome::GOOD);
-                }
-                if u64::from(rw.blocks) * bs > have {
-                    return Sense::invalid_field_in_cdb(0, None).into();
-                }
-                Route::Worker
+            Cdb::Read(rw) | Cdb::Write(rw) | Cdb::WriteAndVerify { rw, .. } if rw.blocks == 0 => {
+                Route::Done(Outcome::GOOD)
             }
-            Cdb::Verify { lba, blocks, .. } => {
-                if let Err(s) = lun.check_range(*lba, u64::from(*blocks)) {
-                    return s.into();
-                }
-                if *blocks == 0 { Route::Done(Outcome::GOOD) } else { Route::Worker }
-            }
-            Cdb::SyncCache { lba, blocks, .. } => {
-                if let Err(s) = lun.check_range(*lba, u64::from(*blocks).max(1)) {
-                    return s.into();
-                }
-                Route::Worker
-            }
-            Cdb::Unmap { param_len, .. } => {
-                if !lun.caps.unmap {
-                    return Sense::invalid_opcode().into();
-                }
-                if *param_len == 0 { Route::Done(Outcome::GOOD) } else { Route::Worker }
-            }
-            Cdb::WriteSame { lba, blocks, unmap, .. } => {
-                if *unmap && !lun.caps.unmap {
-                    return Sense::invalid_field_in_cdb(1, Some(3)).into();
-                }
-                if *blocks == 0 {
-                    // WSNZ=0: zero blocks means "to the end of the medium".
-                    let rest = lun.num_blocks.saturating_sub(*lba);
-                    match u32::try_from(rest) {
-                        Ok(n) if n > 0 => *blocks = n,
-                        _ => return Sense::lba_out_of_range().into(),
+            Cdb::Verify { blocks: 0, .. }
+            | Cdb::CompareAndWrite { blocks: 0, .. }
+            | Cdb::Unmap { param_len: 0, .. } => Route::Done(Outcome::GOOD),
+            Cdb::WriteSame { lba, blocks, .. } if *blocks == 0 => {
+                // WSNZ=0: zero blocks means "to the end of the medium", within the limit.
+                let rest = lun.num_blocks.saturating_sub(*lba);
+                match u32::try_from(rest) {
+                    Ok(n)
+                        if n > 0
+                            && (lun.max_write_same_blocks == 0
+                                || u64::from(n) <= lun.max_write_same_blocks) =>
+                    {
+                        *blocks = n;
+                        Route::Worker
                     }
+                    Ok(0) => Sense::lba_out_of_range().into(),
+                    _ => Sense::invalid_field_in_cdb_unknown().into(),
                 }
-                if let Err(s) = lun.check_range(*lba, u64::from(*blocks)) {
-                    return s.into();
-                }
-                if lun.max_write_same_blocks != 0 && u64::from(*blocks) > lun.max_write_same_blocks {
-                    return Sense::invalid_field_in_cdb(10, None).into();
-                }
-                Route::Worker
             }
-            Cdb::CompareAndWrite { lba, blocks, .. } => {
-                if *blocks == 0 {
-                    return Route::Done(Outcome::GOOD);
-                }
-                if *blocks > lun.max_compare_write_blocks {
-                    return Sense::invalid_field_in_cdb(13, None).into();
-                }
-                if let Err(s) = lun.check_range(*lba, u64::from(*blocks)) {
-                    return s.into();
-                }
-                Route::Worker
-            }
-            _ => Route::Done(Sense::internal_target_failure().into()),
+            _ => Route::Worker,
         }
     }
 
     fn mode_select(&mut self, ctx: &Ctx, ten: bool, pf: bool, sp: bool, param_len: u16) -> Route {
         let n = usize::from(param_len).min(self.scratch.len());
-        let got = self.link.data.copy_to_slice(ctx.cmd.data_out(), 0, &mut self.scratch[..n]);
+        let got = self
+            .link
+            .data
+            .copy_to_slice(ctx.cmd.data_out(), 0, &mut self.scratch[..n]);
         if got < n {
             return Sense::param_list_length_error().into();
         }
@@ -435,9 +505,14 @@ impl DeviceThread {
         };
         let have = ctx.cmd.data_len();
         let want = cdb::data_in_len(c, 512).min(have);
-        let n = u64::try_from(full).unwrap_or(u64::MAX).min(want).min(self.scratch.len() as u64);
+        let n = u64::try_from(full)
+            .unwrap_or(u64::MAX)
+            .min(want)
+            .min(self.scratch.len() as u64);
         let nu = usize::try_from(n).unwrap_or(0);
-        self.link.data.copy_from_slice(ctx.cmd.data_out(), 0, &self.scratch[..nu]);
+        self.link
+            .data
+            .copy_from_slice(ctx.cmd.data_out(), 0, &self.scratch[..nu]);
         let read_len = if n < have {
             // Never leave stale data from earlier commands in the buffer.
             self.link.data.fill(ctx.cmd.data_out(), n, have - n, 0);
@@ -445,11 +520,42 @@ impl DeviceThread {
         } else {
             None
         };
-        Route::Done(Outcome { status: status::GOOD, sense: None, read_len })
+        Route::Done(Outcome {
+            status: status::GOOD,
+            sense: None,
+            read_len,
+        })
+    }
+
+    /// At the stop deadline: complete every command still with a worker or the backend with
+    /// BUSY, so the initiator retries it elsewhere or later instead of waiting for the
+    /// kernel's timeout. With KEEP_BUF the kernel keeps their data blocks until the uio fd
+    /// closes, and the fd stays open (the link holds it) until the last late I/O returns, so a
+    /// late backend transfer can never land in a block the kernel gave to another command.
+    fn give_up_in_flight(&mut self) {
+        let keep_buf = self.ring.caps().keep_buf;
+        let mut n = 0;
+        for id in self.inflight.iter_mut().filter_map(Option::take) {
+            let rsp = tcmu_ring::Response {
+                status: status::BUSY,
+                sense: None,
+                read_len: None,
+                keep_buf,
+            };
+            match self.ring.complete(id, &rsp) {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    tracing::error!(device = %self.link.name, cmd_id = id, "cannot complete at stop: {e}")
+                }
+            }
+        }
+        self.publish();
+        tracing::error!(device = %self.link.name, completed_busy = n, keep_buf, "stop deadline passed: commands still in the backend were completed with BUSY");
     }
 
     /// Write a finished command's outcome to the ring and recycle its context.
     fn finish(&mut self, mut ctx: Box<Ctx>) {
+        self.inflight[usize::from(ctx.slot)] = None;
         if ctx.range_locked {
             self.link.ranges.release(ctx.slot);
             ctx.range_locked = false;
@@ -457,7 +563,11 @@ impl DeviceThread {
         let outcome = match ctx.stage {
             Stage::Done => ctx.outcome,
             Stage::Backend { is_write, read_len } => match ctx.backend_result {
-                Ok(()) => Outcome { status: status::GOOD, sense: None, read_len },
+                Ok(()) => Outcome {
+                    status: status::GOOD,
+                    sense: None,
+                    read_len,
+                },
                 Err(e) => ScsiError::from_errno(e as i32, is_write).into(),
             },
         };
@@ -470,7 +580,9 @@ impl DeviceThread {
             Ok(()) => {
                 self.stats.completed.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => tracing::error!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, "completion refused by the ring: {e}"),
+            Err(e) => {
+                tracing::error!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, "completion refused by the ring: {e}")
+            }
         }
         self.free.push(ctx);
     }

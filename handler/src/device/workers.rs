@@ -36,7 +36,12 @@ impl WorkerState {
     /// Buffers of `bytes` each.
     #[must_use]
     pub fn new(bytes: usize) -> WorkerState {
-        WorkerState { scratch: vec![0; bytes], compare: vec![0; bytes], iov: Vec::with_capacity(256), waiter: Waiter::new() }
+        WorkerState {
+            scratch: vec![0; bytes],
+            compare: vec![0; bytes],
+            iov: Vec::with_capacity(256),
+            waiter: Waiter::new(),
+        }
     }
 }
 
@@ -51,20 +56,30 @@ impl Workers {
     ///
     /// # Errors
     /// When a thread cannot be spawned.
-    pub fn start(name: &str, n: usize, capacity: usize, scratch_bytes: usize) -> std::io::Result<Workers> {
+    pub fn start(
+        name: &str,
+        n: usize,
+        capacity: usize,
+        scratch_bytes: usize,
+    ) -> std::io::Result<Workers> {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = bounded(capacity.max(1));
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
             let rx = rx.clone();
             let mut state = WorkerState::new(scratch_bytes);
-            let t = std::thread::Builder::new().name(format!("tcmu-w/{name}/{i}")).spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    exec::run(job, &mut state);
-                }
-            })?;
+            let t = std::thread::Builder::new()
+                .name(format!("tcmu-w/{name}/{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        exec::run(job, &mut state);
+                    }
+                })?;
             threads.push(t);
         }
-        Ok(Workers { tx: Some(tx), threads })
+        Ok(Workers {
+            tx: Some(tx),
+            threads,
+        })
     }
 
     /// Queue a job. Never blocks: the capacity covers every context of the device.

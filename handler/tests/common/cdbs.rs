@@ -104,3 +104,59 @@ pub fn verify16(lba: u64, blocks: u32, bytchk: bool) -> [u8; 16] {
     }
     c
 }
+
+pub fn test_unit_ready() -> [u8; 6] {
+    [0; 6]
+}
+
+pub fn read_capacity10() -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = 0x25;
+    c
+}
+
+pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = read10(lba, blocks);
+    c[0] = 0x2A;
+    c
+}
+
+pub fn verify10(lba: u32, blocks: u16, bytchk: bool) -> [u8; 10] {
+    let mut c = read10(lba, blocks);
+    c[0] = 0x2F;
+    if bytchk {
+        c[1] |= 0x02;
+    }
+    c
+}
+
+pub fn write_same10(lba: u32, blocks: u16, unmap: bool) -> [u8; 10] {
+    let mut c = read10(lba, blocks);
+    c[0] = 0x41;
+    if unmap {
+        c[1] |= 0x08;
+    }
+    c
+}
+
+pub fn report_luns(alloc: u32) -> [u8; 12] {
+    let mut c = [0u8; 12];
+    c[0] = 0xA0;
+    c[6..10].copy_from_slice(&alloc.to_be_bytes());
+    c
+}
+
+/// A CDB of the length the kernel copies for `opcode` (`scsi_command_size`), zero apart from
+/// the opcode; for the variable-length opcode 0x7F a 32-byte CDB (ADDITIONAL CDB LENGTH 24).
+pub fn bare(opcode: u8) -> Vec<u8> {
+    const GROUP_LEN: [usize; 8] = [6, 10, 10, 12, 16, 12, 10, 10];
+    if opcode == 0x7F {
+        let mut c = vec![0u8; 32];
+        c[0] = 0x7F;
+        c[7] = 24;
+        return c;
+    }
+    let mut c = vec![0u8; GROUP_LEN[usize::from(opcode >> 5)]];
+    c[0] = opcode;
+    c
+}

@@ -23,11 +23,22 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(backend: Arc<dyn Backend>, lun: LunInfo, emu_cfg: EmuConfig, dev_cfg: &DeviceConfig) -> Harness {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        lun: LunInfo,
+        emu_cfg: EmuConfig,
+        dev_cfg: &DeviceConfig,
+    ) -> Harness {
         let (emu, map, bell) = KernelEmu::new(emu_cfg).expect("emulated ring");
         let ring = Ring::new(Arc::new(map)).expect("mailbox valid");
-        let dev = device::spawn("test/lun0", ring, Box::new(bell), backend, lun, dev_cfg).expect("spawn");
-        Harness { emu, dev: Some(dev), done: HashMap::new(), buf: Vec::new() }
+        let dev =
+            device::spawn("test/lun0", ring, Box::new(bell), backend, lun, dev_cfg).expect("spawn");
+        Harness {
+            emu,
+            dev: Some(dev),
+            done: HashMap::new(),
+            buf: Vec::new(),
+        }
     }
 
     /// Reap whatever the handler completed; panics on a protocol violation.
@@ -38,7 +49,11 @@ impl Harness {
             panic!("protocol violation by the handler: {v}");
         }
         for c in self.buf.drain(..) {
-            assert!(self.done.insert(c.cmd_id, c.clone()).is_none(), "cmd {} completed twice", c.cmd_id);
+            assert!(
+                self.done.insert(c.cmd_id, c.clone()).is_none(),
+                "cmd {} completed twice",
+                c.cmd_id
+            );
         }
     }
 
@@ -53,7 +68,10 @@ impl Harness {
                     return id;
                 }
                 Err(Full::Ring | Full::Data | Full::Ids) => {
-                    assert!(t.elapsed() < Duration::from_secs(30), "ring stayed full for 30 s");
+                    assert!(
+                        t.elapsed() < Duration::from_secs(30),
+                        "ring stayed full for 30 s"
+                    );
                     self.pump(Duration::from_millis(5));
                 }
                 Err(e) => panic!("submit refused: {e:?}"),
@@ -67,7 +85,10 @@ impl Harness {
             if let Some(c) = self.done.remove(&id) {
                 return c;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "command {id} not completed within 30 s");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "command {id} not completed within 30 s"
+            );
             self.pump(Duration::from_millis(5));
         }
     }
@@ -95,14 +116,21 @@ impl Drop for Harness {
 
 /// (key, asc, ascq) of a completion's fixed-format sense.
 pub fn sense_of(c: &Completed) -> (u8, u8, u8) {
-    let s = tcmu_scsi::sense::Sense::from_bytes(&c.sense).unwrap_or_else(|| panic!("no valid sense in {:?}", &c.sense[..18]));
+    let s = tcmu_scsi::sense::Sense::from_bytes(&c.sense)
+        .unwrap_or_else(|| panic!("no valid sense in {:?}", &c.sense[..18]));
     (s.key, s.asc, s.ascq)
 }
 
 /// Check GOOD status, printing the sense otherwise.
 #[track_caller]
 pub fn assert_good(c: &Completed) {
-    assert_eq!(c.status, 0, "expected GOOD, got status {:#x} sense {:02x?}", c.status, &c.sense[..18]);
+    assert_eq!(
+        c.status,
+        0,
+        "expected GOOD, got status {:#x} sense {:02x?}",
+        c.status,
+        &c.sense[..18]
+    );
 }
 
 /// Data-In as the initiator sees it (read_len honoured).

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Install everything tcmu-warden's build, tests and demo need on a fresh Debian 12 machine,
+# as root, from Debian packages (and crates through cargo). Idempotent and quick when done.
+#   - build: gcc and the kernel UAPI headers the tcmu-sys layout test compiles against
+#   - tests: systemd-analyze (unit verification)
+#   - VM harness: qemu, busybox-static, fio, sg3-utils, cpio and Debian's cloud kernel
+#     (scripts/install-vm-deps.sh)
+set -eu
+repo=$(cd "$(dirname "$0")/.." && pwd)
+export DEBIAN_FRONTEND=noninteractive
+log() { echo "setup: $*" >&2; }
+
+command -v cargo >/dev/null 2>&1 || {
+    log "cargo not found: this machine kind ships a Rust toolchain (rustup); put ~/.cargo/bin on PATH"
+    exit 1
+}
+
+need=""
+for pkg in gcc libc6-dev linux-libc-dev systemd; do
+    case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
+        "install ok installed") ;;
+        *) need="$need $pkg" ;;
+    esac
+done
+if [ -n "$need" ]; then
+    log "installing:$need"
+    apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $need >/dev/null
+fi
+"$repo/scripts/install-vm-deps.sh"
+log "ok"

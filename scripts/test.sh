@@ -1,0 +1,81 @@
+#!/bin/bash
+# The whole test suite: set-up, formatting, lints, unit/property/integration tests, a short
+# fuzz run, a benchmark smoke run, and the end-to-end scenarios against the real Linux 6.1
+# target_core_user in a qemu VM. Runs every stage even after a failure, then prints one
+# summary line and exits non-zero if anything failed.
+#
+# Usage: scripts/test.sh            (as root on Debian 12; CI runs exactly this)
+#        SKIP_VM=1 scripts/test.sh  (no VM scenarios, for quick local iterations)
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export CARGO_TERM_COLOR=never
+log=$(mktemp -d /tmp/tcmu-warden-test.XXXXXX)
+passed=0
+failed=0
+failures=()
+
+# Count "test result: ok. N passed; M failed" lines of cargo test output.
+count_cargo() {
+    local p f
+    p=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$1" | awk '{s+=$4} END {print s+0}')
+    f=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$1" | awk '{s+=$6} END {print s+0}')
+    passed=$((passed + p))
+    failed=$((failed + f))
+}
+
+stage() {
+    local name=$1
+    shift
+    local out="$log/$name.log"
+    local t0=$SECONDS
+    echo "=== $name: $*"
+    if "$@" >"$out" 2>&1; then
+        echo "--- $name ok ($((SECONDS - t0)) s)"
+        rc=0
+    else
+        rc=$?
+        echo "--- $name FAILED ($((SECONDS - t0)) s, exit $rc); last lines of $out:"
+        tail -n 60 "$out"
+        failures+=("$name")
+    fi
+    return $rc
+}
+
+stage setup scripts/setup.sh || { echo "set-up failed: nothing else can run"; exit 1; }
+stage fmt cargo fmt --all -- --check && passed=$((passed + 1)) || failed=$((failed + 1))
+stage clippy cargo clippy --workspace --all-targets --all-features -- -D warnings && passed=$((passed + 1)) || failed=$((failed + 1))
+stage doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features && passed=$((passed + 1)) || failed=$((failed + 1))
+before=$failed
+stage unit-and-integration cargo test --workspace --all-features
+ut_rc=$?
+count_cargo "$log/unit-and-integration.log"
+if [ "$ut_rc" != 0 ] && [ "$failed" = "$before" ]; then failed=$((failed + 1)); fi
+grep -E '^test .* FAILED|panicked' "$log/unit-and-integration.log" | head -20 || true
+if [ -x scripts/fuzz.sh ]; then
+    stage fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}" && passed=$((passed + 1)) || failed=$((failed + 1))
+fi
+if [ -d bench/benches ]; then
+    stage bench-smoke env BENCH_QUICK=1 cargo bench -p tcmu-warden-bench && passed=$((passed + 1)) || failed=$((failed + 1))
+    grep -A 20 'per core' "$log/bench-smoke.log" | head -24 || true
+fi
+if [ "${SKIP_VM:-0}" != 1 ]; then
+    if stage build-release cargo build --release -p tcmu-warden; then
+        stage vm-scenarios tests/vm/run-all.sh target/release/tcmu-warden
+        vm_rc=$?
+        vp=$(grep -c '^PASS ' "$log/vm-scenarios.log" || true)
+        vf=$(grep -c '^FAIL ' "$log/vm-scenarios.log" || true)
+        grep -E '^(PASS|FAIL) ' "$log/vm-scenarios.log" || true
+        passed=$((passed + vp))
+        failed=$((failed + vf))
+        if [ "$vm_rc" != 0 ] && [ "$vf" = 0 ]; then failed=$((failed + 1)); fi
+    else
+        failed=$((failed + 1))
+    fi
+fi
+
+echo
+echo "logs: $log"
+[ ${#failures[@]} -eq 0 ] || echo "failed stages: ${failures[*]}"
+echo "tcmu-warden: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ ${#failures[@]} -eq 0 ]
