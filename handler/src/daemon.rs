@@ -5,10 +5,13 @@ use crate::backend::file::FileBackend;
 use crate::backend::{Backend, OpenError};
 use crate::configfs;
 use crate::device::{self, DeviceConfig, DeviceHandle};
+use crate::notify::Notifier;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::SignalFd;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tcmu_ring::{parse_uio_name, Ring, Uio};
 use tcmu_scsi::lun::{Caps as LunCaps, LunInfo};
 
@@ -188,7 +191,7 @@ pub fn reclaim_safety() {
 /// Run until SIGTERM or SIGINT, then stop every device within its deadline.
 ///
 /// # Errors
-/// When signals cannot be set up or no device could be served.
+/// When signals cannot be set up or no requested device could be served.
 pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     // Block the stop signals before any thread starts, so only the signalfd sees them.
     let mut mask = SigSet::empty();
@@ -197,10 +200,12 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     }
     mask.thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
-    let sfd = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
     if cfg.reclaim_safety {
         reclaim_safety();
     }
+    let notifier = Notifier::from_env();
     let devs = if cfg.uio.is_empty() {
         discover(&cfg.sysfs_uio)
     } else {
@@ -220,25 +225,68 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
         return Err("none of the requested devices could be served".into());
     }
     tracing::info!(devices = served.len(), "tcmu-warden ready");
+    notifier.send(&format!(
+        "READY=1\nSTATUS=serving {} device(s)",
+        served.len()
+    ));
+    let tick = notifier
+        .watchdog_interval()
+        .unwrap_or(Duration::from_secs(1));
     loop {
-        match sfd.read_signal() {
-            Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
-                tracing::info!("SIGHUP: nothing to reload yet")
-            }
-            Ok(Some(si)) => {
-                tracing::info!(signal = si.ssi_signo, "stopping");
+        if let Some(sig) = wait_signal(&sfd, tick)? {
+            if sig == Signal::SIGHUP {
+                tracing::info!("SIGHUP: nothing to reload");
+            } else {
+                tracing::info!(signal = %sig, "stopping");
                 break;
             }
-            Ok(None) => {}
-            Err(e) => return Err(format!("reading signals: {e}")),
         }
+        notifier.send("WATCHDOG=1");
     }
+    notifier.send("STOPPING=1");
     for s in &served {
         s.handle.stop();
     }
     for s in served {
-        tracing::info!(device = %s.name, "waiting for commands in flight");
+        log_stats(&s);
         s.handle.join();
     }
     Ok(())
+}
+
+/// Wait up to `timeout` for a stop signal.
+fn wait_signal(sfd: &SignalFd, timeout: Duration) -> Result<Option<Signal>, String> {
+    let mut fds = [libc::pollfd {
+        fd: sfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(1000);
+    // SAFETY: `fds` is a valid, initialised pollfd array for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+    if r <= 0 {
+        return Ok(None);
+    }
+    match sfd.read_signal() {
+        Ok(Some(si)) => Ok(Signal::try_from(i32::try_from(si.ssi_signo).unwrap_or(0)).ok()),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("reading signals: {e}")),
+    }
+}
+
+/// What a device saw, logged when it stops.
+fn log_stats(s: &Served) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &s.handle.stats;
+    tracing::info!(
+        device = %s.name,
+        commands = st.commands.load(Relaxed),
+        emulated = st.emulated.load(Relaxed),
+        errors = st.errors.load(Relaxed),
+        bad_entries = st.bad_entries.load(Relaxed),
+        tmrs = st.tmrs.load(Relaxed),
+        kicks = st.kicks.load(Relaxed),
+        contexts_exhausted = st.pool_exhausted.load(Relaxed),
+        "device statistics"
+    );
 }

@@ -12,3 +12,4 @@ pub mod backend;
 pub mod configfs;
 pub mod daemon;
 pub mod device;
+pub mod notify;

@@ -32,6 +32,14 @@ struct Cli {
     /// Root of the target core in configfs.
     #[arg(long, default_value = tcmu_warden::configfs::CORE_ROOT, value_name = "DIR")]
     configfs: PathBuf,
+    /// Where the uio class lives in sysfs (for tests).
+    #[arg(
+        long,
+        default_value = "/sys/class/uio",
+        value_name = "DIR",
+        hide = true
+    )]
+    sysfs_uio: PathBuf,
     /// Debug logging (same as tcmu-runner's -d; RUST_LOG overrides).
     #[arg(short = 'd', long)]
     debug: bool,
@@ -49,6 +57,7 @@ fn main() -> std::process::ExitCode {
     let cfg = DaemonConfig {
         uio: cli.uio,
         configfs_root: cli.configfs,
+        sysfs_uio: cli.sysfs_uio,
         device: DeviceConfig {
             workers: usize::from(cli.workers),
             max_inflight: cli.max_inflight as usize,

@@ -1,0 +1,398 @@
+//! [`Listener`]: the `TCM-USER` event subscription and the request channel.
+//!
+//! Two `NETLINK_GENERIC` sockets are used:
+//! * the **event socket**, non-blocking and joined to the `config` group, is what the
+//!   daemon polls ([`Listener::raw_fd`]); nothing is ever sent on it, so events and
+//!   acknowledgements never interleave;
+//! * the **request socket**, blocking with a receive timeout, carries `nlctrl` queries,
+//!   `*_DONE` replies and `SET_FEATURES`, each with `NLM_F_ACK`, and reads the kernel's
+//!   acknowledgement (the kernel handles genl requests synchronously inside `sendmsg`, so
+//!   the ack is queued before `send` returns; the timeout only guards against surprises).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use parking_lot::Mutex;
+use tcmu_sys::genl;
+
+use super::codec::{self, DecodeError, NLMSG_ERROR};
+use super::event::{self, Event};
+use super::NetlinkError;
+
+/// Receive buffer asked for on the event socket (`SO_RCVBUFFORCE`, else `SO_RCVBUF`,
+/// which the kernel caps at `net.core.rmem_max`). Each event is a few hundred bytes of
+/// skb; this absorbs thousands of queued events.
+const EVENT_RCVBUF: libc::c_int = 4 << 20;
+/// Datagram buffer. Events are ~100 bytes; `nlctrl` replies a few KiB.
+const DATAGRAM_LEN: usize = 64 << 10;
+/// How long to wait for an acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// `NETLINK_EXT_ACK`, `NETLINK_CAP_ACK` (`linux/netlink.h`).
+const NETLINK_EXT_ACK: libc::c_int = 11;
+const NETLINK_CAP_ACK: libc::c_int = 10;
+
+/// Subscription to `TCM-USER/config` plus a request channel to the family.
+#[derive(Debug)]
+pub struct Listener {
+    events: OwnedFd,
+    requests: OwnedFd,
+    family: u16,
+    group: u32,
+    seq: AtomicU32,
+    /// Serialises request/ack exchanges on `requests` so concurrent `&self` callers do not
+    /// read each other's acknowledgements.
+    req_lock: Mutex<()>,
+    pending: VecDeque<Result<Event, NetlinkError>>,
+    buf: Vec<u8>,
+}
+
+impl Listener {
+    /// Resolve `TCM-USER` and its `config` group through `nlctrl` and join the group.
+    ///
+    /// # Errors
+    /// [`NetlinkError::FamilyNotFound`] when `target_core_user` is not loaded,
+    /// [`NetlinkError::GroupNotFound`], or [`NetlinkError::Io`] for socket failures.
+    pub fn open() -> Result<Self, NetlinkError> {
+        let requests = nl_socket(false).map_err(|e| NetlinkError::io("socket", e))?;
+        set_timeout(&requests, ACK_TIMEOUT).map_err(|e| NetlinkError::io("setsockopt(SO_RCVTIMEO)", e))?;
+        // Best effort: error strings and short acks; older kernels lack them.
+        let _ = setsockopt_int(&requests, libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
+        let _ = setsockopt_int(&requests, libc::SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        bind_nl(&requests).map_err(|e| NetlinkError::io("bind", e))?;
+
+        let mut buf = vec![0u8; DATAGRAM_LEN];
+        let seq = AtomicU32::new(1);
+        let req = codec::encode_get_family(next_seq(&seq), genl::FAMILY);
+        let replies = match transact(&requests, &mut buf, &req, "CTRL_CMD_GETFAMILY") {
+            Ok(r) => r,
+            Err(NetlinkError::Kernel { errno: Errno::ENOENT, .. }) => return Err(NetlinkError::FamilyNotFound),
+            Err(e) => return Err(e),
+        };
+        let mut info = None;
+        for r in &replies {
+            let (hdr, attrs) = codec::split_genl(r)?;
+            if hdr.cmd == codec::CTRL_CMD_NEWFAMILY {
+                info = Some(codec::parse_family(attrs, genl::GROUP_CONFIG)?);
+            }
+        }
+        let info = info.ok_or(NetlinkError::FamilyNotFound)?;
+        let group = info.group.ok_or(NetlinkError::GroupNotFound)?;
+
+        let events = nl_socket(true).map_err(|e| NetlinkError::io("socket", e))?;
+        if setsockopt_int(&events, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, EVENT_RCVBUF).is_err() {
+            setsockopt_int(&events, libc::SOL_SOCKET, libc::SO_RCVBUF, EVENT_RCVBUF)
+                .map_err(|e| NetlinkError::io("setsockopt(SO_RCVBUF)", e))?;
+        }
+        bind_nl(&events).map_err(|e| NetlinkError::io("bind", e))?;
+        let group_c = libc::c_int::try_from(group)
+            .map_err(|_| NetlinkError::io("join group", io::Error::from(io::ErrorKind::InvalidData)))?;
+        setsockopt_int(&events, libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, group_c)
+            .map_err(|e| NetlinkError::io("setsockopt(NETLINK_ADD_MEMBERSHIP)", e))?;
+        tracing::debug!(family = info.id, group, "joined TCM-USER/config");
+
+        Ok(Self {
+            events,
+            requests,
+            family: info.id,
+            group,
+            seq,
+            req_lock: Mutex::new(()),
+            pending: VecDeque::new(),
+            buf,
+        })
+    }
+
+    /// The event socket, to poll for readability (`POLLIN`).
+    #[must_use]
+    pub fn raw_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
+    }
+
+    /// The resolved `TCM-USER` family id.
+    #[must_use]
+    pub fn family_id(&self) -> u16 {
+        self.family
+    }
+
+    /// The resolved `config` multicast group id.
+    #[must_use]
+    pub fn group_id(&self) -> u32 {
+        self.group
+    }
+
+    /// The next pending event, without blocking; `Ok(None)` when nothing is queued.
+    /// Messages not from the kernel or not of `TCM-USER` are skipped. Call until `None`
+    /// after each readiness notification.
+    ///
+    /// # Errors
+    /// Per message: [`NetlinkError::Malformed`] / [`NetlinkError::MalformedEvent`] (keep
+    /// going). [`NetlinkError::Overrun`]: events were lost (see the module docs).
+    /// [`NetlinkError::Io`]: the socket failed.
+    pub fn recv(&mut self) -> Result<Option<Event>, NetlinkError> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return r.map(Some);
+            }
+            let (n, pid) = match recv_from(&self.events, &mut self.buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+                Ok(v) => v,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(NetlinkError::Overrun),
+                Err(e) => return Err(NetlinkError::io("recv", e)),
+            };
+            if pid != 0 {
+                tracing::warn!(pid, "ignoring netlink datagram not sent by the kernel");
+                continue;
+            }
+            let Some(dg) = self.buf.get(..n) else {
+                return Err(DecodeError::DatagramTooLarge { len: n, cap: self.buf.len() }.into());
+            };
+            self.pending.extend(event::decode_datagram(dg, self.family));
+        }
+    }
+
+    /// Answer `ev` with its matching `*_DONE`, carrying `status` (0 or `-errno`) and
+    /// the event's DEVICE_ID, and wait for the kernel's acknowledgement.
+    ///
+    /// # Errors
+    /// [`NetlinkError::NoPendingRequest`] (benign: the kernel was not waiting),
+    /// [`NetlinkError::Kernel`], [`NetlinkError::NoAck`], [`NetlinkError::InvalidReply`],
+    /// [`NetlinkError::Io`].
+    pub fn reply(&self, ev: &Event, status: i32) -> Result<(), NetlinkError> {
+        self.reply_to(ev.cmd.cmd(), ev.device_id, status)
+    }
+
+    /// Like [`Listener::reply`] from the raw event command and DEVICE_ID, for events that
+    /// could not be decoded ([`NetlinkError::MalformedEvent`]).
+    ///
+    /// # Errors
+    /// As [`Listener::reply`]; [`NetlinkError::InvalidReply`] if `event_cmd` is not an
+    /// event command (1..=3).
+    pub fn reply_to(&self, event_cmd: u8, device_id: u32, status: i32) -> Result<(), NetlinkError> {
+        let done = event::done_cmd_for(event_cmd)
+            .ok_or_else(|| NetlinkError::InvalidReply(format!("command {event_cmd} is not a TCMU event")))?;
+        if !(-4095..=0).contains(&status) {
+            return Err(NetlinkError::InvalidReply(format!("status {status} is not 0 or a negative errno")));
+        }
+        let request = event::request_name(done);
+        let msg = event::encode_done(self.family, next_seq(&self.seq), done, device_id, status);
+        match self.request(&msg, request) {
+            Err(NetlinkError::Kernel { errno: Errno::ENODEV, .. }) => {
+                Err(NetlinkError::NoPendingRequest { request, device_id })
+            }
+            other => other,
+        }
+    }
+
+    /// Send `SET_FEATURES` with `SUPP_KERN_CMD_REPLY` = `kern_cmd_reply`. This sets a
+    /// **module-global, sticky** flag: devices enabled afterwards wait (without timeout)
+    /// for every event's reply. Needs CAP_NET_ADMIN (else `Kernel { errno: EPERM }`).
+    ///
+    /// # Errors
+    /// [`NetlinkError::Kernel`], [`NetlinkError::NoAck`], [`NetlinkError::Io`].
+    pub fn set_features(&self, kern_cmd_reply: bool) -> Result<(), NetlinkError> {
+        let msg = event::encode_set_features(self.family, next_seq(&self.seq), kern_cmd_reply);
+        self.request(&msg, "SET_FEATURES")
+    }
+
+    fn request(&self, msg: &[u8], request: &'static str) -> Result<(), NetlinkError> {
+        let _guard = self.req_lock.lock();
+        let mut buf = vec![0u8; 8192];
+        transact(&self.requests, &mut buf, msg, request).map(drop)
+    }
+}
+
+fn next_seq(seq: &AtomicU32) -> u32 {
+    seq.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Send `msg` (which asks for an ack) and collect the payloads of the replies carrying its
+/// sequence number until the acknowledgement.
+fn transact(fd: &OwnedFd, buf: &mut [u8], msg: &[u8], request: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
+    let seq = codec::messages(msg)
+        .next()
+        .and_then(Result::ok)
+        .map(|m| m.seq)
+        .ok_or(NetlinkError::InvalidReply("unframed request".into()))?;
+    send_all(fd, msg).map_err(|e| NetlinkError::io("send", e))?;
+    let mut replies = Vec::new();
+    loop {
+        let (n, pid) = match recv_from(fd, buf, libc::MSG_TRUNC) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(NetlinkError::NoAck { request }),
+            Err(e) => return Err(NetlinkError::io("recv", e)),
+        };
+        if pid != 0 {
+            continue;
+        }
+        let dg = buf.get(..n).ok_or(DecodeError::DatagramTooLarge { len: n, cap: buf.len() })?;
+        for m in codec::messages(dg) {
+            let m = m?;
+            if m.seq != seq {
+                continue; // a stale answer to an earlier, timed-out request
+            }
+            if m.ty != NLMSG_ERROR {
+                replies.push(m.payload.to_vec());
+                continue;
+            }
+            let ack = codec::parse_ack(m.flags, m.payload)?;
+            if ack.error == 0 {
+                return Ok(replies);
+            }
+            let errno = Errno::from_raw(ack.error.saturating_neg());
+            return Err(NetlinkError::Kernel { request, errno, message: ack.message });
+        }
+    }
+}
+
+fn nl_socket(nonblock: bool) -> io::Result<OwnedFd> {
+    let ty = libc::SOCK_RAW | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: socket(2) takes no pointers; any return value is checked below.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, ty, libc::NETLINK_GENERIC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2), is open, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn sockaddr_nl() -> libc::sockaddr_nl {
+    // SAFETY: sockaddr_nl is a plain C struct of integers; all-zero is a valid value.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or_default();
+    sa
+}
+
+fn socklen_of<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
+/// Bind with `nl_pid` 0 (the kernel assigns a port id) and no legacy groups.
+fn bind_nl(fd: &OwnedFd) -> io::Result<()> {
+    let sa = sockaddr_nl();
+    // SAFETY: `sa` is a valid sockaddr_nl that outlives the call, and the length passed is
+    // its exact size.
+    let r = unsafe {
+        libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&sa).cast::<libc::sockaddr>(), socklen_of::<libc::sockaddr_nl>())
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn setsockopt_raw<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live, initialised `T` for the duration of the call, and
+    // the length passed is exactly `size_of::<T>()`; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(fd.as_raw_fd(), level, name, std::ptr::from_ref(val).cast::<libc::c_void>(), socklen_of::<T>())
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    setsockopt_raw(fd, level, name, &val)
+}
+
+fn set_timeout(fd: &OwnedFd, d: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::try_from(d.subsec_micros()).unwrap_or(0),
+    };
+    setsockopt_raw(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+}
+
+/// Send one datagram to the kernel (the unconnected default destination, port id 0).
+fn send_all(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
+    loop {
+        // SAFETY: `msg` is a live slice; send(2) reads at most `msg.len()` bytes from it.
+        let r = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast::<libc::c_void>(), msg.len(), 0) };
+        match usize::try_from(r) {
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short netlink send")),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Receive one datagram; returns its full length (with `MSG_TRUNC`, possibly more than
+/// `buf.len()`) and the sender's port id (0 = kernel).
+fn recv_from(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, u32)> {
+    let mut sa = sockaddr_nl();
+    let mut sa_len = socklen_of::<libc::sockaddr_nl>();
+    // SAFETY: `buf` is a live, writable slice and the kernel writes at most `buf.len()`
+    // bytes into it; `sa`/`sa_len` are valid for writes and `sa_len` holds `sa`'s size.
+    let r = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            flags,
+            std::ptr::from_mut(&mut sa).cast::<libc::sockaddr>(),
+            &mut sa_len,
+        )
+    };
+    let n = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
+    Ok((n, sa.nl_pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a host without `target_core_user` this must fail with the exact, actionable
+    /// message; where the module is loaded it must succeed and give a pollable fd.
+    #[test]
+    fn open_on_host() {
+        let loaded = std::path::Path::new("/sys/module/target_core_user").exists();
+        match Listener::open() {
+            Ok(l) => {
+                assert!(loaded, "TCM-USER resolved but /sys/module/target_core_user is absent");
+                assert!(l.raw_fd() >= 0);
+                assert!(l.group_id() > 0);
+            }
+            Err(NetlinkError::FamilyNotFound) => {
+                assert!(!loaded, "module loaded but family not found");
+                assert_eq!(
+                    NetlinkError::FamilyNotFound.to_string(),
+                    "TCM-USER netlink family not found: is target_core_user loaded?"
+                );
+            }
+            // Sandboxes without netlink (seccomp, gVisor) cannot run this check.
+            Err(NetlinkError::Io { op: "socket" | "bind", source }) => {
+                eprintln!("skipping: no generic netlink here: {source}");
+            }
+            Err(e) => panic!("unexpected error opening the listener: {e}"),
+        }
+    }
+
+    #[test]
+    fn nlctrl_resolves_itself() {
+        // End-to-end check of the request path against the always-present nlctrl family.
+        let Ok(fd) = nl_socket(false) else { return };
+        set_timeout(&fd, ACK_TIMEOUT).unwrap();
+        bind_nl(&fd).unwrap();
+        let mut buf = vec![0u8; DATAGRAM_LEN];
+        let r = transact(&fd, &mut buf, &codec::encode_get_family(1, "nlctrl"), "GETFAMILY").unwrap();
+        let (hdr, attrs) = codec::split_genl(&r[0]).unwrap();
+        assert_eq!(hdr.cmd, codec::CTRL_CMD_NEWFAMILY);
+        let f = codec::parse_family(attrs, "notify").unwrap();
+        assert_eq!(f.id, codec::GENL_ID_CTRL);
+        assert!(f.group.is_some());
+        let e = transact(&fd, &mut buf, &codec::encode_get_family(2, "no-such-family-xyz"), "GETFAMILY").unwrap_err();
+        assert!(matches!(e, NetlinkError::Kernel { errno: Errno::ENOENT, .. }), "{e}");
+    }
+}

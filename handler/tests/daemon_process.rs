@@ -1,0 +1,119 @@
+//! The daemon binary as a process: reclaim safety (memory locked), systemd notification,
+//! prompt and clean exit on SIGTERM, clear errors for a device it cannot serve.
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tcmu-warden");
+
+fn vm_lck_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmLck:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn locks_memory_notifies_systemd_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let empty_sysfs = dir.path().join("uio");
+    std::fs::create_dir(&empty_sysfs).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--sysfs-uio")
+        .arg(&empty_sysfs)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 within 20 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.starts_with("READY=1"), "{msg}");
+
+    let locked = vm_lck_kb(child.id()).expect("VmLck in /proc/<pid>/status");
+    if is_root() {
+        assert!(
+            locked > 0,
+            "mlockall at start: VmLck should be > 0 kB, is {locked}"
+        );
+    } else {
+        eprintln!("not root: VmLck={locked} kB not asserted (mlockall needs CAP_IPC_LOCK or a memlock limit)");
+    }
+
+    // SAFETY: kill with a valid pid and signal.
+    assert_eq!(
+        unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) },
+        0
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "daemon did not exit within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit: {status:?}");
+    let mut seen = Vec::new();
+    while let Ok(n) = {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        sock.recv(&mut buf)
+    } {
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        seen.iter().any(|m| m == "STOPPING=1"),
+        "STOPPING=1 sent: {seen:?}"
+    );
+}
+
+#[test]
+fn a_device_that_cannot_be_served_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--no-mlock")
+        .arg("--uio")
+        .arg(dir.path().join("uio9"))
+        .arg("--sysfs-uio")
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(err.contains("uio9"), "the message names the device: {err}");
+    assert!(
+        err.contains("none of the requested devices could be served"),
+        "{err}"
+    );
+}
