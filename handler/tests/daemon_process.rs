@@ -51,11 +51,10 @@ fn locks_memory_notifies_systemd_and_stops_on_sigterm() {
         eprintln!("not root: VmLck={locked} kB not asserted (mlockall needs CAP_IPC_LOCK or a memlock limit)");
     }
 
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill with a valid pid and signal.
-    assert_eq!(
-        unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) },
-        0
-    );
+    let r = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(r, 0);
     let t = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
