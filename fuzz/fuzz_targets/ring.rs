@@ -36,8 +36,12 @@ fuzz_target!(|data: &[u8]| {
         scatter: geom & 4 != 0,
         flags: if geom & 8 != 0 { 0xf } else { 0x5 },
     };
-    let Ok((mut emu, map, bell)) = KernelEmu::new(cfg) else { return };
-    let Ok(mut ring) = Ring::new(std::sync::Arc::new(map)) else { return };
+    let Ok((mut emu, map, bell)) = KernelEmu::new(cfg) else {
+        return;
+    };
+    let Ok(mut ring) = Ring::new(std::sync::Arc::new(map)) else {
+        return;
+    };
     let data_area = ring.data_area();
     let (mut cmd, mut tmr) = (CmdCopy::new(), TmrCopy::new());
     let mut read: Vec<u16> = Vec::new();
@@ -51,7 +55,9 @@ fuzz_target!(|data: &[u8]| {
     while let Some(kind) = inp.byte() {
         match kind % 16 {
             0..=4 => {
-                let (Some(opc), Some(v), Some(len)) = (inp.byte(), inp.byte(), inp.u16()) else { break };
+                let (Some(opc), Some(v), Some(len)) = (inp.byte(), inp.byte(), inp.u16()) else {
+                    break;
+                };
                 let n = tcmu_ring::scsi_command_size(opc, v);
                 let mut cdb = [0u8; 264];
                 cdb[0] = opc;
@@ -61,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
                     0 => DataDir::None,
                     1 => DataDir::ToDevice(&buf[..len]),
                     2 => DataDir::FromDevice(len),
-                    _ => DataDir::Bidi { out: &buf[..len / 2], in_len: len / 2 },
+                    _ => DataDir::Bidi {
+                        out: &buf[..len / 2],
+                        in_len: len / 2,
+                    },
                 };
                 if let Ok(id) = emu.submit(&cdb[..n], dir) {
                     submitted.insert(id);
@@ -79,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
                     match e {
                         Ok(Entry::Cmd | Entry::BadCmd { .. }) => {
                             if !corrupted {
-                                assert!(submitted.contains(&cmd.cmd_id), "read an id never submitted");
+                                assert!(
+                                    submitted.contains(&cmd.cmd_id),
+                                    "read an id never submitted"
+                                );
                             }
                             // Touch the data through the validated segments.
                             let l = usize::try_from(cmd.data_len()).unwrap_or(0).min(buf.len());
@@ -112,7 +124,10 @@ fuzz_target!(|data: &[u8]| {
                 if !corrupted {
                     assert!(r.is_ok(), "completion of a read id refused: {r:?}");
                 }
-                assert!(ring.complete(id, &rsp).is_err(), "double completion accepted");
+                assert!(
+                    ring.complete(id, &rsp).is_err(),
+                    "double completion accepted"
+                );
             }
             13 | 14 => {
                 if ring.publish() {
@@ -138,10 +153,15 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 // Rare: corrupt a byte of the ring (or the mailbox head).
-                let (Some(a), Some(b), Some(v)) = (inp.byte(), inp.byte(), inp.byte()) else { break };
-                if a == 0xff && b == 0xff {
-                    let off = 128 + usize::from(u16::from_le_bytes([a, v])) % usize::try_from(cmdr_size).unwrap_or(512);
+                let (Some(gate), Some(pos), Some(v)) = (inp.byte(), inp.u16(), inp.byte()) else {
+                    break;
+                };
+                if gate == 0xa5 {
+                    let off = 128 + usize::from(pos) % usize::try_from(cmdr_size).unwrap_or(512);
                     let _ = emu.mapping().write_u8(off, v);
+                    corrupted = true;
+                } else if gate == 0x5a {
+                    let _ = emu.mapping().write_u8(12 + usize::from(pos % 4), v);
                     corrupted = true;
                 }
             }
@@ -174,6 +194,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert!(submitted.is_empty(), "commands never completed: {submitted:?}");
+    assert!(
+        submitted.is_empty(),
+        "commands never completed: {submitted:?}"
+    );
     assert_eq!(ring.outstanding(), 0);
 });

@@ -208,10 +208,23 @@ mod tests {
         let n = parse_uio_name("tcm-user/3/disk1/file/path/with/slashes\n").unwrap();
         assert_eq!(
             n,
-            UioName { hba: 3, device: "disk1", subtype: Some("file"), cfgstring: Some("path/with/slashes") }
+            UioName {
+                hba: 3,
+                device: "disk1",
+                subtype: Some("file"),
+                cfgstring: Some("path/with/slashes")
+            }
         );
         let n = parse_uio_name("tcm-user/0/d").unwrap();
-        assert_eq!(n, UioName { hba: 0, device: "d", subtype: None, cfgstring: None });
+        assert_eq!(
+            n,
+            UioName {
+                hba: 0,
+                device: "d",
+                subtype: None,
+                cfgstring: None
+            }
+        );
         let n = parse_uio_name("tcm-user/0/d/rbd").unwrap();
         assert_eq!(n.subtype, Some("rbd"));
         assert_eq!(n.cfgstring, None);

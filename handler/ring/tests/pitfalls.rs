@@ -31,7 +31,10 @@ fn pitfall_01_reading_does_not_move_cmd_tail() {
     assert_eq!(h.next_cmd(), a);
     assert_eq!(h.next_cmd(), b);
     assert!(h.next().is_none());
-    assert_eq!(h.emu.mapping().load_acquire_u32(mailbox::CMD_TAIL).unwrap(), 0);
+    assert_eq!(
+        h.emu.mapping().load_acquire_u32(mailbox::CMD_TAIL).unwrap(),
+        0
+    );
     assert!(!h.ring.publish(), "nothing completed, nothing to publish");
     let mut out = Vec::new();
     h.emu.reap(&mut out).unwrap();
@@ -47,7 +50,9 @@ fn pitfall_01_reading_does_not_move_cmd_tail() {
 #[test]
 fn pitfall_02_offsets_cdb_iov_sense() {
     let mut h = H::small();
-    let data: Vec<u8> = (0..5000u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    let data: Vec<u8> = (0..5000u32)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect();
     let id = h.emu.submit(&WRITE10, DataDir::ToDevice(&data)).unwrap();
     assert_eq!(h.next_cmd(), id);
     assert_eq!(h.cmd.cdb(), &WRITE10);
@@ -58,7 +63,15 @@ fn pitfall_02_offsets_cdb_iov_sense() {
     assert_eq!(got, data);
     let sense = sense_pattern(1);
     h.ring
-        .complete(id, &Response { status: STATUS_CHECK_CONDITION, sense: Some(&sense), read_len: None, keep_buf: false })
+        .complete(
+            id,
+            &Response {
+                status: STATUS_CHECK_CONDITION,
+                sense: Some(&sense),
+                read_len: None,
+                keep_buf: false,
+            },
+        )
         .unwrap();
     let out = h.flush();
     assert_eq!(out[0].status, STATUS_CHECK_CONDITION);
@@ -67,11 +80,18 @@ fn pitfall_02_offsets_cdb_iov_sense() {
 
 #[test]
 fn pitfall_03_cmdr_geometry_from_mailbox() {
-    let h = H::new(EmuConfig { cmdr_size: 8192 - 128, data_size: 64 << 10, ..EmuConfig::default() });
+    let h = H::new(EmuConfig {
+        cmdr_size: 8192 - 128,
+        data_size: 64 << 10,
+        ..EmuConfig::default()
+    });
     assert_eq!(h.ring.cmdr_size(), 8192 - 128);
     assert_eq!(h.data.data_off(), 8192);
     assert_eq!(h.data.len(), 64 << 10);
-    assert_eq!(tcmu_ring::parse_map_size("0x0000000040800000\n").unwrap(), 0x4080_0000);
+    assert_eq!(
+        tcmu_ring::parse_map_size("0x0000000040800000\n").unwrap(),
+        0x4080_0000
+    );
 }
 
 #[test]
@@ -80,19 +100,31 @@ fn pitfall_04_mailbox_version_2_only() {
     let map = Arc::new(map);
     assert!(Ring::new(Arc::clone(&map)).is_ok());
     emu.mapping().write_u16(mailbox::VERSION, 1).unwrap();
-    assert!(matches!(Ring::new(Arc::clone(&map)), Err(RingError::MailboxVersion(1))));
+    assert!(matches!(
+        Ring::new(Arc::clone(&map)),
+        Err(RingError::MailboxVersion(1))
+    ));
     emu.mapping().write_u16(mailbox::VERSION, 2).unwrap();
     emu.mapping().write_u32(mailbox::CMDR_OFF, 64).unwrap();
-    assert!(matches!(Ring::new(Arc::clone(&map)), Err(RingError::CmdrOff(64))));
+    assert!(matches!(
+        Ring::new(Arc::clone(&map)),
+        Err(RingError::CmdrOff(64))
+    ));
     emu.mapping().write_u32(mailbox::CMDR_OFF, 128).unwrap();
-    emu.mapping().write_u32(mailbox::CMDR_SIZE, u32::MAX - 7).unwrap();
+    emu.mapping()
+        .write_u32(mailbox::CMDR_SIZE, u32::MAX - 7)
+        .unwrap();
     assert!(matches!(Ring::new(map), Err(RingError::CmdrSize { .. })));
 }
 
 #[test]
 fn pitfall_05_eight_byte_pad_at_ring_end() {
     // 3 * 120-byte entries + 8 = ring size: the 4th entry needs an 8-byte PAD.
-    let mut h = H::new(EmuConfig { cmdr_size: 3 * 120 + 8, data_size: 64 << 10, ..EmuConfig::default() });
+    let mut h = H::new(EmuConfig {
+        cmdr_size: 3 * 120 + 8,
+        data_size: 64 << 10,
+        ..EmuConfig::default()
+    });
     let a = h.emu.submit(&TUR, DataDir::None).unwrap();
     let b = h.emu.submit(&TUR, DataDir::None).unwrap();
     assert_eq!((h.next_cmd(), h.next_cmd()), (a, b));
@@ -122,8 +154,12 @@ fn pitfall_05_eight_byte_pad_at_ring_end() {
 #[test]
 fn pitfall_06_concurrent_kernel_and_handler() {
     const N: usize = 3000;
-    let (mut emu, map, bell) =
-        KernelEmu::new(EmuConfig { cmdr_size: 4096, data_size: 128 << 10, ..EmuConfig::default() }).unwrap();
+    let (mut emu, map, bell) = KernelEmu::new(EmuConfig {
+        cmdr_size: 4096,
+        data_size: 128 << 10,
+        ..EmuConfig::default()
+    })
+    .unwrap();
     let handler = std::thread::spawn(move || {
         let mut ring = Ring::new(Arc::new(map)).unwrap();
         let data = ring.data_area();
@@ -169,7 +205,11 @@ fn pitfall_06_concurrent_kernel_and_handler() {
         emu.reap(&mut out).unwrap();
         for c in &out {
             let fill = u8::try_from(c.cmd_id % 256).unwrap();
-            assert!(c.data_in.iter().all(|&b| b == fill), "data of {} not visible", c.cmd_id);
+            assert!(
+                c.data_in.iter().all(|&b| b == fill),
+                "data of {} not visible",
+                c.cmd_id
+            );
         }
         reaped += out.len();
     }
@@ -187,15 +227,29 @@ fn pitfall_07_cdb_and_iovecs_copied_at_read() {
     let saved = h.cmd.clone();
     let mut cmd_b = tcmu_ring::CmdCopy::new();
     let mut tmr = tcmu_ring::TmrCopy::new();
-    assert_eq!(h.ring.next(&mut cmd_b, &mut tmr).unwrap().unwrap(), Entry::Cmd);
+    assert_eq!(
+        h.ring.next(&mut cmd_b, &mut tmr).unwrap().unwrap(),
+        Entry::Cmd
+    );
     assert_eq!(cmd_b.cmd_id, b);
     // Completing b steals a's slot: the sense overwrites a's cdb_off and iovecs in the ring.
     let sense = [0xff; 96];
     h.ring
-        .complete(b, &Response { status: STATUS_CHECK_CONDITION, sense: Some(&sense), read_len: None, keep_buf: false })
+        .complete(
+            b,
+            &Response {
+                status: STATUS_CHECK_CONDITION,
+                sense: Some(&sense),
+                read_len: None,
+                keep_buf: false,
+            },
+        )
         .unwrap();
     let at = h.emu.entry_at(a).unwrap();
-    let raw_cdb_off = h.emu.mapping().read_u64(h.emu.cmdr_off() + usize::try_from(at).unwrap() + req::CDB_OFF);
+    let raw_cdb_off = h
+        .emu
+        .mapping()
+        .read_u64(h.emu.cmdr_off() + usize::try_from(at).unwrap() + req::CDB_OFF);
     assert_eq!(raw_cdb_off.unwrap(), u64::MAX, "the ring copy is gone");
     // Our copy is intact.
     assert_eq!(h.cmd.cdb(), saved.cdb());
@@ -212,14 +266,24 @@ fn pitfall_07_cdb_and_iovecs_copied_at_read() {
 #[test]
 fn pitfall_08_len_op_never_rewritten() {
     let mut h = H::small();
-    let ids: Vec<u16> = (0..10).map(|_| h.emu.submit(&TUR, DataDir::None).unwrap()).collect();
+    let ids: Vec<u16> = (0..10)
+        .map(|_| h.emu.submit(&TUR, DataDir::None).unwrap())
+        .collect();
     for _ in 0..10 {
         h.next_cmd();
     }
     for &id in ids.iter().rev() {
         let sense = sense_pattern(3);
         h.ring
-            .complete(id, &Response { status: 2, sense: Some(&sense), read_len: Some(1), keep_buf: false })
+            .complete(
+                id,
+                &Response {
+                    status: 2,
+                    sense: Some(&sense),
+                    read_len: Some(1),
+                    keep_buf: false,
+                },
+            )
             .unwrap();
         h.emu.verify_len_ops().unwrap();
     }
@@ -229,20 +293,45 @@ fn pitfall_08_len_op_never_rewritten() {
 #[test]
 fn pitfall_09_full_sense_and_assigned_uflags_on_stolen_slot() {
     let mut h = H::small();
-    let a = h.emu.submit(&READ10, DataDir::FromDevice(4096 * 3)).unwrap();
+    let a = h
+        .emu
+        .submit(&READ10, DataDir::FromDevice(4096 * 3))
+        .unwrap();
     let b = h.emu.submit(&TUR, DataDir::None).unwrap();
     h.next_cmd();
     h.next_cmd();
     // Stale uflags in a's slot must not leak into b's completion.
     let at = h.emu.entry_at(a).unwrap();
-    h.emu.mapping()
-        .write_u8(h.emu.cmdr_off() + usize::try_from(at).unwrap() + hdr::UFLAGS, uflags::KEEP_BUF | uflags::READ_LEN)
+    h.emu
+        .mapping()
+        .write_u8(
+            h.emu.cmdr_off() + usize::try_from(at).unwrap() + hdr::UFLAGS,
+            uflags::KEEP_BUF | uflags::READ_LEN,
+        )
         .unwrap();
     // CHECK CONDITION without sense: 96 zero bytes, not the old iovec bytes.
-    h.ring.complete(b, &Response { status: STATUS_CHECK_CONDITION, sense: None, read_len: None, keep_buf: false }).unwrap();
+    h.ring
+        .complete(
+            b,
+            &Response {
+                status: STATUS_CHECK_CONDITION,
+                sense: None,
+                read_len: None,
+                keep_buf: false,
+            },
+        )
+        .unwrap();
     let sense = sense_pattern(9);
     h.ring
-        .complete(a, &Response { status: STATUS_CHECK_CONDITION, sense: Some(&sense), read_len: None, keep_buf: false })
+        .complete(
+            a,
+            &Response {
+                status: STATUS_CHECK_CONDITION,
+                sense: Some(&sense),
+                read_len: None,
+                keep_buf: false,
+            },
+        )
         .unwrap();
     let out = h.flush();
     assert_eq!(out[0].cmd_id, b);
@@ -262,7 +351,17 @@ fn pitfall_10_read_len_or_fill_whole_buffer() {
     h.next_cmd();
     let answer = [0x42u8; 36];
     assert_eq!(h.data.copy_from_slice(h.cmd.data_out(), 0, &answer), 36);
-    h.ring.complete(id, &Response { status: 0, sense: None, read_len: Some(36), keep_buf: false }).unwrap();
+    h.ring
+        .complete(
+            id,
+            &Response {
+                status: 0,
+                sense: None,
+                read_len: Some(36),
+                keep_buf: false,
+            },
+        )
+        .unwrap();
     let out = h.flush();
     assert_eq!(out[0].read_len, Some(36));
     assert_eq!(out[0].data_in, answer);
@@ -273,7 +372,10 @@ fn pitfall_10_read_len_or_fill_whole_buffer() {
     h.good(id);
     let out = h.flush();
     assert_eq!(out[0].data_in.len(), 255);
-    assert!(out[0].data_in[36..].iter().any(|&b| b != 0), "stale bytes leak");
+    assert!(
+        out[0].data_in[36..].iter().any(|&b| b != 0),
+        "stale bytes leak"
+    );
     let id = h.emu.submit(&inquiry, DataDir::FromDevice(255)).unwrap();
     h.next_cmd();
     h.data.copy_from_slice(h.cmd.data_out(), 0, &answer);
@@ -288,11 +390,22 @@ fn pitfall_10_read_len_or_fill_whole_buffer() {
 fn pitfall_11_sizes_come_from_iovecs_not_the_cdb() {
     let mut h = H::small();
     // The CDB claims 8 blocks; the fabric sent 512 bytes.
-    h.emu.submit(&WRITE10, DataDir::ToDevice(&[1u8; 512])).unwrap();
+    h.emu
+        .submit(&WRITE10, DataDir::ToDevice(&[1u8; 512]))
+        .unwrap();
     h.next_cmd();
     assert_eq!(h.cmd.data_len(), 512);
     assert!(h.cmd.bidi_in().is_empty());
-    let id = h.emu.submit(&[0x53, 0, 0, 0, 0, 0, 0, 0, 1, 0], DataDir::Bidi { out: &[2u8; 100], in_len: 4200 }).unwrap();
+    let id = h
+        .emu
+        .submit(
+            &[0x53, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            DataDir::Bidi {
+                out: &[2u8; 100],
+                in_len: 4200,
+            },
+        )
+        .unwrap();
     assert_eq!(h.next_cmd(), id);
     assert_eq!(h.cmd.data_len(), 100);
     assert_eq!(h.cmd.bidi_len(), 4200);
@@ -307,7 +420,11 @@ fn pitfall_11_sizes_come_from_iovecs_not_the_cdb() {
 #[test]
 fn pitfall_12_emulated_opcodes_reach_the_handler() {
     let mut h = H::small();
-    for cdb in [&[0x12u8, 0, 0, 0, 36, 0][..], &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &TUR] {
+    for cdb in [
+        &[0x12u8, 0, 0, 0, 36, 0][..],
+        &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &TUR,
+    ] {
         let id = h.emu.submit(cdb, DataDir::FromDevice(36)).unwrap();
         assert_eq!(h.next_cmd(), id);
         assert_eq!(h.cmd.cdb(), cdb);
@@ -320,18 +437,37 @@ fn pitfall_12_emulated_opcodes_reach_the_handler() {
 fn pitfall_13_unknown_op_only_on_unknown_ring_opcodes() {
     let mut h = H::small();
     h.emu.submit_tmr(1, &[]).unwrap();
-    let a = h.emu.submit(&[0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0], DataDir::None).unwrap();
+    let a = h
+        .emu
+        .submit(&[0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0], DataDir::None)
+        .unwrap();
     let tmr_at = 0u32;
     let orig = h.emu.mapping().read_u32(h.emu.cmdr_off()).unwrap();
     h.emu.corrupt_len_op(tmr_at, (orig & !7) | 5);
     assert_eq!(h.next_cmd(), a, "opcode 5 is skipped by its length");
     assert_eq!(h.ring.unknown_ops(), 1);
-    assert_eq!(h.emu.mapping().read_u8(h.emu.cmdr_off() + hdr::UFLAGS).unwrap(), uflags::UNKNOWN_OP);
+    assert_eq!(
+        h.emu
+            .mapping()
+            .read_u8(h.emu.cmdr_off() + hdr::UFLAGS)
+            .unwrap(),
+        uflags::UNKNOWN_OP
+    );
     h.emu.corrupt_len_op(tmr_at, orig);
     // An unsupported SCSI opcode is completed with sense, never with UNKNOWN_OP (the emu
     // reports UnknownOpSetOnCmd otherwise).
     let sense = sense_pattern(0x20);
-    h.ring.complete(a, &Response { status: STATUS_CHECK_CONDITION, sense: Some(&sense), read_len: None, keep_buf: false }).unwrap();
+    h.ring
+        .complete(
+            a,
+            &Response {
+                status: STATUS_CHECK_CONDITION,
+                sense: Some(&sense),
+                read_len: None,
+                keep_buf: false,
+            },
+        )
+        .unwrap();
     let out = h.flush();
     assert_eq!(out[0].sense, sense);
 }
@@ -346,7 +482,10 @@ fn fake_uio(len: usize) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::write(sys.join("uio7/name"), "tcm-user/1/disk/file/a/b\n").unwrap();
     std::fs::write(sys.join("uio7/maps/map0/size"), format!("0x{len:016x}\n")).unwrap();
     let dev = dir.join("uio7");
-    std::fs::File::create(&dev).unwrap().set_len(len as u64).unwrap();
+    std::fs::File::create(&dev)
+        .unwrap()
+        .set_len(len as u64)
+        .unwrap();
     (dev, sys)
 }
 
@@ -375,7 +514,11 @@ fn pitfall_14_ack_before_drain_and_exact_4_bytes() {
 
 #[test]
 fn pitfall_15_publish_then_kick_reclaims_space() {
-    let mut h = H::new(EmuConfig { cmdr_size: 1024, data_size: 64 << 10, ..EmuConfig::default() });
+    let mut h = H::new(EmuConfig {
+        cmdr_size: 1024,
+        data_size: 64 << 10,
+        ..EmuConfig::default()
+    });
     let mut n = 0;
     while h.emu.submit(&TUR, DataDir::None).is_ok() {
         n += 1;
@@ -401,12 +544,25 @@ fn pitfall_15_publish_then_kick_reclaims_space() {
 fn pitfall_16_every_read_command_can_be_completed() {
     let mut h = H::small();
     let total = h.emu.data_blocks_free();
-    let id = h.emu.submit(&READ10, DataDir::FromDevice(64 << 10)).unwrap();
+    let id = h
+        .emu
+        .submit(&READ10, DataDir::FromDevice(64 << 10))
+        .unwrap();
     h.next_cmd();
     assert_eq!(h.ring.outstanding(), 1);
     assert_eq!(h.emu.data_blocks_free(), total - 16);
     // An expired command is completed like any other; the status is ignored by the kernel.
-    h.ring.complete(id, &Response { status: 0x08, sense: None, read_len: None, keep_buf: false }).unwrap();
+    h.ring
+        .complete(
+            id,
+            &Response {
+                status: 0x08,
+                sense: None,
+                read_len: None,
+                keep_buf: false,
+            },
+        )
+        .unwrap();
     h.flush();
     assert_eq!(h.emu.data_blocks_free(), total);
     assert_eq!(h.emu.outstanding(), 0);
@@ -445,8 +601,20 @@ fn pitfall_18_keep_buf_once_then_free_kept_buf() {
     let total = h.emu.data_blocks_free();
     let a = h.emu.submit(&READ10, DataDir::FromDevice(4096)).unwrap();
     h.next_cmd();
-    h.ring.complete(a, &Response { status: 0, sense: None, read_len: None, keep_buf: true }).unwrap();
-    assert!(matches!(h.ring.complete(a, &Response::good()), Err(RingError::DoubleCompletion(x)) if x == a));
+    h.ring
+        .complete(
+            a,
+            &Response {
+                status: 0,
+                sense: None,
+                read_len: None,
+                keep_buf: true,
+            },
+        )
+        .unwrap();
+    assert!(
+        matches!(h.ring.complete(a, &Response::good()), Err(RingError::DoubleCompletion(x)) if x == a)
+    );
     let out = h.flush();
     assert!(out[0].kept);
     assert_eq!(h.emu.outstanding(), 1);
@@ -459,13 +627,26 @@ fn pitfall_18_keep_buf_once_then_free_kept_buf() {
     let next = (at + 120) % 4096;
     h.emu.set_raw_tail(next);
     let mut out = Vec::new();
-    assert_eq!(h.emu.reap(&mut out), Err(tcmu_ring::emu::Violation::KeptBufCompletedTwice(a)));
+    assert_eq!(
+        h.emu.reap(&mut out),
+        Err(tcmu_ring::emu::Violation::KeptBufCompletedTwice(a))
+    );
     h.emu.reset_ring();
     // And the normal path: free_kept_buf releases the blocks.
     let mut h = H::small();
     let a = h.emu.submit(&READ10, DataDir::FromDevice(4096)).unwrap();
     h.next_cmd();
-    h.ring.complete(a, &Response { status: 0, sense: None, read_len: None, keep_buf: true }).unwrap();
+    h.ring
+        .complete(
+            a,
+            &Response {
+                status: 0,
+                sense: None,
+                read_len: None,
+                keep_buf: true,
+            },
+        )
+        .unwrap();
     h.flush();
     h.emu.free_kept_buf(a).unwrap();
     assert_eq!(h.emu.data_blocks_free(), total);
@@ -484,7 +665,10 @@ fn pitfall_19_uio_fd_is_cloexec_and_nonblocking() {
     assert_eq!(fl & libc::O_ACCMODE, libc::O_RDWR);
     assert_eq!(u.minor(), 7);
     assert_eq!(u.name(), "tcm-user/1/disk/file/a/b");
-    assert_eq!(tcmu_ring::parse_uio_name(u.name()).unwrap().cfgstring, Some("a/b"));
+    assert_eq!(
+        tcmu_ring::parse_uio_name(u.name()).unwrap().cfgstring,
+        Some("a/b")
+    );
 }
 
 #[test]
@@ -499,7 +683,11 @@ fn pitfall_20_map_is_shared_and_full_size() {
     // MAP_SHARED: visible through the file and through a second mapping.
     let bytes = std::fs::read(&dev).unwrap();
     assert_eq!(&bytes[3 * 4096 - 4..], &0xdead_beefu32.to_ne_bytes());
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&dev).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .unwrap();
     let m2 = Mapping::map_shared(f.as_fd(), 3 * 4096).unwrap();
     assert_eq!(m2.read_u32(3 * 4096 - 4).unwrap(), 0xdead_beef);
     (&f).write_all(b"x").unwrap();
@@ -521,7 +709,10 @@ fn pitfall_21_reset_ring_under_a_running_handler() {
     let mut expect = vec![b, c];
     expect.sort_unstable();
     assert_eq!(h.emu.reset_ring(), expect);
-    assert_eq!(h.emu.mapping().load_acquire_u32(mailbox::CMD_HEAD).unwrap(), 0);
+    assert_eq!(
+        h.emu.mapping().load_acquire_u32(mailbox::CMD_HEAD).unwrap(),
+        0
+    );
     h.emu.submit(&TUR, DataDir::None).unwrap();
     // The stale handler notices that cmd_tail (which only it writes) moved.
     assert!(matches!(h.next(), Some(Err(RingError::RingReset { .. }))));
@@ -534,8 +725,12 @@ fn pitfall_21_reset_ring_under_a_running_handler() {
 
 #[test]
 fn pitfall_21_new_ring_after_reset_resumes_at_zero() {
-    let (mut emu, map, _bell) =
-        KernelEmu::new(EmuConfig { cmdr_size: 4096, data_size: 64 << 10, ..EmuConfig::default() }).unwrap();
+    let (mut emu, map, _bell) = KernelEmu::new(EmuConfig {
+        cmdr_size: 4096,
+        data_size: 64 << 10,
+        ..EmuConfig::default()
+    })
+    .unwrap();
     let map = Arc::new(map);
     let mut ring = Ring::new(Arc::clone(&map)).unwrap();
     let (mut cmd, mut tmr) = (tcmu_ring::CmdCopy::new(), tcmu_ring::TmrCopy::new());

@@ -50,7 +50,9 @@ struct Exp {
 
 fn make_cdb(opc: u8, var: u8) -> Vec<u8> {
     let n = tcmu_ring::scsi_command_size(opc, var % 64);
-    let mut c: Vec<u8> = (0..n).map(|i| u8::try_from(i).unwrap().wrapping_mul(31).wrapping_add(var)).collect();
+    let mut c: Vec<u8> = (0..n)
+        .map(|i| u8::try_from(i).unwrap().wrapping_mul(31).wrapping_add(var))
+        .collect();
     c[0] = opc;
     if opc == 0x7f {
         c[7] = var % 64;
@@ -69,23 +71,42 @@ fn run(cfg: EmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
 
-    let drain = |h: &mut H, subs: &mut HashMap<u16, Sub>, read: &mut Vec<u16>, sub_read: &mut HashMap<u16, Sub>| -> Result<(), TestCaseError> {
+    let drain = |h: &mut H,
+                 subs: &mut HashMap<u16, Sub>,
+                 read: &mut Vec<u16>,
+                 sub_read: &mut HashMap<u16, Sub>|
+     -> Result<(), TestCaseError> {
         h.bell.ack().unwrap();
         while let Some(e) = h.next() {
             match e.map_err(|e| TestCaseError::fail(e.to_string()))? {
                 Entry::Cmd => {
                     let id = h.cmd.cmd_id;
-                    let mut s = subs.remove(&id).ok_or_else(|| TestCaseError::fail(format!("unexpected id {id}")))?;
+                    let mut s = subs
+                        .remove(&id)
+                        .ok_or_else(|| TestCaseError::fail(format!("unexpected id {id}")))?;
                     prop_assert_eq!(h.cmd.cdb(), &s.cdb[..]);
-                    let (dlen, blen) = if s.from_device { (s.in_len, 0) } else if s.in_len > 0 { (s.out.len(), s.in_len) } else { (s.out.len(), 0) };
+                    let (dlen, blen) = if s.from_device {
+                        (s.in_len, 0)
+                    } else if s.in_len > 0 {
+                        (s.out.len(), s.in_len)
+                    } else {
+                        (s.out.len(), 0)
+                    };
                     prop_assert_eq!(h.cmd.data_len(), dlen as u64);
                     prop_assert_eq!(h.cmd.bidi_len(), blen as u64);
                     if !s.from_device {
                         let mut got = vec![0u8; s.out.len()];
-                        prop_assert_eq!(h.data.copy_to_slice(h.cmd.data_out(), 0, &mut got), s.out.len());
+                        prop_assert_eq!(
+                            h.data.copy_to_slice(h.cmd.data_out(), 0, &mut got),
+                            s.out.len()
+                        );
                         prop_assert_eq!(&got, &s.out);
                     }
-                    s.in_segs = if s.from_device { h.cmd.data_out().to_vec() } else { h.cmd.bidi_in().to_vec() };
+                    s.in_segs = if s.from_device {
+                        h.cmd.data_out().to_vec()
+                    } else {
+                        h.cmd.bidi_in().to_vec()
+                    };
                     read.push(id);
                     sub_read.insert(id, s);
                 }
@@ -96,40 +117,88 @@ fn run(cfg: EmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
         Ok(())
     };
 
-    let mut reap = |h: &mut H, exp: &mut HashMap<u16, Exp>, done: &mut usize| -> Result<(), TestCaseError> {
-        if h.ring.publish() {
-            h.bell.kick().unwrap();
-        }
-        out.clear();
-        h.emu.reap(&mut out).map_err(|v| TestCaseError::fail(v.to_string()))?;
-        for c in &out {
-            let e = exp.remove(&c.cmd_id).ok_or_else(|| TestCaseError::fail(format!("completed twice or unknown {}", c.cmd_id)))?;
-            prop_assert_eq!(c.status, e.status);
-            prop_assert_eq!(c.sense, e.sense);
-            prop_assert_eq!(c.read_len, e.read_len);
-            prop_assert_eq!(&c.data_in, &e.data_in, "data of {}", c.cmd_id);
-            prop_assert_eq!(c.kept, e.kept);
-            if c.kept {
-                h.emu.free_kept_buf(c.cmd_id).map_err(|v| TestCaseError::fail(v.to_string()))?;
+    let mut reap =
+        |h: &mut H, exp: &mut HashMap<u16, Exp>, done: &mut usize| -> Result<(), TestCaseError> {
+            if h.ring.publish() {
+                h.bell.kick().unwrap();
             }
-            *done += 1;
-        }
-        Ok(())
-    };
+            out.clear();
+            h.emu
+                .reap(&mut out)
+                .map_err(|v| TestCaseError::fail(v.to_string()))?;
+            for c in &out {
+                let e = exp.remove(&c.cmd_id).ok_or_else(|| {
+                    TestCaseError::fail(format!("completed twice or unknown {}", c.cmd_id))
+                })?;
+                prop_assert_eq!(c.status, e.status);
+                prop_assert_eq!(c.sense, e.sense);
+                prop_assert_eq!(c.read_len, e.read_len);
+                prop_assert_eq!(&c.data_in, &e.data_in, "data of {}", c.cmd_id);
+                prop_assert_eq!(c.kept, e.kept);
+                if c.kept {
+                    h.emu
+                        .free_kept_buf(c.cmd_id)
+                        .map_err(|v| TestCaseError::fail(v.to_string()))?;
+                }
+                *done += 1;
+            }
+            Ok(())
+        };
 
     for op in ops {
         match *op {
             Op::Submit { opc, var, dir, len } => {
                 let cdb = make_cdb(opc, var);
                 let len = usize::from(len);
-                let out_data: Vec<u8> = (0..len).map(|i| u8::try_from((i * 7 + usize::from(var)) % 256).unwrap()).collect();
+                let out_data: Vec<u8> = (0..len)
+                    .map(|i| u8::try_from((i * 7 + usize::from(var)) % 256).unwrap())
+                    .collect();
                 let (d, s) = match dir {
-                    0 => (DataDir::None, Sub { cdb: cdb.clone(), out: vec![], in_len: 0, from_device: false, in_segs: vec![] }),
-                    1 => (DataDir::ToDevice(&out_data), Sub { cdb: cdb.clone(), out: out_data.clone(), in_len: 0, from_device: false, in_segs: vec![] }),
-                    2 => (DataDir::FromDevice(len), Sub { cdb: cdb.clone(), out: vec![], in_len: len, from_device: true, in_segs: vec![] }),
+                    0 => (
+                        DataDir::None,
+                        Sub {
+                            cdb: cdb.clone(),
+                            out: vec![],
+                            in_len: 0,
+                            from_device: false,
+                            in_segs: vec![],
+                        },
+                    ),
+                    1 => (
+                        DataDir::ToDevice(&out_data),
+                        Sub {
+                            cdb: cdb.clone(),
+                            out: out_data.clone(),
+                            in_len: 0,
+                            from_device: false,
+                            in_segs: vec![],
+                        },
+                    ),
+                    2 => (
+                        DataDir::FromDevice(len),
+                        Sub {
+                            cdb: cdb.clone(),
+                            out: vec![],
+                            in_len: len,
+                            from_device: true,
+                            in_segs: vec![],
+                        },
+                    ),
                     _ => {
                         let o = &out_data[..len / 3];
-                        (DataDir::Bidi { out: o, in_len: len - len / 3 }, Sub { cdb: cdb.clone(), out: o.to_vec(), in_len: len - len / 3, from_device: false, in_segs: vec![] })
+                        (
+                            DataDir::Bidi {
+                                out: o,
+                                in_len: len - len / 3,
+                            },
+                            Sub {
+                                cdb: cdb.clone(),
+                                out: o.to_vec(),
+                                in_len: len - len / 3,
+                                from_device: false,
+                                in_segs: vec![],
+                            },
+                        )
                     }
                 };
                 match h.emu.submit(&cdb, d) {
@@ -152,10 +221,17 @@ fn run(cfg: EmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
                 let id = read.swap_remove(usize::from(pick) % read.len());
                 let s = sub_read.remove(&id).unwrap();
-                let status = if how & 1 == 1 { STATUS_CHECK_CONDITION } else { 0 };
+                let status = if how & 1 == 1 {
+                    STATUS_CHECK_CONDITION
+                } else {
+                    0
+                };
                 let mut sense = [0u8; 96];
                 if status == STATUS_CHECK_CONDITION {
-                    sense.iter_mut().enumerate().for_each(|(i, b)| *b = u8::try_from(i).unwrap() ^ how);
+                    sense
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, b)| *b = u8::try_from(i).unwrap() ^ how);
                     sense[0] = 0x70;
                 }
                 let in_len = s.in_len;
@@ -165,18 +241,29 @@ fn run(cfg: EmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
                 buf.clear();
                 buf.extend((0..n).map(|i| u8::try_from((i + usize::from(id)) % 256).unwrap()));
                 let keep = how & 4 == 4 && how & 8 == 8;
-                exp.insert(id, Exp {
-                    status,
-                    sense,
-                    read_len: partial.then(|| u32::try_from(n).unwrap()),
-                    data_in: buf.clone(),
-                    kept: keep,
-                });
+                exp.insert(
+                    id,
+                    Exp {
+                        status,
+                        sense,
+                        read_len: partial.then(|| u32::try_from(n).unwrap()),
+                        data_in: buf.clone(),
+                        kept: keep,
+                    },
+                );
                 // Write the data through the segments recorded at read time.
                 prop_assert_eq!(h.data.copy_from_slice(&s.in_segs, 0, &buf), n);
                 let sense_ref = (status == STATUS_CHECK_CONDITION).then_some(&sense);
                 h.ring
-                    .complete(id, &Response { status, sense: sense_ref, read_len: partial.then(|| u32::try_from(n).unwrap()), keep_buf: keep })
+                    .complete(
+                        id,
+                        &Response {
+                            status,
+                            sense: sense_ref,
+                            read_len: partial.then(|| u32::try_from(n).unwrap()),
+                            keep_buf: keep,
+                        },
+                    )
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert!(h.ring.complete(id, &Response::good()).is_err());
             }
@@ -191,8 +278,19 @@ fn run(cfg: EmuConfig, ops: &[Op]) -> Result<(), TestCaseError> {
             buf.clear();
             buf.extend((0..s.in_len).map(|i| u8::try_from((i + usize::from(id)) % 256).unwrap()));
             h.data.copy_from_slice(&s.in_segs, 0, &buf);
-            exp.insert(id, Exp { status: 0, sense: [0; 96], read_len: None, data_in: buf.clone(), kept: false });
-            h.ring.complete(id, &Response::good()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            exp.insert(
+                id,
+                Exp {
+                    status: 0,
+                    sense: [0; 96],
+                    read_len: None,
+                    data_in: buf.clone(),
+                    kept: false,
+                },
+            );
+            h.ring
+                .complete(id, &Response::good())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
         reap(&mut h, &mut exp, &mut done)?;
     }

@@ -24,11 +24,22 @@ impl H {
         let (emu, map, bell) = KernelEmu::new(cfg).expect("emu");
         let ring = Ring::new(Arc::new(map)).expect("ring");
         let data = ring.data_area();
-        H { emu, ring, bell, data, cmd: CmdCopy::new(), tmr: TmrCopy::new() }
+        H {
+            emu,
+            ring,
+            bell,
+            data,
+            cmd: CmdCopy::new(),
+            tmr: TmrCopy::new(),
+        }
     }
 
     pub fn small() -> H {
-        H::new(EmuConfig { cmdr_size: 4096, data_size: 256 << 10, ..EmuConfig::default() })
+        H::new(EmuConfig {
+            cmdr_size: 4096,
+            data_size: 256 << 10,
+            ..EmuConfig::default()
+        })
     }
 
     pub fn next(&mut self) -> Option<Result<Entry, RingError>> {
