@@ -12,4 +12,6 @@ pub mod backend;
 pub mod configfs;
 pub mod daemon;
 pub mod device;
+pub mod kernel_actions;
+pub mod netlink;
 pub mod notify;

@@ -65,7 +65,6 @@ fn main() -> std::process::ExitCode {
             ..DeviceConfig::default()
         },
         reclaim_safety: !cli.no_mlock,
-        ..DaemonConfig::default()
     };
     match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -79,8 +79,17 @@ fn c_values() -> HashMap<String, u64> {
     let bin = dir.path().join("layout");
     std::fs::write(&src, PROGRAM).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc).arg(&src).arg("-o").arg(&bin).output().expect("run the C compiler");
-    assert!(out.status.success(), "compiling against {HEADER} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&cc)
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .output()
+        .expect("run the C compiler");
+    assert!(
+        out.status.success(),
+        "compiling against {HEADER} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(&bin).output().unwrap();
     String::from_utf8(out.stdout)
         .unwrap()
@@ -145,8 +154,14 @@ fn layout_matches_system_header() {
         ("CMD_REMOVED_DEVICE", genl::cmd::REMOVED_DEVICE as u64),
         ("CMD_RECONFIG_DEVICE", genl::cmd::RECONFIG_DEVICE as u64),
         ("CMD_ADDED_DEVICE_DONE", genl::cmd::ADDED_DEVICE_DONE as u64),
-        ("CMD_REMOVED_DEVICE_DONE", genl::cmd::REMOVED_DEVICE_DONE as u64),
-        ("CMD_RECONFIG_DEVICE_DONE", genl::cmd::RECONFIG_DEVICE_DONE as u64),
+        (
+            "CMD_REMOVED_DEVICE_DONE",
+            genl::cmd::REMOVED_DEVICE_DONE as u64,
+        ),
+        (
+            "CMD_RECONFIG_DEVICE_DONE",
+            genl::cmd::RECONFIG_DEVICE_DONE as u64,
+        ),
         ("CMD_SET_FEATURES", genl::cmd::SET_FEATURES as u64),
         ("ATTR_DEVICE", genl::attr::DEVICE as u64),
         ("ATTR_MINOR", genl::attr::MINOR as u64),
@@ -156,7 +171,10 @@ fn layout_matches_system_header() {
         ("ATTR_WRITECACHE", genl::attr::WRITECACHE as u64),
         ("ATTR_CMD_STATUS", genl::attr::CMD_STATUS as u64),
         ("ATTR_DEVICE_ID", genl::attr::DEVICE_ID as u64),
-        ("ATTR_SUPP_KERN_CMD_REPLY", genl::attr::SUPP_KERN_CMD_REPLY as u64),
+        (
+            "ATTR_SUPP_KERN_CMD_REPLY",
+            genl::attr::SUPP_KERN_CMD_REPLY as u64,
+        ),
     ];
     let mut wrong = Vec::new();
     for (name, v) in ours {
@@ -165,5 +183,9 @@ fn layout_matches_system_header() {
             other => wrong.push(format!("{name}: ours {v}, header {other:?}")),
         }
     }
-    assert!(wrong.is_empty(), "tcmu-sys drifted from {HEADER}:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "tcmu-sys drifted from {HEADER}:\n{}",
+        wrong.join("\n")
+    );
 }

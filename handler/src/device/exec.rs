@@ -25,9 +25,6 @@ pub fn run(job: Job, w: &mut WorkerState) {
         Cdb::Read(rw) => single(ctx, link, IoOp::Read, rw, bs),
         Cdb::Write(rw) => {
             let fua = rw.fua || !link.lun.read().write_cache;
-            link.ranges
-                .acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
-            ctx.range_locked = true;
             single(ctx, link, IoOp::Write { fua }, rw, bs);
         }
         Cdb::SyncCache { .. } => {
@@ -54,6 +51,11 @@ pub fn run(job: Job, w: &mut WorkerState) {
 fn single(mut ctx: Box<Ctx>, link: Arc<DeviceLink>, op: IoOp, rw: Rw, bs: u64) {
     let len = u64::from(rw.blocks) * bs;
     let have = ctx.cmd.data_len();
+    if op == IoOp::Read && have > len {
+        // Never hand back stale data from earlier commands past the transfer, even when the
+        // kernel cannot take read_len.
+        link.data.fill(ctx.cmd.data_out(), len, have - len, 0);
+    }
     let read_len = if op == IoOp::Read && have > len {
         u32::try_from(len).ok()
     } else {
@@ -128,17 +130,14 @@ fn multi_step(
             if len > chunk_len(w, bs) {
                 return Err(Sense::invalid_field_in_cdb(13, None).into());
             }
-            link.ranges.acquire(ctx.slot, lba, u64::from(blocks), true);
-            let r = compare_and_write(
+            compare_and_write(
                 ctx,
                 link,
                 w,
                 lba * bs,
                 len,
                 fua || !link.lun.read().write_cache,
-            );
-            link.ranges.release(ctx.slot);
-            r
+            )
         }
         Cdb::WriteSame {
             lba,
@@ -146,17 +145,12 @@ fn multi_step(
             unmap,
             ndob,
             ..
-        } => {
-            link.ranges.acquire(ctx.slot, lba, u64::from(blocks), false);
-            let r = write_same(ctx, link, w, lba, u64::from(blocks), unmap, ndob, bs);
-            link.ranges.release(ctx.slot);
-            r
-        }
+        } => write_same(ctx, link, w, lba, u64::from(blocks), unmap, ndob, bs),
         Cdb::Unmap { param_len, .. } => {
             // The parameter list lives in the compare buffer, moved out (no allocation) so
             // the worker can run the unmaps while iterating it.
             let mut list = std::mem::take(&mut w.compare);
-            let r = unmap(segs, param_len, &mut list, ctx.slot, link, w, bs);
+            let r = unmap(segs, param_len, &mut list, link, w, bs);
             w.compare = list;
             r
         }
@@ -175,9 +169,7 @@ fn multi_step(
         ),
         Cdb::WriteAndVerify { rw, .. } => {
             let len = u64::from(rw.blocks) * bs;
-            link.ranges
-                .acquire(ctx.slot, rw.lba, u64::from(rw.blocks), false);
-            let r = errno(
+            errno(
                 io(
                     w,
                     link,
@@ -187,9 +179,7 @@ fn multi_step(
                     Buf::Ring(segs, 0),
                 ),
                 true,
-            );
-            link.ranges.release(ctx.slot);
-            r?;
+            )?;
             verify(segs, link, w, rw.lba * bs, len, true, bs)
         }
         _ => Err(Sense::internal_target_failure().into()),
@@ -303,7 +293,6 @@ fn unmap(
     segs: &[DataSeg],
     param_len: u16,
     buf: &mut [u8],
-    slot: u16,
     link: &DeviceLink,
     w: &mut WorkerState,
     bs: u64,
@@ -315,7 +304,6 @@ fn unmap(
         params::parse_unmap(&buf[..got], &lun).map_err(ScsiError::from)?
     };
     for (lba, nb) in descriptors {
-        link.ranges.acquire(slot, lba, u64::from(nb), false);
         let r = io(
             w,
             link,
@@ -324,7 +312,6 @@ fn unmap(
             u64::from(nb) * bs,
             Buf::None,
         );
-        link.ranges.release(slot);
         errno(r, true)?;
     }
     Ok(())

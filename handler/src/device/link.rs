@@ -1,7 +1,6 @@
 //! What a device shares with its workers and its backend's completion threads.
 
 use super::context::Ctx;
-use super::range_lock::RangeLock;
 use crate::backend::Backend;
 use crossbeam_channel::Sender;
 use nix::sys::eventfd::EventFd;
@@ -21,8 +20,6 @@ pub struct DeviceLink {
     ua: AtomicU8,
     /// The ring's data area.
     pub data: DataArea,
-    /// LBA ranges held by in-flight writes and COMPARE AND WRITE.
-    pub ranges: RangeLock,
     /// The LUN as the initiator sees it (changed by MODE SELECT and reconfiguration).
     pub lun: RwLock<LunInfo>,
     done_tx: Sender<Box<Ctx>>,
@@ -39,7 +36,6 @@ impl DeviceLink {
         backend: Arc<dyn Backend>,
         data: DataArea,
         lun: LunInfo,
-        slots: usize,
         done_tx: Sender<Box<Ctx>>,
         doorbell: Arc<dyn Doorbell>,
     ) -> std::io::Result<DeviceLink> {
@@ -51,7 +47,6 @@ impl DeviceLink {
             backend: RwLock::new(backend),
             ua: AtomicU8::new(0),
             data,
-            ranges: RangeLock::new(slots),
             lun: RwLock::new(lun),
             done_tx,
             wake,

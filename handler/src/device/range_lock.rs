@@ -1,12 +1,17 @@
-//! LBA range lock that makes COMPARE AND WRITE atomic against concurrent writes to the same
-//! blocks without stalling commands to other blocks.
+//! LBA ranges held by commands in flight, so that COMPARE AND WRITE is atomic against
+//! concurrent writes to the same blocks without stalling commands to other blocks.
 //!
-//! Every medium-modifying command holds a *shared* entry for its range while it runs; COMPARE
-//! AND WRITE holds an *exclusive* one for its read-compare-write. Shared entries conflict only
-//! with overlapping exclusive ones. Entries live in a table indexed by context slot, sized
-//! once, so taking the lock never allocates.
+//! Medium-modifying commands hold a *shared* entry for their range; COMPARE AND WRITE holds an
+//! *exclusive* one for its read-compare-write. Shared entries conflict only with overlapping
+//! exclusive ones. Only the device thread uses the table: a command whose range conflicts is
+//! parked there and dispatched when the holder completes, so no worker ever waits on a range
+//! (a worker blocked on a busy block would stall I/O to every other block). Entries live in a
+//! table indexed by context slot, sized once, so taking a range never allocates.
+//!
+//! Commands with the SIMPLE task attribute may be reordered, so a parked command may be
+//! overtaken by a later one that does not conflict with anything held.
 
-use parking_lot::{Condvar, Mutex};
+use tcmu_scsi::cdb::Cdb;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -16,17 +21,21 @@ struct Entry {
 }
 
 /// See the module docs.
-pub struct RangeLock {
-    table: Mutex<Table>,
-    cv: Condvar,
-}
-
-struct Table {
+pub struct RangeTable {
     slots: Vec<Option<Entry>>,
     exclusive: usize,
 }
 
-impl Table {
+impl RangeTable {
+    /// A table for `slots` contexts.
+    #[must_use]
+    pub fn new(slots: usize) -> RangeTable {
+        RangeTable {
+            slots: vec![None; slots],
+            exclusive: 0,
+        }
+    }
+
     fn conflicts(&self, me: usize, e: Entry) -> bool {
         if !e.exclusive && self.exclusive == 0 {
             return false;
@@ -38,97 +47,85 @@ impl Table {
                 })
         })
     }
-}
 
-impl RangeLock {
-    /// A lock table for `slots` contexts.
-    #[must_use]
-    pub fn new(slots: usize) -> RangeLock {
-        RangeLock {
-            table: Mutex::new(Table {
-                slots: vec![None; slots],
-                exclusive: 0,
-            }),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// Take `[lba, lba+blocks)` for context `slot`, waiting while it conflicts.
-    pub fn acquire(&self, slot: u16, lba: u64, blocks: u64, exclusive: bool) {
+    /// Take `[lba, lba+blocks)` for context `slot` if nothing conflicts; false otherwise.
+    pub fn try_acquire(&mut self, slot: u16, lba: u64, blocks: u64, exclusive: bool) -> bool {
         let e = Entry {
             start: lba,
             end: lba.saturating_add(blocks.max(1)),
             exclusive,
         };
         let me = usize::from(slot);
-        let mut t = self.table.lock();
-        while t.conflicts(me, e) {
-            self.cv.wait(&mut t);
+        if me >= self.slots.len() || self.conflicts(me, e) {
+            return false;
         }
         if exclusive {
-            t.exclusive += 1;
+            self.exclusive += 1;
         }
-        if let Some(s) = t.slots.get_mut(me) {
-            *s = Some(e);
-        }
+        self.slots[me] = Some(e);
+        true
     }
 
     /// Release what context `slot` holds (no-op if nothing).
-    pub fn release(&self, slot: u16) {
-        let mut t = self.table.lock();
-        let Some(s) = t.slots.get_mut(usize::from(slot)) else {
-            return;
-        };
-        if let Some(e) = s.take() {
+    pub fn release(&mut self, slot: u16) {
+        if let Some(e) = self.slots.get_mut(usize::from(slot)).and_then(Option::take) {
             if e.exclusive {
-                t.exclusive -= 1;
-            }
-            // Only exclusive holders or waiters on them can be blocked.
-            if e.exclusive || t.exclusive > 0 {
-                self.cv.notify_all();
+                self.exclusive -= 1;
             }
         }
+    }
+}
+
+/// The range a command must hold while it runs: `(lba, blocks, exclusive)`.
+#[must_use]
+pub fn range_of(cdb: &Cdb) -> Option<(u64, u64, bool)> {
+    match *cdb {
+        Cdb::Write(rw) | Cdb::WriteAndVerify { rw, .. } => {
+            Some((rw.lba, u64::from(rw.blocks), false))
+        }
+        Cdb::WriteSame { lba, blocks, .. } => Some((lba, u64::from(blocks), false)),
+        // Its ranges are in the parameter list; hold the whole LUN shared (it only waits for
+        // a COMPARE AND WRITE in flight).
+        Cdb::Unmap { .. } => Some((0, u64::MAX, false)),
+        Cdb::CompareAndWrite { lba, blocks, .. } => Some((lba, u64::from(blocks), true)),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
 
     #[test]
-    fn shared_entries_do_not_block_each_other() {
-        let l = RangeLock::new(4);
-        l.acquire(0, 0, 8, false);
-        l.acquire(1, 4, 8, false);
-        l.release(0);
-        l.release(1);
+    fn shared_entries_do_not_conflict() {
+        let mut t = RangeTable::new(4);
+        assert!(t.try_acquire(0, 0, 8, false));
+        assert!(t.try_acquire(1, 4, 8, false));
     }
 
     #[test]
-    fn exclusive_waits_for_overlapping_writer_but_not_for_others() {
-        let l = Arc::new(RangeLock::new(4));
-        l.acquire(0, 10, 1, false); // a write to block 10 in flight
-        l.acquire(2, 50, 1, false); // unrelated write
-        let got = Arc::new(AtomicBool::new(false));
-        let (l2, g2) = (Arc::clone(&l), Arc::clone(&got));
-        let t = std::thread::spawn(move || {
-            l2.acquire(1, 10, 1, true);
-            g2.store(true, Ordering::SeqCst);
-            l2.release(1);
-        });
-        std::thread::sleep(Duration::from_millis(50));
+    fn exclusive_conflicts_only_with_overlaps() {
+        let mut t = RangeTable::new(8);
+        assert!(t.try_acquire(0, 10, 1, false)); // a write to block 10 in flight
         assert!(
-            !got.load(Ordering::SeqCst),
-            "COMPARE AND WRITE must wait for the overlapping write"
+            !t.try_acquire(1, 10, 1, true),
+            "COMPARE AND WRITE must wait for the write"
         );
-        l.acquire(3, 60, 1, false); // unrelated writes still proceed
-        l.release(3);
-        l.release(0);
-        t.join().unwrap();
-        assert!(got.load(Ordering::SeqCst));
-        l.release(2);
+        assert!(
+            t.try_acquire(2, 11, 1, true),
+            "a CAW of another block proceeds"
+        );
+        assert!(!t.try_acquire(3, 11, 4, false), "a write over a CAW waits");
+        assert!(t.try_acquire(4, 50, 4, false), "unrelated writes proceed");
+        t.release(0);
+        assert!(t.try_acquire(1, 10, 1, true));
+        t.release(2);
+        assert!(t.try_acquire(3, 11, 4, false));
+        assert!(
+            !t.try_acquire(5, 0, u64::MAX, false),
+            "UNMAP waits for the CAW on block 10"
+        );
+        t.release(1);
+        assert!(t.try_acquire(5, 0, u64::MAX, false));
     }
 }

@@ -3,9 +3,11 @@
 
 use super::context::{Ctx, Outcome, Stage};
 use super::link::{DeviceLink, UnitAttention};
+use super::range_lock::{range_of, RangeTable};
 use super::workers::{Job, Workers};
 use crate::backend::Backend;
 use crossbeam_channel::{bounded, Receiver};
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -166,7 +168,6 @@ pub fn spawn(
         backend,
         ring.data_area(),
         lun,
-        total,
         done_tx,
         Arc::clone(&doorbell),
     )?);
@@ -183,6 +184,8 @@ pub fn spawn(
         workers: Some(workers),
         free,
         inflight: vec![None; total],
+        ranges: RangeTable::new(total),
+        parked: VecDeque::with_capacity(total),
         total,
         done_rx,
         tmr: TmrCopy::new(),
@@ -225,6 +228,11 @@ struct DeviceThread {
     free: Vec<Box<Ctx>>,
     /// Command id held by each context slot while it is away (worker or backend).
     inflight: Vec<Option<u16>>,
+    /// LBA ranges held by the commands in flight.
+    ranges: RangeTable,
+    /// Commands waiting for a range held by another command (see `range_lock`).
+    #[allow(clippy::vec_box)]
+    parked: VecDeque<Box<Ctx>>,
     total: usize,
     done_rx: Receiver<Box<Ctx>>,
     tmr: TmrCopy,
@@ -252,6 +260,7 @@ impl DeviceThread {
             }
             self.link.drain_wake();
             self.reap();
+            self.unpark();
             if stop_by.is_none() && !self.broken {
                 self.drain_ring();
             }
@@ -385,13 +394,46 @@ impl DeviceThread {
             }
             Route::Worker => {
                 self.inflight[usize::from(ctx.slot)] = Some(ctx.cmd.cmd_id);
-                let job = Job {
-                    ctx,
-                    link: Arc::clone(&self.link),
-                };
-                if let Some(w) = &self.workers {
-                    w.send(job);
+                if !self.take_range(&mut ctx) {
+                    self.parked.push_back(ctx);
+                    return;
                 }
+                self.send(ctx);
+            }
+        }
+    }
+
+    fn send(&self, ctx: Box<Ctx>) {
+        if let Some(w) = &self.workers {
+            w.send(Job {
+                ctx,
+                link: Arc::clone(&self.link),
+            });
+        }
+    }
+
+    /// Take the LBA range the command needs, if any; false if another command holds it.
+    fn take_range(&mut self, ctx: &mut Ctx) -> bool {
+        let Some((lba, blocks, exclusive)) = range_of(&ctx.cdb) else {
+            return true;
+        };
+        if !self.ranges.try_acquire(ctx.slot, lba, blocks, exclusive) {
+            return false;
+        }
+        ctx.range_locked = true;
+        true
+    }
+
+    /// Dispatch parked commands whose ranges are free now, oldest first.
+    fn unpark(&mut self) {
+        for _ in 0..self.parked.len() {
+            let Some(mut ctx) = self.parked.pop_front() else {
+                break;
+            };
+            if self.take_range(&mut ctx) {
+                self.send(ctx);
+            } else {
+                self.parked.push_back(ctx);
             }
         }
     }
@@ -557,7 +599,7 @@ impl DeviceThread {
     fn finish(&mut self, mut ctx: Box<Ctx>) {
         self.inflight[usize::from(ctx.slot)] = None;
         if ctx.range_locked {
-            self.link.ranges.release(ctx.slot);
+            self.ranges.release(ctx.slot);
             ctx.range_locked = false;
         }
         let outcome = match ctx.stage {

@@ -135,7 +135,11 @@ pub const fn align4(n: usize) -> usize {
 fn take<const N: usize>(buf: &[u8], at: usize, what: &'static str) -> Result<[u8; N], DecodeError> {
     buf.get(at..at.saturating_add(N))
         .and_then(|s| <[u8; N]>::try_from(s).ok())
-        .ok_or(DecodeError::Truncated { what, need: at.saturating_add(N), have: buf.len() })
+        .ok_or(DecodeError::Truncated {
+            what,
+            need: at.saturating_add(N),
+            have: buf.len(),
+        })
 }
 
 /// One netlink message inside a datagram.
@@ -163,7 +167,10 @@ pub struct Messages<'a> {
 /// Split a datagram into its netlink messages.
 #[must_use]
 pub fn messages(buf: &[u8]) -> Messages<'_> {
-    Messages { rest: buf, failed: false }
+    Messages {
+        rest: buf,
+        failed: false,
+    }
 }
 
 impl<'a> Iterator for Messages<'a> {
@@ -190,7 +197,10 @@ impl<'a> Messages<'a> {
         let flags = u16::from_ne_bytes(take(buf, 6, "nlmsghdr")?);
         let seq = u32::from_ne_bytes(take(buf, 8, "nlmsghdr")?);
         let pid = u32::from_ne_bytes(take(buf, 12, "nlmsghdr")?);
-        let bad = DecodeError::BadMessageLength { len: len32, remaining: buf.len() };
+        let bad = DecodeError::BadMessageLength {
+            len: len32,
+            remaining: buf.len(),
+        };
         let len = usize::try_from(len32).map_err(|_| bad.clone())?;
         if len < NLMSG_HDRLEN || len > buf.len() {
             return Err(bad);
@@ -198,7 +208,13 @@ impl<'a> Messages<'a> {
         let payload = buf.get(NLMSG_HDRLEN..len).ok_or(bad)?;
         // The last message of a datagram may lack its trailing padding.
         self.rest = buf.get(align4(len)..).unwrap_or(&[]);
-        Ok(NlMsg { ty, flags, seq, pid, payload })
+        Ok(NlMsg {
+            ty,
+            flags,
+            seq,
+            pid,
+            payload,
+        })
     }
 }
 
@@ -218,7 +234,13 @@ pub struct GenlHdr {
 pub fn split_genl(payload: &[u8]) -> Result<(GenlHdr, &[u8]), DecodeError> {
     let h: [u8; GENL_HDRLEN] = take(payload, 0, "genlmsghdr")?;
     let attrs = payload.get(GENL_HDRLEN..).unwrap_or(&[]);
-    Ok((GenlHdr { cmd: h[0], version: h[1] }, attrs))
+    Ok((
+        GenlHdr {
+            cmd: h[0],
+            version: h[1],
+        },
+        attrs,
+    ))
 }
 
 /// One attribute. `ty` has the nested/byte-order flags masked off.
@@ -240,7 +262,10 @@ pub struct Attrs<'a> {
 /// Iterate the attributes in `buf`.
 #[must_use]
 pub fn attrs(buf: &[u8]) -> Attrs<'_> {
-    Attrs { rest: buf, failed: false }
+    Attrs {
+        rest: buf,
+        failed: false,
+    }
 }
 
 impl<'a> Iterator for Attrs<'a> {
@@ -264,7 +289,11 @@ impl<'a> Attrs<'a> {
         let len16 = u16::from_ne_bytes(take(buf, 0, "nlattr")?);
         let ty = u16::from_ne_bytes(take(buf, 2, "nlattr")?) & NLA_TYPE_MASK;
         let len = usize::from(len16);
-        let bad = DecodeError::BadAttrLength { attr: ty, len: len16, remaining: buf.len() };
+        let bad = DecodeError::BadAttrLength {
+            attr: ty,
+            len: len16,
+            remaining: buf.len(),
+        };
         if len < NLA_HDRLEN || len > buf.len() {
             return Err(bad);
         }
@@ -321,9 +350,15 @@ impl Attr<'_> {
     /// # Errors
     /// [`DecodeError::NotUtf8`].
     pub fn string(&self, name: &'static str) -> Result<String, DecodeError> {
-        let end = self.payload.iter().position(|&b| b == 0).unwrap_or(self.payload.len());
+        let end = self
+            .payload
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.payload.len());
         let bytes = self.payload.get(..end).unwrap_or(&[]);
-        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| DecodeError::NotUtf8(name))
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::NotUtf8(name))
     }
 }
 
@@ -405,9 +440,15 @@ impl MsgBuilder {
 /// `CTRL_CMD_GETFAMILY` for `name`, asking for an acknowledgement.
 #[must_use]
 pub fn encode_get_family(seq: u32, name: &str) -> Vec<u8> {
-    MsgBuilder::new(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, seq, CTRL_CMD_GETFAMILY, CTRL_VERSION)
-        .attr_str(CTRL_ATTR_FAMILY_NAME, name)
-        .finish()
+    MsgBuilder::new(
+        GENL_ID_CTRL,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        CTRL_CMD_GETFAMILY,
+        CTRL_VERSION,
+    )
+    .attr_str(CTRL_ATTR_FAMILY_NAME, name)
+    .finish()
 }
 
 /// What `nlctrl` told us about a family.
@@ -443,7 +484,10 @@ pub fn parse_family(attr_bytes: &[u8], group: &str) -> Result<FamilyInfo, Decode
         }
     }
     let id = id.ok_or(DecodeError::MissingAttr("CTRL_ATTR_FAMILY_ID"))?;
-    Ok(FamilyInfo { id, group: group_id })
+    Ok(FamilyInfo {
+        id,
+        group: group_id,
+    })
 }
 
 fn parse_mcast_group(bytes: &[u8]) -> Result<(Option<String>, Option<u32>), DecodeError> {
@@ -484,7 +528,10 @@ pub fn parse_ack(flags: u16, payload: &[u8]) -> Result<Ack, DecodeError> {
         let tlv_off = if flags & NLM_F_CAPPED != 0 {
             Some(4 + NLMSG_HDRLEN)
         } else {
-            usize::try_from(orig_len).ok().and_then(|l| l.checked_add(4)).map(align4)
+            usize::try_from(orig_len)
+                .ok()
+                .and_then(|l| l.checked_add(4))
+                .map(align4)
         };
         if let Some(tlvs) = tlv_off.and_then(|o| payload.get(o..)) {
             message = attrs(tlvs)
@@ -494,7 +541,11 @@ pub fn parse_ack(flags: u16, payload: &[u8]) -> Result<Ack, DecodeError> {
                 .filter(|s| !s.is_empty());
         }
     }
-    Ok(Ack { error, seq, message })
+    Ok(Ack {
+        error,
+        seq,
+        message,
+    })
 }
 
 #[cfg(test)]
@@ -516,11 +567,23 @@ mod tests {
         assert_eq!(i32::from(CTRL_CMD_NEWFAMILY), libc::CTRL_CMD_NEWFAMILY);
         assert_eq!(i32::from(CTRL_CMD_GETFAMILY), libc::CTRL_CMD_GETFAMILY);
         assert_eq!(i32::from(CTRL_ATTR_FAMILY_ID), libc::CTRL_ATTR_FAMILY_ID);
-        assert_eq!(i32::from(CTRL_ATTR_FAMILY_NAME), libc::CTRL_ATTR_FAMILY_NAME);
-        assert_eq!(i32::from(CTRL_ATTR_MCAST_GROUPS), libc::CTRL_ATTR_MCAST_GROUPS);
-        assert_eq!(i32::from(CTRL_ATTR_MCAST_GRP_NAME), libc::CTRL_ATTR_MCAST_GRP_NAME);
-        assert_eq!(i32::from(CTRL_ATTR_MCAST_GRP_ID), libc::CTRL_ATTR_MCAST_GRP_ID);
-        assert_eq!(i32::from(NLA_TYPE_MASK), libc::NLA_TYPE_MASK);
+        assert_eq!(
+            i32::from(CTRL_ATTR_FAMILY_NAME),
+            libc::CTRL_ATTR_FAMILY_NAME
+        );
+        assert_eq!(
+            i32::from(CTRL_ATTR_MCAST_GROUPS),
+            libc::CTRL_ATTR_MCAST_GROUPS
+        );
+        assert_eq!(
+            i32::from(CTRL_ATTR_MCAST_GRP_NAME),
+            libc::CTRL_ATTR_MCAST_GRP_NAME
+        );
+        assert_eq!(
+            i32::from(CTRL_ATTR_MCAST_GRP_ID),
+            libc::CTRL_ATTR_MCAST_GRP_ID
+        );
+        assert_eq!(i32::from(NLA_TYPE_MASK), libc::NLA_TYPE_MASK & 0xffff);
     }
 
     #[cfg(target_endian = "little")]
@@ -562,9 +625,21 @@ mod tests {
     #[test]
     fn family_reply_parsing() {
         let f = parse_family(NEWFAMILY_TCMU, "config").unwrap();
-        assert_eq!(f, FamilyInfo { id: 0x1b, group: Some(9) });
+        assert_eq!(
+            f,
+            FamilyInfo {
+                id: 0x1b,
+                group: Some(9)
+            }
+        );
         let f = parse_family(NEWFAMILY_TCMU, "other").unwrap();
-        assert_eq!(f, FamilyInfo { id: 0x1b, group: None });
+        assert_eq!(
+            f,
+            FamilyInfo {
+                id: 0x1b,
+                group: None
+            }
+        );
     }
 
     #[test]
@@ -573,7 +648,10 @@ mod tests {
             .attr_str(CTRL_ATTR_FAMILY_NAME, "TCM-USER")
             .finish();
         let (_, a) = split_genl(&b[NLMSG_HDRLEN..]).unwrap();
-        assert_eq!(parse_family(a, "config"), Err(DecodeError::MissingAttr("CTRL_ATTR_FAMILY_ID")));
+        assert_eq!(
+            parse_family(a, "config"),
+            Err(DecodeError::MissingAttr("CTRL_ATTR_FAMILY_ID"))
+        );
     }
 
     #[test]
@@ -585,7 +663,10 @@ mod tests {
             .attr(CTRL_ATTR_MCAST_GROUPS, &inner)
             .finish();
         let (_, a) = split_genl(&b[NLMSG_HDRLEN..]).unwrap();
-        assert!(matches!(parse_family(a, "config"), Err(DecodeError::BadAttrLength { len: 200, .. })));
+        assert!(matches!(
+            parse_family(a, "config"),
+            Err(DecodeError::BadAttrLength { len: 200, .. })
+        ));
     }
 
     #[cfg(target_endian = "little")]
@@ -594,12 +675,26 @@ mod tests {
         // Plain ack (capped, no TLVs).
         #[rustfmt::skip]
         let ack = [0u8, 0, 0, 0,  36, 0, 0, 0, 0x1b, 0, 5, 0, 7, 0, 0, 0, 0x44, 0x33, 0, 0];
-        assert_eq!(parse_ack(NLM_F_CAPPED, &ack).unwrap(), Ack { error: 0, seq: 7, message: None });
+        assert_eq!(
+            parse_ack(NLM_F_CAPPED, &ack).unwrap(),
+            Ack {
+                error: 0,
+                seq: 7,
+                message: None
+            }
+        );
         // -ENODEV with the request echoed (36 bytes: header + 20 payload) and no TLVs.
         let mut e = (-19i32).to_ne_bytes().to_vec();
         e.extend_from_slice(&[36, 0, 0, 0, 0x1b, 0, 5, 0, 8, 0, 0, 0, 0, 0, 0, 0]);
         e.extend_from_slice(&[0u8; 20]);
-        assert_eq!(parse_ack(0, &e).unwrap(), Ack { error: -19, seq: 8, message: None });
+        assert_eq!(
+            parse_ack(0, &e).unwrap(),
+            Ack {
+                error: -19,
+                seq: 8,
+                message: None
+            }
+        );
         // Same, plus an extended-ack message after the echoed request.
         e.extend_from_slice(&[12, 0, 1, 0, b'b', b'a', b'd', b' ', b'x', 0, 0, 0]);
         let a = parse_ack(NLM_F_ACK_TLVS, &e).unwrap();
@@ -611,7 +706,10 @@ mod tests {
         let a = parse_ack(NLM_F_CAPPED | NLM_F_ACK_TLVS, &c).unwrap();
         assert_eq!((a.error, a.message.as_deref()), (-22, Some("no")));
         // Truncated.
-        assert!(matches!(parse_ack(0, &[1, 2, 3]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            parse_ack(0, &[1, 2, 3]),
+            Err(DecodeError::Truncated { .. })
+        ));
         // TLV offset beyond the payload: ignored, not an error.
         let mut t = (-1i32).to_ne_bytes().to_vec();
         t.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
@@ -631,10 +729,19 @@ mod tests {
         // Length below the header, beyond the datagram, or a short header.
         let mut bad = a.clone();
         bad[0] = 3;
-        assert!(matches!(messages(&bad).next(), Some(Err(DecodeError::BadMessageLength { len: 3, .. }))));
+        assert!(matches!(
+            messages(&bad).next(),
+            Some(Err(DecodeError::BadMessageLength { len: 3, .. }))
+        ));
         bad[0] = 200;
-        assert!(matches!(messages(&bad).next(), Some(Err(DecodeError::BadMessageLength { len: 200, .. }))));
-        assert!(matches!(messages(&a[..10]).next(), Some(Err(DecodeError::Truncated { .. }))));
+        assert!(matches!(
+            messages(&bad).next(),
+            Some(Err(DecodeError::BadMessageLength { len: 200, .. }))
+        ));
+        assert!(matches!(
+            messages(&a[..10]).next(),
+            Some(Err(DecodeError::Truncated { .. }))
+        ));
         // After an error the iterator stops.
         let mut it = messages(&a[..10]);
         assert!(it.next().unwrap().is_err());
@@ -643,14 +750,40 @@ mod tests {
 
     #[test]
     fn attr_sizes_checked() {
-        let a = Attr { ty: 2, payload: &[1, 2, 3] };
-        assert_eq!(a.u32("MINOR"), Err(DecodeError::BadAttrSize { name: "MINOR", expected: 4, got: 3 }));
-        assert_eq!(a.u8("X"), Err(DecodeError::BadAttrSize { name: "X", expected: 1, got: 3 }));
-        let s = Attr { ty: 1, payload: &[0xff, 0xfe, 0] };
+        let a = Attr {
+            ty: 2,
+            payload: &[1, 2, 3],
+        };
+        assert_eq!(
+            a.u32("MINOR"),
+            Err(DecodeError::BadAttrSize {
+                name: "MINOR",
+                expected: 4,
+                got: 3
+            })
+        );
+        assert_eq!(
+            a.u8("X"),
+            Err(DecodeError::BadAttrSize {
+                name: "X",
+                expected: 1,
+                got: 3
+            })
+        );
+        let s = Attr {
+            ty: 1,
+            payload: &[0xff, 0xfe, 0],
+        };
         assert_eq!(s.string("DEVICE"), Err(DecodeError::NotUtf8("DEVICE")));
-        let s = Attr { ty: 1, payload: b"abc" };
+        let s = Attr {
+            ty: 1,
+            payload: b"abc",
+        };
         assert_eq!(s.string("DEVICE").unwrap(), "abc");
-        let s = Attr { ty: 1, payload: b"ab\0c\0" };
+        let s = Attr {
+            ty: 1,
+            payload: b"ab\0c\0",
+        };
         assert_eq!(s.string("DEVICE").unwrap(), "ab");
     }
 

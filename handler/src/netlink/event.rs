@@ -105,9 +105,15 @@ pub fn encode_done(family: u16, seq: u32, done_cmd: u8, device_id: u32, status: 
 /// Encode `SET_FEATURES` with SUPP_KERN_CMD_REPLY (u8), asking for an acknowledgement.
 #[must_use]
 pub fn encode_set_features(family: u16, seq: u32, kern_cmd_reply: bool) -> Vec<u8> {
-    MsgBuilder::new(family, NLM_F_REQUEST | NLM_F_ACK, seq, cmd::SET_FEATURES, VERSION)
-        .attr_u8(attr::SUPP_KERN_CMD_REPLY, u8::from(kern_cmd_reply))
-        .finish()
+    MsgBuilder::new(
+        family,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        cmd::SET_FEATURES,
+        VERSION,
+    )
+    .attr_u8(attr::SUPP_KERN_CMD_REPLY, u8::from(kern_cmd_reply))
+    .finish()
 }
 
 /// Decode the payload (everything after the nlmsghdr) of one TCM-USER message.
@@ -130,7 +136,11 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, NetlinkError> {
     }
     let device_id = f.device_id;
     let command = hdr.cmd;
-    let malformed = |error| NetlinkError::MalformedEvent { cmd: command, device_id, error };
+    let malformed = |error| NetlinkError::MalformedEvent {
+        cmd: command,
+        device_id,
+        error,
+    };
     if let Some(e) = f.error.take() {
         return Err(malformed(e));
     }
@@ -141,15 +151,29 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, NetlinkError> {
             (Some(c), None, None) => EventKind::Reconfig(Reconfig::DevCfg(c)),
             (None, Some(s), None) => EventKind::Reconfig(Reconfig::DevSize(s)),
             (None, None, Some(w)) => EventKind::Reconfig(Reconfig::WriteCache(w)),
-            (None, None, None) => return Err(malformed(DecodeError::MissingAttr("DEV_CFG|DEV_SIZE|WRITECACHE"))),
+            (None, None, None) => {
+                return Err(malformed(DecodeError::MissingAttr(
+                    "DEV_CFG|DEV_SIZE|WRITECACHE",
+                )))
+            }
             _ => return Err(malformed(DecodeError::AmbiguousReconfig)),
         },
         other => return Err(malformed(DecodeError::UnknownCommand(other))),
     };
-    let device = f.device.take().ok_or_else(|| malformed(DecodeError::MissingAttr("DEVICE")))?;
-    let minor = f.minor.ok_or_else(|| malformed(DecodeError::MissingAttr("MINOR")))?;
+    let device = f
+        .device
+        .take()
+        .ok_or_else(|| malformed(DecodeError::MissingAttr("DEVICE")))?;
+    let minor = f
+        .minor
+        .ok_or_else(|| malformed(DecodeError::MissingAttr("MINOR")))?;
     let device_id = device_id.ok_or_else(|| malformed(DecodeError::MissingAttr("DEVICE_ID")))?;
-    Ok(Event { cmd: kind, device_id, minor, device })
+    Ok(Event {
+        cmd: kind,
+        device_id,
+        minor,
+        device,
+    })
 }
 
 /// Attribute values seen so far; the first decoding error is kept, but the remaining
@@ -217,7 +241,7 @@ mod tests {
     #[cfg(target_endian = "little")]
     #[rustfmt::skip]
     const ADDED: &[u8] = &[
-        64, 0, 0, 0,  0x1b, 0,  0, 0,  0, 0, 0, 0,  0, 0, 0, 0,  // nlmsghdr, seq 0 pid 0
+        68, 0, 0, 0,  0x1b, 0,  0, 0,  0, 0, 0, 0,  0, 0, 0, 0,  // nlmsghdr, seq 0 pid 0
         1, 2, 0, 0,                                              // ADDED_DEVICE v2
         // DEVICE: 25 chars + NUL = 26 → nla_len 30, padded to 32
         30, 0, 1, 0,
@@ -241,7 +265,12 @@ mod tests {
     }
 
     fn ev(kind: EventKind) -> Event {
-        Event { cmd: kind, device_id: 5, minor: 3, device: "tcm-user/1/disk0/file/img".into() }
+        Event {
+            cmd: kind,
+            device_id: 5,
+            minor: 3,
+            device: "tcm-user/1/disk0/file/img".into(),
+        }
     }
 
     #[cfg(target_endian = "little")]
@@ -261,19 +290,39 @@ mod tests {
         m.extend_from_slice(&[4, 0, 3, 0]); // PAD
         m.extend_from_slice(&[12, 0, 5, 0, 0, 0, 0, 0x40, 0, 0, 0, 0]); // DEV_SIZE 1 GiB
         m[0] = u8::try_from(m.len()).unwrap();
-        assert_eq!(one(&m).unwrap(), ev(EventKind::Reconfig(Reconfig::DevSize(1 << 30))));
+        assert_eq!(
+            one(&m).unwrap(),
+            ev(EventKind::Reconfig(Reconfig::DevSize(1 << 30)))
+        );
         // Without PAD (x86-64: efficient unaligned access).
-        let m = base(cmd::RECONFIG_DEVICE).attr(attr::DEV_SIZE, &(5u64 << 40).to_ne_bytes()).finish();
-        assert_eq!(one(&m).unwrap(), ev(EventKind::Reconfig(Reconfig::DevSize(5 << 40))));
+        let m = base(cmd::RECONFIG_DEVICE)
+            .attr(attr::DEV_SIZE, &(5u64 << 40).to_ne_bytes())
+            .finish();
+        assert_eq!(
+            one(&m).unwrap(),
+            ev(EventKind::Reconfig(Reconfig::DevSize(5 << 40)))
+        );
     }
 
     #[test]
     fn reconfig_dev_cfg_and_write_cache() {
-        let m = base(cmd::RECONFIG_DEVICE).attr_str(attr::DEV_CFG, "file//new/path").finish();
-        assert_eq!(one(&m).unwrap(), ev(EventKind::Reconfig(Reconfig::DevCfg("file//new/path".into()))));
+        let m = base(cmd::RECONFIG_DEVICE)
+            .attr_str(attr::DEV_CFG, "file//new/path")
+            .finish();
+        assert_eq!(
+            one(&m).unwrap(),
+            ev(EventKind::Reconfig(Reconfig::DevCfg(
+                "file//new/path".into()
+            )))
+        );
         for (v, b) in [(0u8, false), (1, true)] {
-            let m = base(cmd::RECONFIG_DEVICE).attr_u8(attr::WRITECACHE, v).finish();
-            assert_eq!(one(&m).unwrap(), ev(EventKind::Reconfig(Reconfig::WriteCache(b))));
+            let m = base(cmd::RECONFIG_DEVICE)
+                .attr_u8(attr::WRITECACHE, v)
+                .finish();
+            assert_eq!(
+                one(&m).unwrap(),
+                ev(EventKind::Reconfig(Reconfig::WriteCache(b)))
+            );
         }
     }
 
@@ -286,32 +335,84 @@ mod tests {
     #[test]
     fn malformed_events_carry_reply_target() {
         let m = base(cmd::RECONFIG_DEVICE).finish();
-        assert!(matches!(one(&m), Err(NetlinkError::MalformedEvent {
-            cmd: 3, device_id: Some(5), error: DecodeError::MissingAttr(_) })));
-        let m = base(cmd::RECONFIG_DEVICE).attr_u8(attr::WRITECACHE, 1).attr_str(attr::DEV_CFG, "x").finish();
-        assert!(matches!(one(&m), Err(NetlinkError::MalformedEvent { error: DecodeError::AmbiguousReconfig, .. })));
-        let m = MsgBuilder::new(FAM, 0, 0, 1, 2).attr_u32(attr::DEVICE_ID, 9).finish();
-        assert!(matches!(one(&m), Err(NetlinkError::MalformedEvent {
-            cmd: 1, device_id: Some(9), error: DecodeError::MissingAttr("DEVICE") })));
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::MalformedEvent {
+                cmd: 3,
+                device_id: Some(5),
+                error: DecodeError::MissingAttr(_)
+            })
+        ));
+        let m = base(cmd::RECONFIG_DEVICE)
+            .attr_u8(attr::WRITECACHE, 1)
+            .attr_str(attr::DEV_CFG, "x")
+            .finish();
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::MalformedEvent {
+                error: DecodeError::AmbiguousReconfig,
+                ..
+            })
+        ));
+        let m = MsgBuilder::new(FAM, 0, 0, 1, 2)
+            .attr_u32(attr::DEVICE_ID, 9)
+            .finish();
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::MalformedEvent {
+                cmd: 1,
+                device_id: Some(9),
+                error: DecodeError::MissingAttr("DEVICE")
+            })
+        ));
         // Non-UTF-8 uio name (a cfgstring can hold any bytes): still answerable.
         let m = MsgBuilder::new(FAM, 0, 0, 1, 2)
             .attr(attr::DEVICE, &[b'a', 0xff, 0])
             .attr_u32(attr::MINOR, 0)
             .attr_u32(attr::DEVICE_ID, 7)
             .finish();
-        assert!(matches!(one(&m), Err(NetlinkError::MalformedEvent {
-            device_id: Some(7), error: DecodeError::NotUtf8("DEVICE"), .. })));
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::MalformedEvent {
+                device_id: Some(7),
+                error: DecodeError::NotUtf8("DEVICE"),
+                ..
+            })
+        ));
         // Wrong-sized MINOR.
-        let m = MsgBuilder::new(FAM, 0, 0, 2, 2).attr_str(attr::DEVICE, "d").attr(attr::MINOR, &[1, 2])
-            .attr_u32(attr::DEVICE_ID, 1).finish();
-        assert!(matches!(one(&m), Err(NetlinkError::MalformedEvent {
-            device_id: Some(1), error: DecodeError::BadAttrSize { name: "MINOR", .. }, .. })));
+        let m = MsgBuilder::new(FAM, 0, 0, 2, 2)
+            .attr_str(attr::DEVICE, "d")
+            .attr(attr::MINOR, &[1, 2])
+            .attr_u32(attr::DEVICE_ID, 1)
+            .finish();
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::MalformedEvent {
+                device_id: Some(1),
+                error: DecodeError::BadAttrSize { name: "MINOR", .. },
+                ..
+            })
+        ));
         // A command only userspace sends.
         let m = base(cmd::SET_FEATURES).finish();
-        assert!(matches!(one(&m), Err(NetlinkError::MalformedEvent { error: DecodeError::UnknownCommand(7), .. })));
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::MalformedEvent {
+                error: DecodeError::UnknownCommand(7),
+                ..
+            })
+        ));
         // No genl header.
-        let m = MsgBuilder::new(FAM, 0, 0, 1, 2).finish();
-        assert!(matches!(one(&m[..16]), Err(NetlinkError::Malformed(DecodeError::Truncated { .. }))));
+        let mut m = MsgBuilder::new(FAM, 0, 0, 1, 2).finish();
+        m.truncate(16);
+        m[0] = 16;
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::Malformed(DecodeError::Truncated {
+                what: "genlmsghdr",
+                ..
+            }))
+        ));
     }
 
     #[test]
@@ -320,7 +421,13 @@ mod tests {
         // Claim a longer DEVICE_ID attribute than the message holds.
         let n = m.len();
         m[n - 8] = 40;
-        assert!(matches!(one(&m), Err(NetlinkError::MalformedEvent { error: DecodeError::BadAttrLength { .. }, .. })));
+        assert!(matches!(
+            one(&m),
+            Err(NetlinkError::MalformedEvent {
+                error: DecodeError::BadAttrLength { .. },
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -329,7 +436,10 @@ mod tests {
         dg.extend(base(cmd::ADDED_DEVICE).finish());
         dg.extend(MsgBuilder::new(codec::NLMSG_NOOP, 0, 0, 0, 0).finish());
         dg.extend(base(cmd::REMOVED_DEVICE).finish());
-        let v: Vec<_> = decode_datagram(&dg, FAM).into_iter().map(Result::unwrap).collect();
+        let v: Vec<_> = decode_datagram(&dg, FAM)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(v, vec![ev(EventKind::Added), ev(EventKind::Removed)]);
         // Garbage after a good message: the good one survives, then one framing error.
         let mut dg = base(cmd::ADDED_DEVICE).finish();
@@ -337,7 +447,10 @@ mod tests {
         let v = decode_datagram(&dg, FAM);
         assert_eq!(v.len(), 2);
         assert!(v[0].is_ok());
-        assert!(matches!(v[1], Err(NetlinkError::Malformed(DecodeError::Truncated { .. }))));
+        assert!(matches!(
+            v[1],
+            Err(NetlinkError::Malformed(DecodeError::Truncated { .. }))
+        ));
     }
 
     #[cfg(target_endian = "little")]

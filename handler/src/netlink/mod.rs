@@ -125,9 +125,19 @@ mod tests {
             NetlinkError::FamilyNotFound.to_string(),
             "TCM-USER netlink family not found: is target_core_user loaded?"
         );
-        let e = NetlinkError::Kernel { request: "SET_FEATURES", errno: Errno::EPERM, message: Some("x".into()) };
-        assert_eq!(e.to_string(), "kernel rejected SET_FEATURES: EPERM: Operation not permitted (x)");
-        let e = NetlinkError::NoPendingRequest { request: "ADDED_DEVICE_DONE", device_id: 3 };
+        let e = NetlinkError::Kernel {
+            request: "SET_FEATURES",
+            errno: Errno::EPERM,
+            message: Some("x".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "kernel rejected SET_FEATURES: EPERM: Operation not permitted (x)"
+        );
+        let e = NetlinkError::NoPendingRequest {
+            request: "ADDED_DEVICE_DONE",
+            device_id: 3,
+        };
         assert!(e.is_benign());
         assert!(!NetlinkError::Overrun.is_benign());
     }

@@ -36,7 +36,6 @@ const NETLINK_EXT_ACK: libc::c_int = 11;
 const NETLINK_CAP_ACK: libc::c_int = 10;
 
 /// Subscription to `TCM-USER/config` plus a request channel to the family.
-#[derive(Debug)]
 pub struct Listener {
     events: OwnedFd,
     requests: OwnedFd,
@@ -58,7 +57,8 @@ impl Listener {
     /// [`NetlinkError::GroupNotFound`], or [`NetlinkError::Io`] for socket failures.
     pub fn open() -> Result<Self, NetlinkError> {
         let requests = nl_socket(false).map_err(|e| NetlinkError::io("socket", e))?;
-        set_timeout(&requests, ACK_TIMEOUT).map_err(|e| NetlinkError::io("setsockopt(SO_RCVTIMEO)", e))?;
+        set_timeout(&requests, ACK_TIMEOUT)
+            .map_err(|e| NetlinkError::io("setsockopt(SO_RCVTIMEO)", e))?;
         // Best effort: error strings and short acks; older kernels lack them.
         let _ = setsockopt_int(&requests, libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
         let _ = setsockopt_int(&requests, libc::SOL_NETLINK, NETLINK_CAP_ACK, 1);
@@ -69,7 +69,10 @@ impl Listener {
         let req = codec::encode_get_family(next_seq(&seq), genl::FAMILY);
         let replies = match transact(&requests, &mut buf, &req, "CTRL_CMD_GETFAMILY") {
             Ok(r) => r,
-            Err(NetlinkError::Kernel { errno: Errno::ENOENT, .. }) => return Err(NetlinkError::FamilyNotFound),
+            Err(NetlinkError::Kernel {
+                errno: Errno::ENOENT,
+                ..
+            }) => return Err(NetlinkError::FamilyNotFound),
             Err(e) => return Err(e),
         };
         let mut info = None;
@@ -83,15 +86,28 @@ impl Listener {
         let group = info.group.ok_or(NetlinkError::GroupNotFound)?;
 
         let events = nl_socket(true).map_err(|e| NetlinkError::io("socket", e))?;
-        if setsockopt_int(&events, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, EVENT_RCVBUF).is_err() {
+        if setsockopt_int(
+            &events,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            EVENT_RCVBUF,
+        )
+        .is_err()
+        {
             setsockopt_int(&events, libc::SOL_SOCKET, libc::SO_RCVBUF, EVENT_RCVBUF)
                 .map_err(|e| NetlinkError::io("setsockopt(SO_RCVBUF)", e))?;
         }
         bind_nl(&events).map_err(|e| NetlinkError::io("bind", e))?;
-        let group_c = libc::c_int::try_from(group)
-            .map_err(|_| NetlinkError::io("join group", io::Error::from(io::ErrorKind::InvalidData)))?;
-        setsockopt_int(&events, libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, group_c)
-            .map_err(|e| NetlinkError::io("setsockopt(NETLINK_ADD_MEMBERSHIP)", e))?;
+        let group_c = libc::c_int::try_from(group).map_err(|_| {
+            NetlinkError::io("join group", io::Error::from(io::ErrorKind::InvalidData))
+        })?;
+        setsockopt_int(
+            &events,
+            libc::SOL_NETLINK,
+            libc::NETLINK_ADD_MEMBERSHIP,
+            group_c,
+        )
+        .map_err(|e| NetlinkError::io("setsockopt(NETLINK_ADD_MEMBERSHIP)", e))?;
         tracing::debug!(family = info.id, group, "joined TCM-USER/config");
 
         Ok(Self {
@@ -137,11 +153,17 @@ impl Listener {
             if let Some(r) = self.pending.pop_front() {
                 return r.map(Some);
             }
-            let (n, pid) = match recv_from(&self.events, &mut self.buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+            let (n, pid) = match recv_from(
+                &self.events,
+                &mut self.buf,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            ) {
                 Ok(v) => v,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(NetlinkError::Overrun),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(NetlinkError::Overrun)
+                }
                 Err(e) => return Err(NetlinkError::io("recv", e)),
             };
             if pid != 0 {
@@ -149,7 +171,11 @@ impl Listener {
                 continue;
             }
             let Some(dg) = self.buf.get(..n) else {
-                return Err(DecodeError::DatagramTooLarge { len: n, cap: self.buf.len() }.into());
+                return Err(DecodeError::DatagramTooLarge {
+                    len: n,
+                    cap: self.buf.len(),
+                }
+                .into());
             };
             self.pending.extend(event::decode_datagram(dg, self.family));
         }
@@ -173,17 +199,21 @@ impl Listener {
     /// As [`Listener::reply`]; [`NetlinkError::InvalidReply`] if `event_cmd` is not an
     /// event command (1..=3).
     pub fn reply_to(&self, event_cmd: u8, device_id: u32, status: i32) -> Result<(), NetlinkError> {
-        let done = event::done_cmd_for(event_cmd)
-            .ok_or_else(|| NetlinkError::InvalidReply(format!("command {event_cmd} is not a TCMU event")))?;
+        let done = event::done_cmd_for(event_cmd).ok_or_else(|| {
+            NetlinkError::InvalidReply(format!("command {event_cmd} is not a TCMU event"))
+        })?;
         if !(-4095..=0).contains(&status) {
-            return Err(NetlinkError::InvalidReply(format!("status {status} is not 0 or a negative errno")));
+            return Err(NetlinkError::InvalidReply(format!(
+                "status {status} is not 0 or a negative errno"
+            )));
         }
         let request = event::request_name(done);
         let msg = event::encode_done(self.family, next_seq(&self.seq), done, device_id, status);
         match self.request(&msg, request) {
-            Err(NetlinkError::Kernel { errno: Errno::ENODEV, .. }) => {
-                Err(NetlinkError::NoPendingRequest { request, device_id })
-            }
+            Err(NetlinkError::Kernel {
+                errno: Errno::ENODEV,
+                ..
+            }) => Err(NetlinkError::NoPendingRequest { request, device_id }),
             other => other,
         }
     }
@@ -206,13 +236,30 @@ impl Listener {
     }
 }
 
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("events", &self.events)
+            .field("requests", &self.requests)
+            .field("family", &self.family)
+            .field("group", &self.group)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
 fn next_seq(seq: &AtomicU32) -> u32 {
     seq.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Send `msg` (which asks for an ack) and collect the payloads of the replies carrying its
 /// sequence number until the acknowledgement.
-fn transact(fd: &OwnedFd, buf: &mut [u8], msg: &[u8], request: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
+fn transact(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    msg: &[u8],
+    request: &'static str,
+) -> Result<Vec<Vec<u8>>, NetlinkError> {
     let seq = codec::messages(msg)
         .next()
         .and_then(Result::ok)
@@ -224,13 +271,18 @@ fn transact(fd: &OwnedFd, buf: &mut [u8], msg: &[u8], request: &'static str) -> 
         let (n, pid) = match recv_from(fd, buf, libc::MSG_TRUNC) {
             Ok(v) => v,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(NetlinkError::NoAck { request }),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(NetlinkError::NoAck { request })
+            }
             Err(e) => return Err(NetlinkError::io("recv", e)),
         };
         if pid != 0 {
             continue;
         }
-        let dg = buf.get(..n).ok_or(DecodeError::DatagramTooLarge { len: n, cap: buf.len() })?;
+        let dg = buf.get(..n).ok_or(DecodeError::DatagramTooLarge {
+            len: n,
+            cap: buf.len(),
+        })?;
         for m in codec::messages(dg) {
             let m = m?;
             if m.seq != seq {
@@ -245,7 +297,11 @@ fn transact(fd: &OwnedFd, buf: &mut [u8], msg: &[u8], request: &'static str) -> 
                 return Ok(replies);
             }
             let errno = Errno::from_raw(ack.error.saturating_neg());
-            return Err(NetlinkError::Kernel { request, errno, message: ack.message });
+            return Err(NetlinkError::Kernel {
+                request,
+                errno,
+                message: ack.message,
+            });
         }
     }
 }
@@ -278,7 +334,11 @@ fn bind_nl(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: `sa` is a valid sockaddr_nl that outlives the call, and the length passed is
     // its exact size.
     let r = unsafe {
-        libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&sa).cast::<libc::sockaddr>(), socklen_of::<libc::sockaddr_nl>())
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::from_ref(&sa).cast::<libc::sockaddr>(),
+            socklen_of::<libc::sockaddr_nl>(),
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -286,11 +346,22 @@ fn bind_nl(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-fn setsockopt_raw<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+fn setsockopt_raw<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: &T,
+) -> io::Result<()> {
     // SAFETY: `val` points to a live, initialised `T` for the duration of the call, and
     // the length passed is exactly `size_of::<T>()`; the kernel only reads it.
     let r = unsafe {
-        libc::setsockopt(fd.as_raw_fd(), level, name, std::ptr::from_ref(val).cast::<libc::c_void>(), socklen_of::<T>())
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(val).cast::<libc::c_void>(),
+            socklen_of::<T>(),
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -298,10 +369,17 @@ fn setsockopt_raw<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &
     Ok(())
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     setsockopt_raw(fd, level, name, &val)
 }
 
+// `suseconds_t` is i64 here but i32 on 32-bit targets: keep the conversion fallible.
+#[allow(clippy::unnecessary_fallible_conversions)]
 fn set_timeout(fd: &OwnedFd, d: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
@@ -314,10 +392,22 @@ fn set_timeout(fd: &OwnedFd, d: Duration) -> io::Result<()> {
 fn send_all(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     loop {
         // SAFETY: `msg` is a live slice; send(2) reads at most `msg.len()` bytes from it.
-        let r = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast::<libc::c_void>(), msg.len(), 0) };
+        let r = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                msg.as_ptr().cast::<libc::c_void>(),
+                msg.len(),
+                0,
+            )
+        };
         match usize::try_from(r) {
             Ok(n) if n == msg.len() => return Ok(()),
-            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short netlink send")),
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short netlink send",
+                ))
+            }
             Err(_) => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -352,6 +442,7 @@ fn recv_from(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixDatagram;
 
     /// On a host without `target_core_user` this must fail with the exact, actionable
     /// message; where the module is loaded it must succeed and give a pollable fd.
@@ -360,7 +451,10 @@ mod tests {
         let loaded = std::path::Path::new("/sys/module/target_core_user").exists();
         match Listener::open() {
             Ok(l) => {
-                assert!(loaded, "TCM-USER resolved but /sys/module/target_core_user is absent");
+                assert!(
+                    loaded,
+                    "TCM-USER resolved but /sys/module/target_core_user is absent"
+                );
                 assert!(l.raw_fd() >= 0);
                 assert!(l.group_id() > 0);
             }
@@ -372,11 +466,171 @@ mod tests {
                 );
             }
             // Sandboxes without netlink (seccomp, gVisor) cannot run this check.
-            Err(NetlinkError::Io { op: "socket" | "bind", source }) => {
+            Err(NetlinkError::Io {
+                op: "socket" | "bind",
+                source,
+            }) => {
                 eprintln!("skipping: no generic netlink here: {source}");
             }
             Err(e) => panic!("unexpected error opening the listener: {e}"),
         }
+    }
+
+    /// A listener over Unix datagram socketpairs standing in for netlink, so the
+    /// receive queue and the request/ack path run on any host. Returns the peers that
+    /// play the kernel.
+    fn fake_listener(buf_len: usize) -> (Listener, UnixDatagram, UnixDatagram) {
+        let (ev, ev_peer) = UnixDatagram::pair().unwrap();
+        ev.set_nonblocking(true).unwrap();
+        let (rq, rq_peer) = UnixDatagram::pair().unwrap();
+        let requests = OwnedFd::from(rq);
+        set_timeout(&requests, Duration::from_millis(100)).unwrap();
+        let l = Listener {
+            events: OwnedFd::from(ev),
+            requests,
+            family: FAM,
+            group: 9,
+            seq: AtomicU32::new(40),
+            req_lock: Mutex::new(()),
+            pending: VecDeque::new(),
+            buf: vec![0; buf_len],
+        };
+        (l, ev_peer, rq_peer)
+    }
+
+    const FAM: u16 = 0x1b;
+
+    fn event(c: u8, id: u32) -> Vec<u8> {
+        codec::MsgBuilder::new(FAM, 0, 0, c, 2)
+            .attr_str(genl::attr::DEVICE, "tcm-user/0/d/file/x")
+            .attr_u32(genl::attr::MINOR, 2)
+            .attr_u32(genl::attr::DEVICE_ID, id)
+            .finish()
+    }
+
+    fn ack(seq: u32, error: i32) -> Vec<u8> {
+        let mut payload = error.to_ne_bytes().to_vec();
+        payload.extend_from_slice(&[36, 0, 0, 0, 0x1b, 0, 5, 0]);
+        payload.extend_from_slice(&seq.to_ne_bytes());
+        payload.extend_from_slice(&[0; 4]);
+        let mut m = Vec::new();
+        m.extend_from_slice(&u32::try_from(16 + payload.len()).unwrap().to_ne_bytes());
+        m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        m.extend_from_slice(&codec::NLM_F_CAPPED.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&[0; 4]);
+        m.extend_from_slice(&payload);
+        m
+    }
+
+    #[test]
+    fn recv_queue() {
+        let (mut l, peer, _rq) = fake_listener(DATAGRAM_LEN);
+        assert!(l.recv().unwrap().is_none());
+        // Two events in one datagram, a foreign message between them.
+        let mut dg = event(genl::cmd::ADDED_DEVICE, 1);
+        dg.extend(codec::MsgBuilder::new(0x40, 0, 0, 1, 1).finish());
+        dg.extend(event(genl::cmd::REMOVED_DEVICE, 2));
+        peer.send(&dg).unwrap();
+        peer.send(&[1, 2, 3]).unwrap();
+        peer.send(&event(genl::cmd::ADDED_DEVICE, 3)).unwrap();
+        let e = l.recv().unwrap().unwrap();
+        assert_eq!(
+            (e.cmd.clone(), e.device_id, e.minor),
+            (event::EventKind::Added, 1, 2)
+        );
+        assert_eq!(l.recv().unwrap().unwrap().cmd, event::EventKind::Removed);
+        assert!(matches!(
+            l.recv(),
+            Err(NetlinkError::Malformed(DecodeError::Truncated { .. }))
+        ));
+        assert_eq!(l.recv().unwrap().unwrap().device_id, 3);
+        assert!(l.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn recv_oversized_datagram() {
+        let (mut l, peer, _rq) = fake_listener(32);
+        peer.send(&event(genl::cmd::ADDED_DEVICE, 1)).unwrap();
+        assert!(matches!(
+            l.recv(),
+            Err(NetlinkError::Malformed(DecodeError::DatagramTooLarge {
+                cap: 32,
+                ..
+            }))
+        ));
+        assert!(l.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn reply_path() {
+        let (l, _ev, rq) = fake_listener(DATAGRAM_LEN);
+        let ev = Event {
+            cmd: event::EventKind::Added,
+            device_id: 5,
+            minor: 2,
+            device: "d".into(),
+        };
+        // Success: a stale ack for another sequence number is skipped first.
+        rq.send(&ack(7, -22)).unwrap();
+        rq.send(&ack(40, 0)).unwrap();
+        l.reply(&ev, 0).unwrap();
+        let mut sent = [0u8; 64];
+        let n = rq.recv(&mut sent).unwrap();
+        assert_eq!(
+            &sent[..n],
+            event::encode_done(FAM, 40, genl::cmd::ADDED_DEVICE_DONE, 5, 0).as_slice()
+        );
+        // ENODEV: benign.
+        rq.send(&ack(41, -libc::ENODEV)).unwrap();
+        let e = l.reply(&ev, -libc::EIO).unwrap_err();
+        assert!(e.is_benign(), "{e}");
+        let n = rq.recv(&mut sent).unwrap();
+        assert_eq!(sent[16], genl::cmd::ADDED_DEVICE_DONE);
+        assert_eq!(&sent[24..28], &(-libc::EIO).to_ne_bytes());
+        assert_eq!(n, 36);
+        // EINVAL: an error. SET_FEATURES: exact bytes.
+        rq.send(&ack(42, -libc::EPERM)).unwrap();
+        let e = l.set_features(true).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NetlinkError::Kernel {
+                    request: "SET_FEATURES",
+                    errno: Errno::EPERM,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let n = rq.recv(&mut sent).unwrap();
+        assert_eq!(
+            &sent[..n],
+            event::encode_set_features(FAM, 42, true).as_slice()
+        );
+        // No ack at all.
+        assert!(matches!(
+            l.set_features(false),
+            Err(NetlinkError::NoAck {
+                request: "SET_FEATURES"
+            })
+        ));
+        // Refused locally, nothing sent.
+        assert!(matches!(
+            l.reply(&ev, 5),
+            Err(NetlinkError::InvalidReply(_))
+        ));
+        assert!(matches!(
+            l.reply_to(4, 5, 0),
+            Err(NetlinkError::InvalidReply(_))
+        ));
+        let n = rq.recv(&mut sent).unwrap(); // the SET_FEATURES(false) request
+        assert_eq!(sent[16..n].first(), Some(&genl::cmd::SET_FEATURES));
+        rq.set_nonblocking(true).unwrap();
+        assert!(
+            rq.recv(&mut sent).is_err(),
+            "invalid replies must not be sent"
+        );
     }
 
     #[test]
@@ -386,13 +640,54 @@ mod tests {
         set_timeout(&fd, ACK_TIMEOUT).unwrap();
         bind_nl(&fd).unwrap();
         let mut buf = vec![0u8; DATAGRAM_LEN];
-        let r = transact(&fd, &mut buf, &codec::encode_get_family(1, "nlctrl"), "GETFAMILY").unwrap();
+        let r = transact(
+            &fd,
+            &mut buf,
+            &codec::encode_get_family(1, "nlctrl"),
+            "GETFAMILY",
+        )
+        .unwrap();
         let (hdr, attrs) = codec::split_genl(&r[0]).unwrap();
         assert_eq!(hdr.cmd, codec::CTRL_CMD_NEWFAMILY);
         let f = codec::parse_family(attrs, "notify").unwrap();
         assert_eq!(f.id, codec::GENL_ID_CTRL);
         assert!(f.group.is_some());
-        let e = transact(&fd, &mut buf, &codec::encode_get_family(2, "no-such-family-xyz"), "GETFAMILY").unwrap_err();
-        assert!(matches!(e, NetlinkError::Kernel { errno: Errno::ENOENT, .. }), "{e}");
+        let e = transact(
+            &fd,
+            &mut buf,
+            &codec::encode_get_family(2, "nosuchfamily"),
+            "GETFAMILY",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NetlinkError::Kernel {
+                    errno: Errno::ENOENT,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Names over GENL_NAMSIZ - 1 fail policy validation; the extended ack explains.
+        let _ = setsockopt_int(&fd, libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
+        let e = transact(
+            &fd,
+            &mut buf,
+            &codec::encode_get_family(3, "a-name-far-too-long"),
+            "GETFAMILY",
+        )
+        .unwrap_err();
+        eprintln!("{e}");
+        assert!(
+            matches!(
+                e,
+                NetlinkError::Kernel {
+                    errno: Errno::EINVAL,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }
