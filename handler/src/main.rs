@@ -8,12 +8,16 @@ use tcmu_warden::device::DeviceConfig;
 
 /// Userspace handler for LIO TCMU (`user:`) backstores, a drop-in for tcmu-runner.
 ///
-/// Serves the `file` subtype (cfgstring `file/<path>`). With no `--uio`, it serves every
-/// `tcm-user` uio device of its subtypes present at start.
+/// Serves the `file` subtype (cfgstring `file/<path>`). With no `--uio` it joins the kernel's
+/// TCM-USER netlink group and serves every `tcm-user` device of its subtypes, present at
+/// start (after a ring reset) or added later; reconfigurations (size, write cache,
+/// cfgstring) and removals are followed.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// Serve this uio device (e.g. /dev/uio0); repeat for several.
+    /// Serve exactly this uio device (e.g. /dev/uio0), without listening for device events;
+    /// repeat for several. Without it the daemon serves every device of its subtypes, present
+    /// or added later.
     #[arg(long, value_name = "DEV")]
     uio: Vec<PathBuf>,
     /// Worker threads per device for data commands.
@@ -25,6 +29,10 @@ struct Cli {
     /// Seconds a stop waits for commands in flight.
     #[arg(long, default_value_t = 10)]
     stop_timeout: u64,
+    /// Do not ask the kernel to wait for replies to device events (netlink reply mode is on
+    /// by default, as with tcmu-runner, so that a device this daemon refuses fails `enable`).
+    #[arg(long)]
+    no_reply_mode: bool,
     /// Do not mlockall or set PR_SET_IO_FLUSHER (both on by default: they keep memory
     /// reclaim from deadlocking against the I/O this daemon serves).
     #[arg(long)]
@@ -65,6 +73,7 @@ fn main() -> std::process::ExitCode {
             ..DeviceConfig::default()
         },
         reclaim_safety: !cli.no_mlock,
+        reply_mode: !cli.no_reply_mode,
     };
     match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,277 @@
+//! The device lifecycle driven by the kernel's generic netlink events (`TCM-USER`/`config`).
+//!
+//! Every ADDED, REMOVED and RECONFIG event is answered with its own `*_DONE` (via
+//! [`Listener::reply`]), echoing DEVICE_ID, with 0 or `-errno`. Opening and stopping a
+//! device can be slow (a backend that does not answer), so they run on their own threads and
+//! report back here; the main loop keeps handling netlink and other devices meanwhile.
+
+use super::open::{open_backend, serve, DeviceError, Served};
+use super::DaemonConfig;
+use crate::backend::cfgstring;
+use crate::device::Change;
+use crate::netlink::{Event, EventKind, Listener, NetlinkError, Reconfig};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tcmu_ring::parse_uio_name;
+
+/// What a background open or stop reports.
+enum Finished {
+    Opened {
+        ev: Event,
+        result: Result<Served, DeviceError>,
+    },
+    Stopped {
+        ev: Event,
+    },
+}
+
+/// The devices being served and the netlink conversation about them.
+pub struct Lifecycle {
+    cfg: Arc<DaemonConfig>,
+    listener: Option<Listener>,
+    /// Served devices by uio minor.
+    pub served: HashMap<u32, Served>,
+    tx: Sender<Finished>,
+    rx: Receiver<Finished>,
+    wake: Arc<EventFd>,
+}
+
+impl Lifecycle {
+    /// A lifecycle listening on `listener` (None: a fixed set of devices, no netlink).
+    ///
+    /// # Errors
+    /// When the wake-up eventfd cannot be created.
+    pub fn new(cfg: Arc<DaemonConfig>, listener: Option<Listener>) -> std::io::Result<Lifecycle> {
+        let (tx, rx) = unbounded();
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        Ok(Lifecycle {
+            cfg,
+            listener,
+            served: HashMap::new(),
+            tx,
+            rx,
+            wake,
+        })
+    }
+
+    /// File descriptors the main loop polls for this lifecycle.
+    #[must_use]
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut v = vec![self.wake.as_fd().as_raw_fd()];
+        if let Some(l) = &self.listener {
+            v.push(l.raw_fd());
+        }
+        v
+    }
+
+    /// Serve a device found at start (ring reset first: a predecessor may have died).
+    pub fn adopt(&mut self, minor: u32, served: Served) {
+        self.served.insert(minor, served);
+    }
+
+    /// Handle whatever is pending: netlink events and finished background work.
+    pub fn poll(&mut self) {
+        let _ = self.wake.read();
+        while let Ok(f) = self.rx.try_recv() {
+            self.finished(f);
+        }
+        loop {
+            let Some(l) = self.listener.as_mut() else {
+                return;
+            };
+            match l.recv() {
+                Ok(Some(ev)) => self.event(ev),
+                Ok(None) => return,
+                Err(NetlinkError::MalformedEvent {
+                    cmd,
+                    device_id: Some(id),
+                    error,
+                }) => {
+                    tracing::error!(
+                        cmd,
+                        device_id = id,
+                        "malformed netlink event ({error}); refusing it"
+                    );
+                    self.reply_raw(cmd, id, -libc::EINVAL);
+                }
+                Err(NetlinkError::Overrun) => {
+                    tracing::error!("netlink receive buffer overrun: events were lost; devices added meanwhile need a daemon restart");
+                }
+                Err(e @ NetlinkError::Io { .. }) => {
+                    tracing::error!("netlink socket failed, no longer listening: {e}");
+                    self.listener = None;
+                    return;
+                }
+                Err(e) => tracing::warn!("ignoring netlink message: {e}"),
+            }
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        tracing::info!(device = %ev.device, minor = ev.minor, device_id = ev.device_id, kind = ?ev.cmd, "netlink event");
+        match &ev.cmd {
+            EventKind::Added => self.added(ev),
+            EventKind::Removed => self.removed(ev),
+            EventKind::Reconfig(r) => {
+                let r = r.clone();
+                let status = self.reconfig(&ev, r);
+                self.reply(&ev, status);
+            }
+        }
+    }
+
+    fn added(&mut self, ev: Event) {
+        if self.served.contains_key(&ev.minor) {
+            self.reply(&ev, 0);
+            return;
+        }
+        // Refuse at once what we cannot serve, with a reason: `enable` then fails cleanly.
+        match parse_uio_name(&ev.device) {
+            Ok(n) if n.subtype.is_some_and(|s| cfgstring::SUBTYPES.contains(&s)) => {}
+            Ok(n) => {
+                tracing::error!(device = %ev.device, subtype = ?n.subtype, "refused: not a subtype tcmu-warden serves ({})", cfgstring::SUBTYPES.join(", "));
+                self.reply(&ev, -libc::ENOENT);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(device = %ev.device, "refused: cannot parse the uio name: {e}");
+                self.reply(&ev, -libc::EINVAL);
+                return;
+            }
+        }
+        let (cfg, tx, wake) = (
+            Arc::clone(&self.cfg),
+            self.tx.clone(),
+            Arc::clone(&self.wake),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("tcmu-open/{}", ev.minor))
+            .spawn(move || {
+                let dev = PathBuf::from(format!("/dev/uio{}", ev.minor));
+                let result = serve(&dev, &cfg, false);
+                let _ = tx.send(Finished::Opened { ev, result });
+                let _ = wake.write(1);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start an open thread: {e}");
+        }
+    }
+
+    fn removed(&mut self, ev: Event) {
+        let Some(s) = self.served.remove(&ev.minor) else {
+            self.reply(&ev, 0);
+            return;
+        };
+        let (tx, wake) = (self.tx.clone(), Arc::clone(&self.wake));
+        // Stopping waits (boundedly) for commands in flight; do it off the main loop.
+        let spawned = std::thread::Builder::new()
+            .name(format!("tcmu-stop/{}", ev.minor))
+            .spawn(move || {
+                tracing::info!(device = %s.name, "removed by the kernel: stopping");
+                super::log_stats(&s);
+                s.handle.join();
+                let _ = tx.send(Finished::Stopped { ev });
+                let _ = wake.write(1);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a stop thread: {e}");
+        }
+    }
+
+    fn reconfig(&mut self, ev: &Event, r: Reconfig) -> i32 {
+        let Some(s) = self.served.get(&ev.minor) else {
+            tracing::error!(device = %ev.device, "reconfiguration of a device this daemon does not serve");
+            return -libc::ENODEV;
+        };
+        let change = match r {
+            Reconfig::DevSize(n) => Change::Size(n),
+            Reconfig::WriteCache(on) => Change::WriteCache(on),
+            Reconfig::DevCfg(cfg) => {
+                let (subtype, rest) = cfg.split_once('/').unwrap_or((cfg.as_str(), ""));
+                let size = s.handle.link().lun.read().num_blocks
+                    * u64::from(s.handle.link().lun.read().block_size);
+                match open_backend(subtype, rest, size) {
+                    Ok(b) => Change::Backend(b),
+                    Err(e) => {
+                        tracing::error!(device = %s.name, cfgstring = %cfg, "new cfgstring refused: {e}");
+                        return DeviceError::from(e).errno();
+                    }
+                }
+            }
+        };
+        match s.handle.reconfigure(change) {
+            Ok(()) => {
+                tracing::info!(device = %s.name, "reconfigured");
+                0
+            }
+            Err(e) => {
+                tracing::error!(device = %s.name, "reconfiguration refused: {e}");
+                -libc::EINVAL
+            }
+        }
+    }
+
+    fn finished(&mut self, f: Finished) {
+        match f {
+            Finished::Opened { ev, result: Ok(s) } => {
+                tracing::info!(device = %s.name, minor = ev.minor, "serving");
+                self.served.insert(ev.minor, s);
+                self.reply(&ev, 0);
+            }
+            Finished::Opened { ev, result: Err(e) } => {
+                tracing::error!(device = %ev.device, "cannot serve: {e}");
+                self.reply(&ev, e.errno());
+            }
+            Finished::Stopped { ev } => self.reply(&ev, 0),
+        }
+    }
+
+    fn reply(&self, ev: &Event, status: i32) {
+        if let Some(l) = &self.listener {
+            match l.reply(ev, status) {
+                Ok(()) => {}
+                Err(e) if e.is_benign() => {
+                    tracing::debug!(device = %ev.device, "no reply expected: {e}")
+                }
+                Err(e) => tracing::error!(device = %ev.device, "netlink reply failed: {e}"),
+            }
+        }
+    }
+
+    fn reply_raw(&self, cmd: u8, device_id: u32, status: i32) {
+        if let Some(l) = &self.listener {
+            if let Err(e) = l.reply_to(cmd, device_id, status) {
+                tracing::error!(device_id, "netlink reply failed: {e}");
+            }
+        }
+    }
+
+    /// Stop every device (bounded by each device's stop deadline).
+    pub fn stop_all(&mut self) {
+        for s in self.served.values() {
+            s.handle.stop();
+        }
+        for (_, s) in self.served.drain() {
+            super::log_stats(&s);
+            s.handle.join();
+        }
+        // Let background opens and stops finish their replies if they are quick.
+        while let Ok(f) = self.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            match f {
+                Finished::Opened { ev, result } => {
+                    let status = result
+                        .map(|s| s.handle.join())
+                        .map_or_else(|e| e.errno(), |()| 0);
+                    self.reply(&ev, status);
+                }
+                Finished::Stopped { ev } => self.reply(&ev, 0),
+            }
+        }
+    }
+}

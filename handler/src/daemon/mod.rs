@@ -1,0 +1,234 @@
+//! The daemon: join the kernel's netlink group, serve the devices present and those added
+//! later, follow reconfigurations and removals, stop within a deadline.
+//!
+//! Start-up follows the crash plan for netlink reply mode (KERNEL-ABI pitfall 22): block
+//! netlink and reset it (waking any configfs writer a dead predecessor left hanging), join the
+//! group, turn reply mode on, unblock; only then scan for existing devices, each with a ring
+//! reset, so a device enabled meanwhile is seen either by the scan or as an event.
+
+mod events;
+mod open;
+
+pub use open::{discover, fallback_serial, lun_info, open_backend, serve, DeviceError, Served};
+
+use crate::configfs;
+use crate::device::DeviceConfig;
+use crate::kernel_actions::KernelActions;
+use crate::netlink::Listener;
+use crate::notify::Notifier;
+use events::Lifecycle;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Serve exactly these uio devices, without netlink; empty: every device of our
+    /// subtypes, present or added later.
+    pub uio: Vec<PathBuf>,
+    /// Root of the target core in configfs.
+    pub configfs_root: PathBuf,
+    /// Where the uio class lives in sysfs.
+    pub sysfs_uio: PathBuf,
+    /// Per-device settings.
+    pub device: DeviceConfig,
+    /// Lock memory and become an IO flusher at start.
+    pub reclaim_safety: bool,
+    /// Ask the kernel to wait for our replies to netlink events (tcmu-runner does).
+    pub reply_mode: bool,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> DaemonConfig {
+        DaemonConfig {
+            uio: Vec::new(),
+            configfs_root: configfs::CORE_ROOT.into(),
+            sysfs_uio: "/sys/class/uio".into(),
+            device: DeviceConfig::default(),
+            reclaim_safety: true,
+            reply_mode: true,
+        }
+    }
+}
+
+/// Lock memory and mark the process an IO flusher, so that serving I/O never waits on
+/// reclaim that waits on this very I/O.
+pub fn reclaim_safety() {
+    const PR_SET_IO_FLUSHER: libc::c_int = 57;
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(
+            "PR_SET_IO_FLUSHER failed ({}); memory reclaim could deadlock against our own I/O",
+            nix::errno::Errno::last()
+        );
+    }
+    // SAFETY: mlockall takes flags only.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        tracing::warn!(
+            "mlockall failed ({}); raise LimitMEMLOCK or pass --no-mlock",
+            nix::errno::Errno::last()
+        );
+    }
+}
+
+/// Join the netlink group with reply mode on, following the crash plan. None when the
+/// module is not loaded or we lack the privileges (then only devices present now are served).
+fn join_netlink(reply_mode: bool) -> Option<Listener> {
+    let actions = KernelActions::new();
+    let blocked = match actions.begin_reply_mode_startup() {
+        Ok(()) => true,
+        Err(e) if e.is_not_found() => {
+            tracing::warn!(
+                "target_core_user is not loaded ({e}); waiting for devices is not possible"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!("cannot block/reset netlink ({e}); continuing without the crash plan");
+            false
+        }
+    };
+    let listener = match Listener::open() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("not listening for device events: {e}");
+            None
+        }
+    };
+    if let Some(l) = &listener {
+        if reply_mode && blocked {
+            match l.set_features(true) {
+                Ok(()) => tracing::info!("netlink reply mode on"),
+                Err(e) => tracing::warn!("cannot turn on netlink reply mode: {e}"),
+            }
+        }
+    }
+    if blocked {
+        if let Err(e) = actions.end_reply_mode_startup() {
+            tracing::error!("cannot unblock netlink: {e}; run: echo 0 > /sys/module/target_core_user/parameters/block_netlink");
+        }
+    }
+    listener
+}
+
+/// Run until SIGTERM or SIGINT, then stop every device within its deadline.
+///
+/// # Errors
+/// When signals cannot be set up or no requested device could be served.
+pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
+    // Block the stop signals before any thread starts, so only the signalfd sees them.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    if cfg.reclaim_safety {
+        reclaim_safety();
+    }
+    let notifier = Notifier::from_env();
+    let fixed = !cfg.uio.is_empty();
+    let listener = if fixed {
+        None
+    } else {
+        join_netlink(cfg.reply_mode)
+    };
+    let mut life =
+        Lifecycle::new(Arc::new(cfg.clone()), listener).map_err(|e| format!("eventfd: {e}"))?;
+
+    let devs = if fixed {
+        cfg.uio.clone()
+    } else {
+        discover(&cfg.sysfs_uio)
+    };
+    for d in &devs {
+        match serve(d, cfg, true) {
+            Ok(s) => life.adopt(minor_of(d), s),
+            Err(e) => tracing::error!(uio = %d.display(), "cannot serve: {e}"),
+        }
+    }
+    if fixed && life.served.is_empty() {
+        return Err("none of the requested devices could be served".into());
+    }
+    tracing::info!(devices = life.served.len(), "tcmu-warden ready");
+    notifier.send(&format!(
+        "READY=1\nSTATUS=serving {} device(s)",
+        life.served.len()
+    ));
+    let tick = notifier
+        .watchdog_interval()
+        .unwrap_or(Duration::from_secs(1));
+    loop {
+        let mut fds = vec![sfd.as_raw_fd()];
+        fds.extend(life.fds());
+        if wait_readable(&fds, tick)? {
+            match sfd.read_signal() {
+                Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
+                    tracing::info!("SIGHUP: nothing to reload")
+                }
+                Ok(Some(si)) => {
+                    tracing::info!(signal = si.ssi_signo, "stopping");
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("reading signals: {e}")),
+            }
+            life.poll();
+        }
+        notifier.send("WATCHDOG=1");
+    }
+    notifier.send("STOPPING=1");
+    life.stop_all();
+    Ok(())
+}
+
+fn minor_of(dev: &std::path::Path) -> u32 {
+    dev.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("uio"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Wait up to `timeout` until one of `fds` is readable; true if any is.
+fn wait_readable(fds: &[RawFd], timeout: Duration) -> Result<bool, String> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(1000);
+    let n = libc::nfds_t::try_from(p.len()).unwrap_or(0);
+    // SAFETY: `p` is a valid, initialised pollfd array of `n` entries for the whole call.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), n, ms) };
+    if r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+        return Err(format!("poll: {}", nix::errno::Errno::last()));
+    }
+    Ok(r > 0)
+}
+
+/// What a device saw, logged when it stops.
+fn log_stats(s: &Served) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = &s.handle.stats;
+    tracing::info!(
+        device = %s.name,
+        commands = st.commands.load(Relaxed),
+        emulated = st.emulated.load(Relaxed),
+        errors = st.errors.load(Relaxed),
+        bad_entries = st.bad_entries.load(Relaxed),
+        tmrs = st.tmrs.load(Relaxed),
+        kicks = st.kicks.load(Relaxed),
+        contexts_exhausted = st.pool_exhausted.load(Relaxed),
+        "device statistics"
+    );
+}

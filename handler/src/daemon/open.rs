@@ -1,0 +1,185 @@
+//! Opening one device: from its uio name and configfs attributes to a running device.
+
+use super::DaemonConfig;
+use crate::backend::cfgstring::{self, DevConfig};
+use crate::backend::file::FileBackend;
+use crate::backend::{Backend, OpenError};
+use crate::configfs;
+use crate::device::{self, DeviceHandle};
+use crate::kernel_actions::KernelActions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tcmu_ring::{parse_uio_name, Ring, Uio};
+use tcmu_scsi::lun::{Caps as LunCaps, LunInfo};
+
+/// Why a device could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The uio device or its ring.
+    #[error("{0}")]
+    Ring(#[from] tcmu_ring::RingError),
+    /// Its configfs attributes.
+    #[error("{0}")]
+    Configfs(#[from] configfs::ConfigfsError),
+    /// Its backend.
+    #[error("{0}")]
+    Backend(#[from] OpenError),
+    /// Threads could not be started.
+    #[error("starting the device threads: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+impl DeviceError {
+    /// The negative errno to answer the kernel with (netlink `*_DONE` status).
+    #[must_use]
+    pub fn errno(&self) -> i32 {
+        let e = match self {
+            DeviceError::Backend(OpenError::Subtype(_)) => libc::ENOENT,
+            DeviceError::Backend(OpenError::Config { .. }) => libc::EINVAL,
+            DeviceError::Backend(OpenError::Io { source, .. }) | DeviceError::Spawn(source) => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
+            DeviceError::Ring(_) | DeviceError::Configfs(_) => libc::EIO,
+        };
+        -e
+    }
+}
+
+/// A device being served.
+pub struct Served {
+    /// `user_<hba>/<name>`.
+    pub name: String,
+    /// Its configfs directory.
+    pub dir: PathBuf,
+    /// The running device.
+    pub handle: DeviceHandle,
+}
+
+/// Build what the initiator sees from configfs and the backend's abilities.
+#[must_use]
+pub fn lun_info(
+    attrs: &configfs::DeviceAttrs,
+    backend: &dyn Backend,
+    fallback_serial: &str,
+) -> LunInfo {
+    let serial = attrs
+        .serial
+        .clone()
+        .unwrap_or_else(|| fallback_serial.to_string());
+    let mut lun = LunInfo::new(
+        attrs.block_size,
+        attrs.dev_size / u64::from(attrs.block_size),
+        &serial,
+    );
+    let caps = backend.caps();
+    lun.caps = LunCaps {
+        unmap: caps.unmap,
+        write_zeroes: caps.write_zeroes || caps.unmap,
+        fua: true,
+        flush: true,
+        thin: caps.thin && caps.unmap,
+        compare_and_write: true,
+    };
+    lun.rotational = !caps.non_rotational;
+    lun.write_cache = attrs.write_cache;
+    let max_blocks = u64::from(attrs.hw_max_sectors) * 512 / u64::from(attrs.block_size);
+    lun.max_xfer_blocks = u32::try_from(max_blocks.max(1)).unwrap_or(u32::MAX);
+    lun.opt_xfer_blocks = lun.max_xfer_blocks;
+    lun
+}
+
+/// Open the backend a device's cfgstring names.
+///
+/// # Errors
+/// A bad subtype or cfgstring, or a store that cannot be opened.
+pub fn open_backend(subtype: &str, cfg: &str, size: u64) -> Result<Arc<dyn Backend>, OpenError> {
+    match cfgstring::parse(subtype, cfg)? {
+        DevConfig::File { path } => Ok(Arc::new(FileBackend::open(&path, size)?)),
+    }
+}
+
+/// Open and start serving one uio device. With `restart`, the ring is first reset the way
+/// tcmu-runner does after a crash (KERNEL-ABI 7.3(b)): block the device, reset the ring (the
+/// commands a dead predecessor left complete with BUSY; nothing is replayed), open and map,
+/// unblock.
+///
+/// # Errors
+/// See [`DeviceError`]; the message names what is wrong.
+pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, DeviceError> {
+    let uio = Uio::open_at(dev, &cfg.sysfs_uio)?;
+    let uname = uio.name().to_string();
+    let parsed = parse_uio_name(&uname)?;
+    let subtype = parsed.subtype.unwrap_or("");
+    let cfgstr = parsed.cfgstring.unwrap_or("");
+    let name = format!("user_{}/{}", parsed.hba, parsed.device);
+    let dir = configfs::device_dir(&cfg.configfs_root, parsed.hba, parsed.device);
+    let attrs = configfs::read(&dir)?;
+    let backend = open_backend(subtype, cfgstr, attrs.dev_size)
+        .inspect_err(|e| tracing::error!(device = %name, uio = %dev.display(), "refused: {e}"))?;
+    let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
+    let restart = if restart {
+        clean_restart(&dir, &name)
+    } else {
+        None
+    };
+    let ring = Ring::new(Arc::new(uio.map()?))?;
+    tracing::info!(device = %name, uio = %dev.display(), backend = %backend.describe(), size = attrs.dev_size,
+        block_size = attrs.block_size, cmd_time_out = ?attrs.cmd_time_out, "opening");
+    let handle = device::spawn(&name, ring, Box::new(uio), backend, lun, &cfg.device)?;
+    if let Some(r) = restart {
+        if let Err(e) = KernelActions::new().finish_clean_restart(r) {
+            tracing::error!(device = %name, "unblocking after the ring reset failed: {e}");
+        }
+    }
+    Ok(Served { name, dir, handle })
+}
+
+fn clean_restart(dir: &Path, name: &str) -> Option<crate::kernel_actions::CleanRestart> {
+    match KernelActions::new().prepare_clean_restart(dir) {
+        Ok(r) => {
+            tracing::info!(device = %name, "ring reset: commands left by a previous handler were completed with BUSY");
+            Some(r)
+        }
+        Err(e) => {
+            tracing::warn!(device = %name, "could not reset the ring ({e}); resuming from cmd_tail instead");
+            None
+        }
+    }
+}
+
+/// A stable serial for a device that has none in configfs: derived from its name, so it
+/// stays the same across restarts.
+#[must_use]
+pub fn fallback_serial(name: &str) -> String {
+    // FNV-1a, 128 bits from two differently seeded 64-bit runs.
+    let h = |seed: u64| {
+        name.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}",
+        h(0xcbf2_9ce4_8422_2325),
+        h(0x8422_2325_cbf2_9ce4)
+    )
+}
+
+/// The uio devices in `sysfs_uio` that belong to `tcm-user` and a subtype we serve.
+#[must_use]
+pub fn discover(sysfs_uio: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(sysfs_uio) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = std::fs::read_to_string(e.path().join("name")).ok()?;
+            let parsed = parse_uio_name(name.trim_end()).ok()?;
+            cfgstring::SUBTYPES
+                .contains(&parsed.subtype?)
+                .then(|| Path::new("/dev").join(e.file_name()))
+        })
+        .collect();
+    found.sort();
+    found
+}
