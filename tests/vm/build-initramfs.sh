@@ -112,8 +112,8 @@ if [ ! -s "$base" ]; then
     # kernel a working /sbin/modprobe (busybox + modules.dep) so that is quiet and harmless.
     ln -s ../bin/busybox "$stage/sbin/modprobe"
     busybox depmod -b "$stage" "$kver"
-    mkcpio "$stage" "$base.tmp"
-    mv "$base.tmp" "$base"
+    mkcpio "$stage" "$base.tmp.$$"
+    mv "$base.tmp.$$" "$base"
     rm -rf "$stage"
     trap - EXIT
 fi
@@ -129,7 +129,9 @@ chmod 755 "$run/init"
 for s in "$@"; do
     [ -f "$s" ] || die "scenario $s not found"
     cp "$s" "$run/vm/scenarios/"
-    basename "$s" .sh >>"$run/vm/run-list"
+    # "name timeout" per line; the timeout comes from a "# vm-timeout: N" header (default 120).
+    t=$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\).*/\1/p' "$s" | head -n1)
+    echo "$(basename "$s" .sh) ${t:-120}" >>"$run/vm/run-list"
 done
 if [ "$binary" != none ]; then
     [ -x "$binary" ] || die "handler binary $binary is not executable"

@@ -12,7 +12,7 @@ mount -t devtmpfs dev /dev
 mount -t tmpfs -o mode=1777 tmp /tmp
 
 # Defaults; /vm/config (written by run-vm.sh) overrides.
-SCENARIO_TIMEOUT=120 GUEST_TIMEOUT=280
+GUEST_TIMEOUT=280
 . /vm/config
 
 # Last resort: power off even if a scenario wedges in an uninterruptible sleep.
@@ -34,26 +34,40 @@ echo "=== MODULES rc=$modrc uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
 # Kernel messages below the console loglevel ("quiet") still matter for diagnosis: each
 # scenario's share of the ring buffer is copied into the console log after it.
 dmesg -c | sed 's/^/kmsg: /'
-for name in $(cat /vm/run-list); do
+while read -r name limit; do
     echo "=== BEGIN $name" >&3
     echo "init: ---- scenario $name ----"
     if [ "$modrc" != 0 ]; then
         rc=99
     else
-        # -eu for the scenario; lib.sh's vm_cleanup tears down whatever it left behind.
-        timeout -s TERM "$SCENARIO_TIMEOUT" sh -eu -c \
-            ". /vm/lib.sh; . /vm/scenarios/$name.sh"
+        # The scenario runs -eu in its own session so that a timeout kills everything it
+        # started (fio, handlers), not just its shell.
+        setsid sh -eu -c ". /vm/lib.sh; . /vm/scenarios/$name.sh" </dev/null &
+        spid=$!
+        ( sleep "$limit"; echo "init: scenario $name timed out after ${limit}s" >&2
+          kill -TERM -"$spid"; sleep 3; kill -KILL -"$spid" ) 2>/dev/null &
+        wpid=$!
+        wait "$spid"
         rc=$?
-        [ "$rc" = 143 ] && echo "init: scenario $name timed out after ${SCENARIO_TIMEOUT}s" >&2
-        [ "$rc" != 0 ] && sh -c '. /vm/lib.sh; vm_dump_logs'
-        # Bounded: a cleanup that hangs is itself a failure.
-        timeout -s KILL 30 sh -c '. /vm/lib.sh; vm_cleanup' || {
+        kill "$wpid" 2>/dev/null
+        [ "$rc" != 0 ] && sh -c '. /vm/lib.sh; vm_dump_logs' </dev/null
+        # lib.sh's vm_cleanup tears down whatever the scenario left behind. Bounded: a
+        # cleanup that hangs is itself a failure.
+        timeout -s KILL 30 sh -c '. /vm/lib.sh; vm_cleanup' </dev/null || {
             echo "init: cleanup after $name failed" >&2; [ "$rc" = 0 ] && rc=98; }
     fi
-    dmesg -c | sed 's/^/kmsg: /'
+    # Kernel health: oopses, warnings and a broken ring fail the scenario; other tcmu
+    # complaints are reported as kmsg_warn (the full log is in console.log).
+    dmesg -c >/tmp/.kmsg
+    bad=$(grep -cE 'BUG:|WARNING:|Call Trace|ring is broken|blocked for more than' /tmp/.kmsg)
+    warn=$(grep -cE 'Invalid addr to data page|cmd_id .* not found|[Tt]ime ?out|communication failure|I/O error' /tmp/.kmsg)
+    echo "kmsg_bad=$bad" >&3
+    [ "$warn" = 0 ] || echo "kmsg_warn=$warn" >&3
+    [ "$bad" = 0 ] || { echo "init: kernel reported problems during $name" >&2; [ "$rc" = 0 ] && rc=97; }
+    tail -n 200 /tmp/.kmsg | sed 's/^/kmsg: /'
     echo "init: ---- scenario $name rc=$rc ----"
     echo "=== END $name rc=$rc" >&3
-done
+done </vm/run-list
 echo "=== DONE uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
 # Closing the tty waits for its output to drain; then power off at once.
 exec 3>&-

@@ -1,6 +1,6 @@
+# shellcheck shell=dash
 # Helpers for guest scenarios (busybox sh, sourced by /init with -eu in effect).
-# They follow the documented sequence (docs: /work/shared/HARNESS.md §1, KERNEL-ABI §3, §7.6,
-# §8.3): control written once before enable, handler running before the LUN is linked,
+# They follow the documented sequence (the project's KERNEL-ABI brief §3, §7.6, §8.3): control written once before enable, handler running before the LUN is linked,
 # teardown LUN -> backstore (handler still alive) -> handler.
 # Every wait is a bounded poll. Diagnostics go to stderr (the console log); values that
 # callers capture with $(...) are the only thing printed on stdout.
@@ -12,7 +12,7 @@ mkdir -p "$STATE"
 log()  { echo "[$(uptime_s)] $*" >&2; }
 die()  { log "FATAL: $*"; exit 1; }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
-now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+now_ms() { echo $(( $(now_cs) * 10 )); }
 
 # result KEY VALUE: one key=value line on the results channel (and the console).
 result() {
@@ -20,13 +20,20 @@ result() {
     log "result $1=$2"
 }
 
-# wait_until SECONDS DESCRIPTION CMD...: poll CMD every 0.1 s until it succeeds.
+# Uptime in centiseconds, without forking (polls run often, and forks are slow under TCG).
+now_cs() {
+    read -r _u _ </proc/uptime
+    _c=${_u#*.}; _c=${_c#0}
+    echo $(( ${_u%.*} * 100 + _c ))
+}
+
+# wait_until SECONDS DESCRIPTION CMD...: poll CMD every 0.1 s until it succeeds; the limit is
+# wall-clock (uptime) based, so slow checks do not stretch it.
 wait_until() {
-    _w_max=$(( $1 * 10 )) _w_desc=$2 _w_i=0
+    _w_end=$(( $(now_cs) + $1 * 100 )) _w_desc=$2 _w_s=$1
     shift 2
     until "$@"; do
-        _w_i=$((_w_i + 1))
-        [ "$_w_i" -lt "$_w_max" ] || { log "timed out after $((_w_max / 10))s waiting for $_w_desc"; return 1; }
+        [ "$(now_cs)" -lt "$_w_end" ] || { log "timed out after ${_w_s}s waiting for $_w_desc"; return 1; }
         sleep 0.1
     done
 }
@@ -54,11 +61,11 @@ user_backstore_create() {
     echo "$_hba $_name" >"$STATE/backstore.$_hba.$_name"
     # One write with every sizing token (max_data_area_mb is refused after enable).
     _ctl="dev_size=$_size,dev_config=file/$_cfg,max_data_area_mb=$_mb${_extra:+,$_extra}"
-    echo -n "$_ctl" >"$_dir/control" || die "write control '$_ctl'"
+    printf %s "$_ctl" >"$_dir/control" || die "write control '$_ctl'"
     for _a in $_attrs; do
-        echo -n "${_a#*=}" >"$_dir/attrib/${_a%%=*}" || die "set attrib $_a"
+        printf %s "${_a#*=}" >"$_dir/attrib/${_a%%=*}" || die "set attrib $_a"
     done
-    echo -n 1 >"$_dir/enable" || die "enable $_dir"
+    printf 1 >"$_dir/enable" || die "enable $_dir"
     wait_until 5 "uio device for $_name" _uio_find "$_hba" "$_name" >/dev/null || die "no uio for $_name"
     _n=$(_uio_find "$_hba" "$_name")
     wait_until 5 "/dev/uio$_n" test -c "/dev/uio$_n" || die "/dev/uio$_n missing"
@@ -98,7 +105,9 @@ have_handler() { [ -x "$HANDLER_BIN" ]; }
 # /dev/uioN named by a --uio argument (plus those in $HANDLER_WAIT_UIO) open.
 handler_start() {
     have_handler || die "no handler binary at $HANDLER_BIN"
-    _seq=$(ls "$STATE" | grep -c '^handler\.' || true)
+    # A new log per start (restarts must not overwrite the log of the killed instance).
+    _seq=0
+    while [ -e "/tmp/handler.$_seq.log" ]; do _seq=$((_seq + 1)); done
     HANDLER_LOG=/tmp/handler.$_seq.log
     "$HANDLER_BIN" "$@" >"$HANDLER_LOG" 2>&1 &
     HANDLER_PID=$!
@@ -172,7 +181,7 @@ loop_lun_create() {
     mkdir -p "$_tpg" || die "mkdir $_tpg"
     echo "$_wwn" >"$STATE/lun.$_name"
     # Nexus before the LUN: without it every command fails with DID_ERROR.
-    echo -n "naa.5001405$(_hex9)" >"$_tpg/nexus" || die "write nexus"
+    printf %s "naa.5001405$(_hex9)" >"$_tpg/nexus" || die "write nexus"
     mkdir "$_tpg/lun/lun_0" || die "mkdir lun_0"
     log "linking $_bs into $_tpg/lun/lun_0"
     ln -s "$_bs" "$_tpg/lun/lun_0/$_name" || die "ln -s backstore into lun_0"
@@ -210,18 +219,19 @@ loop_lun_remove() {
 }
 
 # ---------------------------------------------------------------- fio
-# fio_run PREFIX FIO-ARGS...: run fio (terse v3), emit PREFIX_{r,w}_{iops,bw_kib},
-# PREFIX_err; returns fio's status.
+# fio_run PREFIX FIO-ARGS...: run fio (terse v3), emit PREFIX_{r,w}_{iops,bw_kib} for the
+# directions that moved data, PREFIX_err if non-zero; returns fio's status.
 fio_run() {
     _p=$1; shift
     _out=/tmp/fio.$_p.out
     _rc=0
-    fio --output-format=terse --terse-version=3 --output="$_out" "$@" || _rc=$?
+    fio --eta=never --output-format=terse --terse-version=3 --output="$_out" "$@" || _rc=$?
     if [ -s "$_out" ]; then
         # terse v3: 5 error, 7 read bw KiB/s, 8 read iops, 48 write bw, 49 write iops
         awk -F';' -v p="$_p" '$1 == 3 { e += $5; rb += $7; ri += $8; wb += $48; wi += $49 }
-            END { printf "%s_err %d\n%s_r_iops %d\n%s_r_bw_kib %d\n%s_w_iops %d\n%s_w_bw_kib %d\n",
-                  p, e, p, ri, p, rb, p, wi, p, wb }' "$_out" |
+            END { if (e) printf "%s_err %d\n", p, e
+                  if (rb) printf "%s_r_iops %d\n%s_r_bw_kib %d\n", p, ri, p, rb
+                  if (wb) printf "%s_w_iops %d\n%s_w_bw_kib %d\n", p, wi, p, wb }' "$_out" |
             while read -r _k _v; do result "$_k" "$_v"; done
     fi
     [ "$_rc" = 0 ] || { log "fio $_p failed rc=$_rc"; cat "$_out" >&2 || true; }
@@ -253,5 +263,5 @@ vm_cleanup() {
         wait_until 5 "handler $_p to exit" _pid_gone "$_p" || kill -KILL "$_p" 2>/dev/null || true
         rm -f "$_f"
     done
-    rm -f /tmp/*.img
+    rm -f /tmp/*.img /tmp/handler.*.log /tmp/fio.*.out
 }

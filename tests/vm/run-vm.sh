@@ -18,7 +18,7 @@ die() { echo "run-vm: $*" >&2; exit 2; }
 [ $# -ge 2 ] || die "usage: $0 BINARY|none SCENARIO... [TIMEOUT_S]"
 binary=$1; shift
 timeout_s=""
-eval "last=\${$#}"
+for last; do :; done
 case $last in *[!0-9]*|"") ;; *) [ -f "$last" ] || timeout_s=$last ;; esac
 if [ -n "$timeout_s" ]; then
     # Drop the trailing timeout from "$@".
@@ -31,12 +31,11 @@ fi
 command -v qemu-system-x86_64 >/dev/null || die "qemu missing: run scripts/install-vm-deps.sh"
 
 # Per-scenario guest timeouts come from a "# vm-timeout: N" header line (default 120).
-sum=0 max_one=0
+sum=0
 for s in "$@"; do
     [ -f "$s" ] || die "scenario $s not found"
     t=$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\).*/\1/p' "$s" | head -n1)
-    t=${t:-120}
-    sum=$((sum + t)); [ "$t" -gt "$max_one" ] && max_one=$t
+    sum=$((sum + ${t:-120}))
 done
 if [ -z "$timeout_s" ]; then
     timeout_s=$((sum + 60)); [ "$timeout_s" -lt 300 ] && timeout_s=300
@@ -44,13 +43,15 @@ fi
 
 out=${VM_OUT:-$cache/runs/$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$out"
+# Keep the newest 20 run directories.
+ls -1dt "$cache"/runs/*-* 2>/dev/null | tail -n +21 | while read -r d; do rm -rf "$d"; done
 ln -sfn "$out" "$cache/runs/latest" 2>/dev/null || true
 rm -f "$out/console.log" "$out/results.raw"
 
 # The guest's watchdog fires before the host's so that results still get flushed.
+guest_timeout=$((timeout_s - 10)); [ "$guest_timeout" -ge 10 ] || guest_timeout=$timeout_s
 cat >"$out/config" <<CFG
-SCENARIO_TIMEOUT=$max_one
-GUEST_TIMEOUT=$((timeout_s - 10))
+GUEST_TIMEOUT=$guest_timeout
 CFG
 
 t0=$(date +%s.%N)
@@ -67,7 +68,7 @@ t2=$(date +%s.%N)
 [ "${KEEP_INITRD:-0}" = 1 ] || rm -f "$out/initrd"
 
 tr -d '\r' <"$out/results.raw" >"$out/results.txt"
-echo "run-vm: initramfs $(echo "$t1 - $t0" | bc -l | cut -c1-5)s, VM $(echo "$t2 - $t1" | bc -l | cut -c1-5)s (qemu rc=$qrc), output in $out"
+echo "run-vm: initramfs $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")s, VM $(awk "BEGIN { printf \"%.1f\", $t2 - $t1 }")s (qemu rc=$qrc), output in $out"
 
 # Summary: one block per scenario, then the verdict.
 srcs=""
@@ -76,11 +77,15 @@ status=0
 awk -v expected="$srcs" '
     /^=== BOOT/    { boot = $3 }
     /^=== MODULES/ { mods = $0 }
-    /^=== BEGIN /  { cur = $3; kv[cur] = ""; seen[cur] = 1; next }
+    /^=== BEGIN /  { cur = $3; kv[cur] = ""; line[cur] = ""; seen[cur] = 1; next }
     /^=== END /    { rc[$3] = substr($4, 4); cur = ""; next }
     /^=== DONE/    { done = 1; next }
     /^=== WATCHDOG/ { wd = 1; next }
-    cur != "" && /=/ { kv[cur] = kv[cur] "      " $0 "\n" }
+    # key=value lines, packed into lines of ~100 columns
+    cur != "" && /=/ {
+        if (length(line[cur]) + length($0) > 100) { kv[cur] = kv[cur] "      " line[cur] "\n"; line[cur] = "" }
+        line[cur] = line[cur] (line[cur] == "" ? "" : "  ") $0
+    }
     END {
         printf "run-vm: guest %s, %s\n", boot, mods
         n = split(expected, names, " "); bad = 0
@@ -90,6 +95,7 @@ awk -v expected="$srcs" '
             else if (!(s in rc)) { v = "INCOMPLETE"; bad = 1 }
             else if (rc[s] == "0") v = "PASS"
             else { v = "FAIL (rc=" rc[s] ")"; bad = 1 }
+            if (line[s] != "") kv[s] = kv[s] "      " line[s] "\n"
             printf "  %-14s %s\n%s", s, v, kv[s]
         }
         if (wd) { print "run-vm: the guest watchdog fired"; bad = 1 }

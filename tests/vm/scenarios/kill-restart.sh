@@ -10,7 +10,7 @@ handler_start --uio /dev/uio$uio
 dev=$(loop_lun_create kr)
 
 # Pass 1, in the background: killed mid-way. Its outcome does not matter, only that it ends.
-fio --name=kr --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
+fio --eta=never --name=kr --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
     --iodepth=32 --size=32m --do_verify=0 --randseed=77 --output=/tmp/kr.killed.out &
 fiopid=$!
 # Kill once a few hundred writes have completed (field 5 of the disk's stat file).
