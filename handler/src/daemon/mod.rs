@@ -7,6 +7,7 @@
 //! reset, so a device enabled meanwhile is seen either by the scan or as an event.
 
 mod events;
+mod memlock;
 mod open;
 
 pub use open::{discover, fallback_serial, lun_info, open_backend, serve, DeviceError, Served};
@@ -66,8 +67,7 @@ pub fn reclaim_safety() {
             nix::errno::Errno::last()
         );
     }
-    // SAFETY: mlockall takes flags only.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+    if !memlock::lock_all() {
         tracing::warn!(
             "mlockall failed ({}); raise LimitMEMLOCK or pass --no-mlock",
             nix::errno::Errno::last()

@@ -189,7 +189,7 @@ pub fn spawn(
         total,
         done_rx,
         tmr: TmrCopy::new(),
-        scratch: vec![0; 65536 + 512],
+        scratch: super::workers::resident(65536 + 512),
         sense: [0; 96],
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),

@@ -37,8 +37,8 @@ impl WorkerState {
     #[must_use]
     pub fn new(bytes: usize) -> WorkerState {
         WorkerState {
-            scratch: vec![0; bytes],
-            compare: vec![0; bytes],
+            scratch: resident(bytes),
+            compare: resident(bytes),
             iov: Vec::with_capacity(256),
             waiter: Waiter::new(),
         }
@@ -110,4 +110,18 @@ impl Workers {
             let _ = t.join();
         }
     }
+}
+
+/// A zeroed buffer whose pages are faulted in now, so that (with `mlockall(MCL_ONFAULT)`) they
+/// are resident and locked before any I/O needs them: the I/O path never takes a page fault
+/// that could wait on memory reclaim.
+#[must_use]
+pub fn resident(bytes: usize) -> Vec<u8> {
+    let mut v = vec![0u8; bytes];
+    for page in v.chunks_mut(4096) {
+        // SAFETY: `page` is a valid, exclusive slice of at least one byte; a volatile write
+        // keeps the compiler from eliding the store to memory it knows is zero.
+        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+    }
+    v
 }
