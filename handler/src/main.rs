@@ -29,6 +29,10 @@ struct Cli {
     /// Seconds a stop waits for commands in flight.
     #[arg(long, default_value_t = 10)]
     stop_timeout: u64,
+    /// The initiators' iSCSI replacement_timeout in seconds (open-iscsi's default is 120),
+    /// checked against each device's cmd_time_out.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    replacement_timeout: u64,
     /// Do not ask the kernel to wait for replies to device events (netlink reply mode is on
     /// by default, as with tcmu-runner, so that a device this daemon refuses fails `enable`).
     #[arg(long)]
@@ -74,6 +78,7 @@ fn main() -> std::process::ExitCode {
         },
         reclaim_safety: !cli.no_mlock,
         reply_mode: !cli.no_reply_mode,
+        replacement_timeout: Duration::from_secs(cli.replacement_timeout),
     };
     match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,18 +6,36 @@
 //! thread (which plays the kernel through the emulation, and whose `reap` allocates each
 //! completion's Data-In copy). No tracing subscriber is installed: disabled tracing macros
 //! do not allocate.
+//!
+//! What the warm-up must cover. Besides buffers that keep their capacity, two dependencies
+//! allocate once per thread, lazily, at a moment that depends on scheduling:
+//! crossbeam-channel's blocking context (a thread's first *blocking* `recv`) and parking_lot's
+//! per-thread data (a thread's first *park* on a contended lock; the first park in the process
+//! also creates parking_lot's global table). A worker that always found a job waiting, or
+//! never lost a race for a lock during the warm-up, would do either for the first time in the
+//! measured phase. So the backend and the doorbell are thin wrappers that, on their first use
+//! on each thread, make that thread block once on a crossbeam channel and park once on a
+//! parking_lot condvar; the warm-up goes on until every worker and the device thread have done
+//! so. `NO_ALLOC_TRACE=1` prints a backtrace of every counted allocation.
 
 mod common;
 
-use common::{assert_good, cdbs, Harness};
+use common::cdbs;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tcmu_ring::emu::{Completed, DataDir, EmuConfig};
+use std::time::{Duration, Instant};
+use tcmu_ring::emu::{Completed, DataDir, EmuConfig, EmuDoorbell, Full, KernelEmu};
+use tcmu_ring::{Doorbell, Ring};
+use tcmu_warden::backend::io::Io;
 use tcmu_warden::backend::ram::RamBackend;
-use tcmu_warden::backend::Backend;
-use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::backend::{Backend, Caps};
+use tcmu_warden::device::{self, DeviceConfig, DeviceHandle};
+
+// ---- the counting allocator ----
 
 struct Counting;
 
@@ -26,10 +44,14 @@ static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Sizes of the first allocations counted, for the failure message.
 static FIRST_SIZES: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+/// `NO_ALLOC_TRACE=1`: print a backtrace of every counted allocation (diagnosis only).
+static TRACE: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// Set on the test thread: its allocations are not counted.
     static EXCLUDED: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread prints a trace (whose own allocations are not counted).
+    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Counting {
@@ -39,7 +61,9 @@ impl Counting {
         }
         // `try_with` because a thread being torn down may still allocate; count it then.
         // A const-initialised thread-local of a `Cell<bool>` never allocates.
-        if EXCLUDED.try_with(Cell::get).unwrap_or(false) {
+        if EXCLUDED.try_with(Cell::get).unwrap_or(false)
+            || IN_TRACE.try_with(Cell::get).unwrap_or(false)
+        {
             return;
         }
         let n = ALLOCS.fetch_add(1, Ordering::Relaxed);
@@ -47,11 +71,21 @@ impl Counting {
         if let Some(slot) = FIRST_SIZES.get(n) {
             slot.store(size, Ordering::Relaxed);
         }
+        if TRACE.load(Ordering::Relaxed) && IN_TRACE.try_with(|t| !t.replace(true)).unwrap_or(false)
+        {
+            let bt = std::backtrace::Backtrace::force_capture();
+            eprintln!(
+                "allocation of {size} bytes on thread {:?}:\n{bt}",
+                std::thread::current().name()
+            );
+            IN_TRACE.with(|t| t.set(false));
+        }
     }
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the counting only touches
-// atomics and a const thread-local, so it neither allocates nor unwinds.
+// atomics and const thread-locals, so it neither allocates nor unwinds (except the opt-in
+// trace, which guards against re-entering itself).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         Counting::note(layout.size());
@@ -80,48 +114,160 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+// ---- per-thread warm-up of the dependencies' lazy state ----
+
+/// Threads that went through [`warm_this_thread`].
+static WARMED_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static WARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Once per thread: block once on a crossbeam channel and park once on a parking_lot condvar,
+/// so their per-thread state exists before the measured phase (see the module docs).
+fn warm_this_thread() {
+    if WARMED.with(|w| w.replace(true)) {
+        return;
+    }
+    let (_tx, rx) = crossbeam_channel::bounded::<()>(1);
+    // Past crossbeam's spinning, before the deadline: the receive blocks.
+    let _ = rx.recv_timeout(Duration::from_millis(2));
+    let m = parking_lot::Mutex::new(());
+    let cv = parking_lot::Condvar::new();
+    let _ = cv.wait_for(&mut m.lock(), Duration::from_micros(10));
+    WARMED_THREADS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The RAM backend, warming each worker thread on its first operation.
+struct WarmRam(RamBackend);
+
+impl Backend for WarmRam {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn caps(&self) -> Caps {
+        self.0.caps()
+    }
+    fn submit(&self, io: Io) {
+        warm_this_thread();
+        self.0.submit(io);
+    }
+}
+
+/// The emulation's doorbell, warming the device thread.
+struct WarmBell(EmuDoorbell);
+
+impl Doorbell for WarmBell {
+    fn raw_fd(&self) -> RawFd {
+        self.0.raw_fd()
+    }
+    fn ack(&self) -> std::io::Result<bool> {
+        warm_this_thread();
+        self.0.ack()
+    }
+    fn kick(&self) -> std::io::Result<()> {
+        warm_this_thread();
+        self.0.kick()
+    }
+}
+
+// ---- the driver (the kernel's side, on the test thread) ----
+
 const BS: u32 = 4096;
 const BLOCKS: u64 = 16384; // 64 MiB
 const BATCH: usize = 32;
+const WORKERS: usize = 4;
 
-fn inquiry_and_sync(h: &mut Harness) {
-    let c = h.run(&cdbs::inquiry(false, 0, 96), DataDir::FromDevice(96));
-    assert_good(&c);
-    let c = h.run(&cdbs::inquiry(true, 0x83, 255), DataDir::FromDevice(255));
-    assert_good(&c);
-    let c = h.run(&cdbs::sync16(), DataDir::None);
-    assert_good(&c);
+struct Driver {
+    emu: KernelEmu,
+    dev: Option<DeviceHandle>,
+    reaped: Vec<Completed>,
+    done: HashMap<u16, Completed>,
 }
 
-/// Submit a batch of 32 4 KiB commands (alternating WRITE and READ on distinct blocks) plus,
-/// every `sync_every` batches, a SYNCHRONIZE CACHE; wait for all of them.
-fn batch(h: &mut Harness, base: u64, payload: &[u8], ids: &mut Vec<u16>, with_sync: bool) -> usize {
-    ids.clear();
-    for i in 0..BATCH as u64 {
-        let lba = (base + i) % BLOCKS;
-        let id = if i % 2 == 0 {
-            h.submit(&cdbs::write16(lba, 1, false), DataDir::ToDevice(payload))
-        } else {
-            h.submit(&cdbs::read16(lba, 1), DataDir::FromDevice(BS as usize))
-        };
-        ids.push(id);
+impl Driver {
+    fn submit(&mut self, cdb: &[u8], dir: DataDir<'_>) -> u16 {
+        match self.emu.submit(cdb, dir) {
+            Ok(id) => id,
+            Err(e @ (Full::Ring | Full::Data | Full::Ids)) => {
+                panic!("emulated ring too small: {e}")
+            }
+            Err(e) => panic!("submit refused: {e}"),
+        }
     }
-    if with_sync {
-        ids.push(h.submit(&cdbs::sync16(), DataDir::None));
+
+    fn wait(&mut self, id: u16) -> Completed {
+        let t = Instant::now();
+        loop {
+            if let Some(c) = self.done.remove(&id) {
+                return c;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "command {id} not completed within 30 s"
+            );
+            let _ = self.emu.wait_kick(Duration::from_millis(5));
+            self.reaped.clear();
+            if let Err(v) = self.emu.reap(&mut self.reaped) {
+                panic!("protocol violation by the handler: {v}");
+            }
+            for c in self.reaped.drain(..) {
+                assert!(self.done.insert(c.cmd_id, c).is_none(), "completed twice");
+            }
+        }
     }
-    for &id in ids.iter() {
-        let c: Completed = h.wait(id);
-        assert_good(&c);
+
+    fn run(&mut self, cdb: &[u8], dir: DataDir<'_>) {
+        let id = self.submit(cdb, dir);
+        good(&self.wait(id));
     }
-    ids.len()
+
+    /// 32 4 KiB commands, alternating WRITE and READ on distinct blocks from `lba`, plus an
+    /// optional SYNCHRONIZE CACHE; waits for all of them. Returns the number of commands.
+    fn batch(&mut self, lba: u64, payload: &[u8], ids: &mut Vec<u16>, sync: bool) -> usize {
+        ids.clear();
+        for i in 0..BATCH as u64 {
+            let at = (lba + i) % BLOCKS;
+            ids.push(if i % 2 == 0 {
+                self.submit(&cdbs::write16(at, 1, false), DataDir::ToDevice(payload))
+            } else {
+                self.submit(&cdbs::read16(at, 1), DataDir::FromDevice(BS as usize))
+            });
+        }
+        if sync {
+            ids.push(self.submit(&cdbs::sync16(), DataDir::None));
+        }
+        for &id in ids.iter() {
+            good(&self.wait(id));
+        }
+        ids.len()
+    }
+}
+
+#[track_caller]
+fn good(c: &Completed) {
+    assert_eq!(
+        c.status,
+        0,
+        "expected GOOD, got status {:#x} sense {:02x?}",
+        c.status,
+        &c.sense[..18]
+    );
 }
 
 #[test]
 fn hot_path_makes_no_allocation() {
     EXCLUDED.with(|e| e.set(true));
+    TRACE.store(
+        std::env::var_os("NO_ALLOC_TRACE").is_some(),
+        Ordering::SeqCst,
+    );
 
     let size = BLOCKS * u64::from(BS);
-    let backend = Arc::new(RamBackend::new(size));
+    let backend = Arc::new(WarmRam(RamBackend::new(size)));
     let lun = tcmu_warden::daemon::lun_info(
         &tcmu_warden::configfs::DeviceAttrs {
             dev_size: size,
@@ -135,27 +281,55 @@ fn hot_path_makes_no_allocation() {
         backend.as_ref() as &dyn Backend,
         "x",
     );
-    let emu_cfg = EmuConfig::default();
+    let (emu, map, bell) = KernelEmu::new(EmuConfig::default()).expect("emulated ring");
+    let ring = Ring::new(Arc::new(map)).expect("mailbox valid");
     let dev_cfg = DeviceConfig {
-        workers: 4,
+        workers: WORKERS,
         max_inflight: 64,
         ..DeviceConfig::default()
     };
-    let mut h = Harness::new(backend, lun, emu_cfg, &dev_cfg);
+    let dev = device::spawn(
+        "test/lun0",
+        ring,
+        Box::new(WarmBell(bell)),
+        backend,
+        lun,
+        &dev_cfg,
+    )
+    .expect("spawn");
+    let mut d = Driver {
+        emu,
+        dev: Some(dev),
+        reaped: Vec::with_capacity(64),
+        done: HashMap::with_capacity(64),
+    };
     let payload = vec![0x5au8; BS as usize];
     let mut ids = Vec::with_capacity(BATCH + 1);
 
-    // Warm-up: every worker blocks and wakes, every context runs each kind of command, so
-    // whatever grows lazily (thread-locals of the channels and locks, ...) has its capacity.
+    // Warm-up: every kind of command, on every context, with idle gaps (so every worker
+    // blocks on its queue), until every worker and the device thread have been warmed.
     let mut lba = 0;
-    for round in 0..40 {
-        inquiry_and_sync(&mut h);
-        lba += batch(&mut h, lba, &payload, &mut ids, round % 4 == 0) as u64;
-        let c = h.run(
+    let t = Instant::now();
+    let mut round = 0;
+    while round < 40 || WARMED_THREADS.load(Ordering::SeqCst) < WORKERS + 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "only {} of {} device threads warmed up in 20 s",
+            WARMED_THREADS.load(Ordering::SeqCst),
+            WORKERS + 1
+        );
+        d.run(&cdbs::inquiry(false, 0, 96), DataDir::FromDevice(96));
+        d.run(&cdbs::inquiry(true, 0x83, 255), DataDir::FromDevice(255));
+        d.run(&cdbs::sync16(), DataDir::None);
+        lba += d.batch(lba, &payload, &mut ids, round % 4 == 0) as u64;
+        d.run(
             &cdbs::read16(lba % BLOCKS, 1),
             DataDir::FromDevice(BS as usize),
         );
-        assert_good(&c);
+        if round % 4 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        round += 1;
     }
 
     ALLOCS.store(0, Ordering::SeqCst);
@@ -164,9 +338,13 @@ fn hot_path_makes_no_allocation() {
     let mut commands = 0;
     let mut round = 0;
     while commands < 5_000 {
-        commands += batch(&mut h, lba, &payload, &mut ids, round % 8 == 0);
+        commands += d.batch(lba, &payload, &mut ids, round % 8 == 0);
         lba += BATCH as u64;
         round += 1;
+        if round % 16 == 0 {
+            // Idle now and then: workers block on their queue and wake up again.
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     COUNTING.store(false, Ordering::SeqCst);
     let (n, bytes) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
@@ -175,15 +353,18 @@ fn hot_path_makes_no_allocation() {
         .take(n)
         .map(|a| a.load(Ordering::Relaxed))
         .collect();
-    let completed = h
+    let completed = d
         .dev
         .as_ref()
-        .map(|d| d.stats.completed.load(Ordering::Relaxed));
-    h.stop();
+        .map(|h| h.stats.completed.load(Ordering::Relaxed));
+    if let Some(h) = d.dev.take() {
+        h.join();
+    }
     assert_eq!(
         n, 0,
         "{n} allocations ({bytes} bytes) by the device thread and workers over {commands} commands \
-         (sizes of the first ones {sizes:?}; device completed {completed:?})"
+         (sizes of the first ones {sizes:?}; device completed {completed:?}); \
+         rerun with NO_ALLOC_TRACE=1 for their backtraces"
     );
 
     // The counter does see other threads: one that allocates is caught.

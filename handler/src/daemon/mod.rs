@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub reclaim_safety: bool,
     /// Ask the kernel to wait for our replies to netlink events (tcmu-runner does).
     pub reply_mode: bool,
+    /// The initiators' `replacement_timeout` (checked against each device's `cmd_time_out`).
+    pub replacement_timeout: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -52,6 +54,7 @@ impl Default for DaemonConfig {
             device: DeviceConfig::default(),
             reclaim_safety: true,
             reply_mode: true,
+            replacement_timeout: Duration::from_secs(120),
         }
     }
 }

@@ -117,6 +117,7 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     let backend = open_backend(subtype, cfgstr, attrs.dev_size)
         .inspect_err(|e| tracing::error!(device = %name, uio = %dev.display(), "refused: {e}"))?;
     let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
+    check_tiers(&name, &attrs, cfg);
     let restart = if restart {
         clean_restart(&dir, &name)
     } else {
@@ -132,6 +133,24 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         }
     }
     Ok(Served { name, dir, handle })
+}
+
+/// Warn about timeout tiers that can hang the target (see `tcmu_warden_supervisor::tiers`).
+/// The file backend has no operation timeout of its own yet, so its backend tier is 0 and
+/// only `cmd_time_out` itself and the initiator tier are checked.
+fn check_tiers(name: &str, attrs: &configfs::DeviceAttrs, cfg: &DaemonConfig) {
+    let Some(cmd) = attrs.cmd_time_out else {
+        return;
+    };
+    let tiers = tcmu_warden_supervisor::tiers::Tiers {
+        backend: std::time::Duration::ZERO,
+        replacement: cfg.replacement_timeout,
+        multipath: false,
+        cmd_time_out: std::time::Duration::from_secs(u64::from(cmd)),
+    };
+    for f in tiers.check() {
+        tracing::warn!(device = %name, "timeout tiers: {f}");
+    }
 }
 
 fn clean_restart(dir: &Path, name: &str) -> Option<crate::kernel_actions::CleanRestart> {
