@@ -246,6 +246,7 @@ struct DeviceThread {
 
 impl DeviceThread {
     fn run(&mut self) {
+        super::workers::warm_thread();
         let name = self.link.name.clone();
         tracing::info!(device = %name, contexts = self.total, "serving");
         let mut stop_by: Option<Instant> = None;

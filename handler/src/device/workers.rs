@@ -125,3 +125,16 @@ pub fn resident(bytes: usize) -> Vec<u8> {
     }
     v
 }
+
+/// Create this thread's lazily allocated synchronisation state now, at start, rather than on
+/// the first command that blocks: crossbeam-channel's per-thread waiting context and
+/// parking_lot's per-thread parking data (which may also grow its global table). Called
+/// first thing on every device and worker thread, so the I/O path never allocates.
+pub fn warm_thread() {
+    let (_tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let _ = rx.recv_timeout(std::time::Duration::from_micros(1));
+    let m = parking_lot::Mutex::new(());
+    let cv = parking_lot::Condvar::new();
+    let mut g = m.lock();
+    let _ = cv.wait_for(&mut g, std::time::Duration::from_micros(1));
+}
