@@ -43,13 +43,20 @@ wait_until() {
 #   CFG is the handler cfgstring (dev_config becomes file/CFG); TOKENS are extra control
 #   tokens such as hw_max_sectors=256 (comma separated, no spaces).
 #   Prints the uio minor N (/dev/uioN).
+#   -N: netlink mode (a daemon without --uio serves the device): the kernel waits for the
+#   daemon's ADDED_DEVICE_DONE, so enable is bounded (20 s). Without -N the device gets
+#   attrib/nl_reply_supported=-1 first, so that it never waits for a netlink reply even when
+#   an earlier netlink-mode daemon left the module-global reply mode on (KERNEL-ABI 5.6).
+#   -s SUBTYPE replaces "file" in dev_config.
 user_backstore_create() {
-    _hba=0 _mb=${MAX_DATA_AREA_MB:-64} _attrs=""
+    _hba=0 _mb=${MAX_DATA_AREA_MB:-64} _attrs="" _nl=0 _sub=file
     while [ $# -gt 0 ]; do
         case $1 in
             -H) _hba=$2; shift 2 ;;
             -m) _mb=$2; shift 2 ;;
             -a) _attrs="$_attrs $2"; shift 2 ;;
+            -N) _nl=1; shift ;;
+            -s) _sub=$2; shift 2 ;;
             *) break ;;
         esac
     done
@@ -60,12 +67,21 @@ user_backstore_create() {
     mkdir "$_dir" || die "mkdir $_dir"
     echo "$_hba $_name" >"$STATE/backstore.$_hba.$_name"
     # One write with every sizing token (max_data_area_mb is refused after enable).
-    _ctl="dev_size=$_size,dev_config=file/$_cfg,max_data_area_mb=$_mb${_extra:+,$_extra}"
+    _ctl="dev_size=$_size,dev_config=$_sub/$_cfg,max_data_area_mb=$_mb${_extra:+,$_extra}"
     printf %s "$_ctl" >"$_dir/control" || die "write control '$_ctl'"
+    [ "$_nl" = 1 ] || printf %s -1 >"$_dir/attrib/nl_reply_supported" ||
+        die "set nl_reply_supported=-1"
     for _a in $_attrs; do
         printf %s "${_a#*=}" >"$_dir/attrib/${_a%%=*}" || die "set attrib $_a"
     done
-    printf 1 >"$_dir/enable" || die "enable $_dir"
+    if [ "$_nl" = 1 ]; then
+        _t=$(now_ms)
+        configfs_write 20 "$_dir/enable" 1 || die "enable $_dir (netlink mode) failed rc=$?"
+        ENABLE_MS=$(( $(now_ms) - _t ))
+        log "enable of $_name took ${ENABLE_MS} ms"
+    else
+        printf 1 >"$_dir/enable" || die "enable $_dir"
+    fi
     wait_until 5 "uio device for $_name" _uio_find "$_hba" "$_name" >/dev/null || die "no uio for $_name"
     _n=$(_uio_find "$_hba" "$_name")
     wait_until 5 "/dev/uio$_n" test -c "/dev/uio$_n" || die "/dev/uio$_n missing"
@@ -95,6 +111,20 @@ user_backstore_remove() {
     rmdir "$CFS/core/user_$_hba" 2>/dev/null || true
 }
 
+# nl_backstore_remove [-H hba] NAME [SECONDS]: rmdir the device with a bound (in netlink
+# mode rmdir waits for the daemon's REMOVED_DEVICE_DONE). Returns rmdir's status (124:
+# still blocked); sets nothing on failure so that vm_cleanup still knows the device.
+nl_backstore_remove() {
+    _hba=0
+    [ "$1" = -H ] && { _hba=$2; shift 2; }
+    _dir=$CFS/core/user_$_hba/$1
+    _rc=0
+    _bounded "${2:-20}" "rmdir $_dir" rmdir "$_dir" || _rc=$?
+    [ "$_rc" = 0 ] || return "$_rc"
+    rm -f "$STATE/backstore.$_hba.$1"
+    rmdir "$CFS/core/user_$_hba" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------- handler
 HANDLER_BIN=${HANDLER_BIN:-/bin/tcmu-warden}
 HANDLER_PID="" HANDLER_LOG="" HANDLER_RC=""
@@ -109,7 +139,8 @@ handler_start() {
     _seq=0
     while [ -e "/tmp/handler.$_seq.log" ]; do _seq=$((_seq + 1)); done
     HANDLER_LOG=/tmp/handler.$_seq.log
-    "$HANDLER_BIN" "$@" >"$HANDLER_LOG" 2>&1 &
+    # NO_COLOR: the daemon's logger writes ANSI colours even into a file otherwise.
+    NO_COLOR=1 "$HANDLER_BIN" "$@" >"$HANDLER_LOG" 2>&1 &
     HANDLER_PID=$!
     echo "$HANDLER_PID" >"$STATE/handler.$_seq"
     log "handler started: pid $HANDLER_PID, log $HANDLER_LOG, args: $*"
@@ -165,6 +196,108 @@ _handler_reap() {
         [ "$(cat "$_f" 2>/dev/null)" = "$HANDLER_PID" ] && rm -f "$_f"
     done
     HANDLER_PID=""
+}
+
+# ---------------------------------------------------------------- netlink mode
+# (a daemon started without --uio: it joins TCM-USER/config, turns reply mode on and answers
+# ADDED/REMOVED/RECONFIG; configfs writes that raise an event then wait for its answer,
+# uninterruptibly and without a timeout, so every such write here is bounded.)
+NL_PARAMS=/sys/module/target_core_user/parameters
+
+# _bounded SECONDS DESCRIPTION CMD...: run CMD in the background and return its status, or
+# 124 if it still runs after SECONDS. It is then left behind: a configfs write waiting for a
+# netlink reply sleeps uninterruptibly and cannot be killed.
+_bounded() {
+    _b_s=$1 _b_d=$2
+    shift 2
+    "$@" &
+    _b_p=$!
+    if wait_until "$_b_s" "$_b_d" _pid_gone "$_b_p"; then
+        _b_rc=0
+        wait "$_b_p" || _b_rc=$?
+        return "$_b_rc"
+    fi
+    log "$_b_d: still blocked after ${_b_s}s (pid $_b_p, $(cat /proc/$_b_p/wchan 2>/dev/null))"
+    return 124
+}
+
+_write_value() { echo -n "$2" >"$1"; }  # busybox echo names the errno on failure
+
+# configfs_write SECONDS FILE VALUE: bounded write; its status (124: still blocked). The
+# write's error message (e.g. "Invalid argument") goes to stderr.
+configfs_write() {
+    _bounded "$1" "write '$3' to $2" _write_value "$2" "$3"
+}
+
+# user_backstore_try [-H hba] [-m mb] NAME SIZE DEV_CONFIG [SECONDS]: create a backstore with
+# a verbatim dev_config (any subtype, possibly malformed) and try to enable it in netlink
+# mode. Returns enable's status (124: blocked; the backstore is recorded for cleanup either way).
+user_backstore_try() {
+    _hba=0 _mb=16
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -H) _hba=$2; shift 2 ;;
+            -m) _mb=$2; shift 2 ;;
+            *) break ;;
+        esac
+    done
+    _name=$1 _size=$2 _dc=$3 _secs=${4:-20}
+    _dir=$CFS/core/user_$_hba/$_name
+    mkdir -p "$CFS/core/user_$_hba"
+    mkdir "$_dir" || die "mkdir $_dir"
+    echo "$_hba $_name" >"$STATE/backstore.$_hba.$_name"
+    printf %s "dev_size=$_size,max_data_area_mb=$_mb" >"$_dir/control" || die "write control"
+    # Through attrib/dev_config: control cannot carry every string (no commas) and
+    # ignores an empty dev_config= token.
+    if [ -n "$_dc" ]; then
+        printf %s "$_dc" >"$_dir/attrib/dev_config" || die "write dev_config '$_dc'"
+    fi
+    _t=$(now_ms)
+    _rc=0
+    configfs_write "$_secs" "$_dir/enable" 1 || _rc=$?
+    ENABLE_MS=$(( $(now_ms) - _t ))
+    log "enable of $_name (dev_config '$_dc') returned $_rc after ${ENABLE_MS} ms"
+    return "$_rc"
+}
+
+# handler_start_netlink [ARGS...]: start the daemon without --uio and wait until it says it
+# is ready (netlink joined, reply mode on, existing devices adopted).
+handler_start_netlink() {
+    handler_start "$@"
+    handler_log_wait 15 "tcmu-warden ready" || { tail -n 30 "$HANDLER_LOG" >&2; die "daemon not ready"; }
+}
+
+# handler_log_wait SECONDS PATTERN: wait until the current handler's log matches (grep -E).
+handler_log_wait() {
+    wait_until "$1" "handler log line /$2/" grep -qE "$2" "$HANDLER_LOG"
+}
+
+# handler_wait_uio N [SECONDS]: wait until the running handler holds /dev/uioN open.
+handler_wait_uio() {
+    wait_until "${2:-10}" "handler to open /dev/uio$1" _handler_has_open "$HANDLER_PID" "/dev/uio$1"
+}
+
+# handler_holds_uio N: true if the running handler has /dev/uioN open now.
+handler_holds_uio() { _handler_has_open "$HANDLER_PID" "/dev/uio$1"; }
+
+# handler_stats_line [LOG] [DEVICE]: the last "device statistics" line (logged at stop).
+handler_stats_line() {
+    grep 'device statistics' "${1:-$HANDLER_LOG}" | grep -- "${2:-}" | tail -n 1
+}
+
+# stat_field LINE KEY: the value of KEY=VALUE in a log line.
+stat_field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+
+# netlink_rescue: the crash plan by hand, for when a reply-mode daemon died and no new one
+# will run (wakes blocked configfs writers with EINTR; new events fail while blocked).
+netlink_rescue() {
+    [ -w "$NL_PARAMS/block_netlink" ] || return 0
+    printf 1 >"$NL_PARAMS/block_netlink"
+    printf 1 >"$NL_PARAMS/reset_netlink"
+}
+netlink_unblock() {
+    [ -w "$NL_PARAMS/block_netlink" ] || return 0
+    printf 0 >"$NL_PARAMS/block_netlink"
 }
 
 # ---------------------------------------------------------------- tcm_loop LUN
@@ -238,6 +371,46 @@ fio_run() {
     return $_rc
 }
 
+# fio_loop_start TAG FIO-ARGS...: repeat a fio pass (give it --verify=... --do_verify=1) in
+# the background until fio_loop_stop TAG or the first failing pass; each pass's status is
+# appended to /tmp/fioloop.TAG.rc, a failing pass's output kept in /tmp/fioloop.TAG.fail.
+fio_loop_start() {
+    _tag=$1; shift
+    rm -f "/tmp/fioloop.$_tag.stop" "/tmp/fioloop.$_tag.rc" "/tmp/fioloop.$_tag.fail"
+    : >"/tmp/fioloop.$_tag.rc"
+    (
+        while [ ! -e "/tmp/fioloop.$_tag.stop" ]; do
+            _r=0
+            fio --eta=never --output="/tmp/fioloop.$_tag.out" "$@" || _r=$?
+            echo "$_r" >>"/tmp/fioloop.$_tag.rc"
+            [ "$_r" = 0 ] || { cp "/tmp/fioloop.$_tag.out" "/tmp/fioloop.$_tag.fail"; break; }
+        done
+    ) </dev/null &
+    echo $! >"$STATE/fioloop.$_tag"
+    log "fio loop $_tag started (pid $!)"
+}
+
+# fio_loop_passes TAG: passes completed so far.
+fio_loop_passes() { wc -l <"/tmp/fioloop.$1.rc"; }
+
+# fio_loop_stop TAG [SECONDS]: stop after the current pass (bounded), emit
+# TAG_passes/TAG_failed; returns non-zero if a pass failed or the loop did not stop.
+fio_loop_stop() {
+    _tag=$1
+    _p=$(cat "$STATE/fioloop.$_tag")
+    touch "/tmp/fioloop.$_tag.stop"
+    _ok=0
+    wait_until "${2:-60}" "fio loop $_tag to stop" _pid_gone "$_p" || { kill -KILL "$_p" 2>/dev/null; _ok=1; }
+    wait "$_p" 2>/dev/null || true
+    rm -f "$STATE/fioloop.$_tag"
+    _n=$(wc -l <"/tmp/fioloop.$_tag.rc")
+    _bad=$(grep -vc '^0$' "/tmp/fioloop.$_tag.rc" || true)
+    result "${_tag}_passes" "$_n"
+    result "${_tag}_failed" "$_bad"
+    if [ "$_bad" != 0 ]; then cat "/tmp/fioloop.$_tag.fail" >&2; _ok=1; fi
+    return $_ok
+}
+
 # ---------------------------------------------------------------- cleanup (run by /init)
 vm_dump_logs() {
     for _l in /tmp/handler.*.log; do
@@ -248,14 +421,29 @@ vm_dump_logs() {
 
 # Undo whatever a scenario left behind, in teardown order, so the next one starts clean.
 vm_cleanup() {
+    for _f in "$STATE"/fioloop.*; do
+        [ -e "$_f" ] && { touch "/tmp/fioloop.${_f##*/fioloop.}.stop"; kill -KILL "$(cat "$_f")" 2>/dev/null; rm -f "$_f"; }
+    done
     for _f in "$STATE"/lun.*; do
         [ -e "$_f" ] && loop_lun_remove "${_f##*/lun.}"
     done
+    # A reply-mode daemon that died would leave each rmdir waiting for its REMOVED reply
+    # forever: if no handler is alive, block netlink (REMOVED then fails at once and is
+    # ignored) for the duration.
+    _live=0
+    for _f in "$STATE"/handler.*; do
+        [ -e "$_f" ] && _pid_alive "$(cat "$_f")" && _live=1
+    done
+    _blocked=0
+    if [ "$_live" = 0 ] && ls "$STATE"/backstore.* >/dev/null 2>&1; then
+        netlink_rescue; _blocked=1
+    fi
     for _f in "$STATE"/backstore.*; do
         [ -e "$_f" ] || continue
         read -r _h _n <"$_f"
         user_backstore_remove -H "$_h" "$_n"
     done
+    [ "$_blocked" = 0 ] || netlink_unblock
     for _f in "$STATE"/handler.*; do
         [ -e "$_f" ] || continue
         _p=$(cat "$_f")
@@ -263,5 +451,5 @@ vm_cleanup() {
         wait_until 5 "handler $_p to exit" _pid_gone "$_p" || kill -KILL "$_p" 2>/dev/null || true
         rm -f "$_f"
     done
-    rm -f /tmp/*.img /tmp/handler.*.log /tmp/fio.*.out
+    rm -f /tmp/*.img /tmp/handler.*.log /tmp/fio.*.out /tmp/fioloop.*
 }

@@ -70,6 +70,7 @@ impl Workers {
             let t = std::thread::Builder::new()
                 .name(format!("tcmu-w/{name}/{i}"))
                 .spawn(move || {
+                    warm_thread();
                     while let Ok(job) = rx.recv() {
                         exec::run(job, &mut state);
                     }
