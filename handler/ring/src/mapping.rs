@@ -13,7 +13,7 @@ use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::{mmap, mprotect, munmap, MapFlags, ProtFlags};
 
 use crate::ring::RingError;
 
@@ -35,10 +35,16 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// `mmap(fd, len, PROT_READ|PROT_WRITE, MAP_SHARED, offset 0)`.
+    /// `mmap(fd, len, PROT_READ|PROT_WRITE, MAP_SHARED, offset 0)`, made as `PROT_NONE` and
+    /// then opened with `mprotect`.
     ///
     /// For a uio device `len` must equal `maps/map0/size` exactly (the kernel refuses anything
     /// else with EINVAL), and the mapping must be `MAP_SHARED` (KERNEL-ABI pitfall 20).
+    ///
+    /// Why two steps: in a process that called `mlockall(MCL_FUTURE)`, `mmap` populates every
+    /// new accessible mapping, which faults in the TCMU data area whose pages the kernel
+    /// allocates only on demand (it logs "Invalid addr to data page mapping"). An inaccessible
+    /// mapping is not populated, and `mprotect` does not populate a shared one.
     pub fn map_shared(fd: BorrowedFd<'_>, len: usize) -> Result<Mapping, RingError> {
         let nz = NonZeroUsize::new(len).ok_or(RingError::OutOfBounds {
             off: 0,
@@ -47,21 +53,17 @@ impl Mapping {
         })?;
         // SAFETY: we ask the kernel for a fresh mapping (addr None) so no existing memory is
         // replaced; the result is only ever accessed through bounds-checked raw pointers.
-        let ptr = unsafe {
-            mmap(
-                None,
-                nz,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(RingError::Map)?;
-        Ok(Mapping {
+        let ptr = unsafe { mmap(None, nz, ProtFlags::PROT_NONE, MapFlags::MAP_SHARED, fd, 0) }
+            .map_err(RingError::Map)?;
+        let map = Mapping {
             base: ptr.cast::<u8>(),
             len,
-        })
+        };
+        // SAFETY: `ptr`/`len` describe exactly the mapping just made, which nothing accesses
+        // yet; on failure `map` is dropped and unmapped.
+        unsafe { mprotect(ptr, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE) }
+            .map_err(RingError::Map)?;
+        Ok(map)
     }
 
     /// Length of the mapping in bytes.

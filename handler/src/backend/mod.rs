@@ -67,8 +67,8 @@ pub enum OpenError {
     /// The subtype is not one this daemon serves.
     #[error("unsupported subtype {0:?} (this daemon serves: file)")]
     Subtype(String),
-    /// Opening the store failed.
-    #[error("cannot open {what}: {source}")]
+    /// Opening the store failed (`what` says the step and the object, e.g. `open /a.img`).
+    #[error("{what}: {source}")]
     Io {
         /// The object that failed to open.
         what: String,

@@ -252,6 +252,18 @@ impl Lifecycle {
         }
     }
 
+    /// Turn netlink reply mode off on the way out: with no daemon to answer, every enable,
+    /// rmdir and reconfiguration would otherwise block in the kernel (KERNEL-ABI pitfall 22).
+    /// The next start turns it on again.
+    pub fn release_reply_mode(&self) {
+        if let Some(l) = &self.listener {
+            match l.set_features(false) {
+                Ok(()) => tracing::info!("netlink reply mode off"),
+                Err(e) => tracing::warn!("cannot turn netlink reply mode off: {e}"),
+            }
+        }
+    }
+
     /// Stop every device (bounded by each device's stop deadline).
     pub fn stop_all(&mut self) {
         for s in self.served.values() {

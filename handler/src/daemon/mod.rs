@@ -7,7 +7,6 @@
 //! reset, so a device enabled meanwhile is seen either by the scan or as an event.
 
 mod events;
-mod memlock;
 mod open;
 
 pub use open::{discover, fallback_serial, lun_info, open_backend, serve, DeviceError, Served};
@@ -188,6 +187,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     }
     notifier.send("STOPPING=1");
     life.stop_all();
+    life.release_reply_mode();
     Ok(())
 }
 

@@ -123,7 +123,7 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     } else {
         None
     };
-    let ring = Ring::new(Arc::new(super::memlock::map_uio(&uio)?))?;
+    let ring = Ring::new(Arc::new(uio.map()?))?;
     tracing::info!(device = %name, uio = %dev.display(), backend = %backend.describe(), size = attrs.dev_size,
         block_size = attrs.block_size, cmd_time_out = ?attrs.cmd_time_out, "opening");
     let handle = device::spawn(&name, ring, Box::new(uio), backend, lun, &cfg.device)?;
