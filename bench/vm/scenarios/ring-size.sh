@@ -115,8 +115,15 @@ target_up() {
         *) die "unknown target $1" ;;
     esac
     SD=${DEV#/dev/}
+    # The block device shows up in sysfs before sd has finished probing it (queue/, size).
+    wait_until 10 "$DEV to be probed" _disk_ready "$SD" || die "$DEV not ready"
     MSKB=$(cat "/sys/block/$SD/queue/max_sectors_kb")
     log "target $1 is $DEV (max_sectors_kb=$MSKB)"
+}
+
+_disk_ready() {
+    [ -r "/sys/block/$1/queue/max_sectors_kb" ] && [ "$(cat "/sys/block/$1/size")" -gt 0 ] &&
+        [ -b "/dev/$1" ]
 }
 
 target_down() {

@@ -69,7 +69,11 @@ pub fn reclaim_safety() {
             nix::errno::Errno::last()
         );
     }
-    if !memlock::lock_all() {
+    // MCL_ONFAULT locks pages as they are touched; our own buffers are touched when a device
+    // starts (`workers::resident`). The uio mappings are never locked or populated (see
+    // `tcmu_ring::Mapping::map_shared`).
+    // SAFETY: mlockall takes flags only.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } != 0 {
         tracing::warn!(
             "mlockall failed ({}); raise LimitMEMLOCK or pass --no-mlock",
             nix::errno::Errno::last()
