@@ -63,9 +63,10 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
     if stage build-release cargo build --release -p tcmu-warden; then
         stage vm-scenarios tests/vm/run-all.sh target/release/tcmu-warden
         vm_rc=$?
-        vp=$(grep -c '^PASS ' "$log/vm-scenarios.log" || true)
-        vf=$(grep -c '^FAIL ' "$log/vm-scenarios.log" || true)
-        grep -E '^(PASS|FAIL) ' "$log/vm-scenarios.log" || true
+        # run-all.sh prints one "  <scenario>  PASS|FAIL|NOT RUN" line per scenario.
+        vp=$(grep -cE '^  [A-Za-z0-9_-]+ +PASS$' "$log/vm-scenarios.log" || true)
+        vf=$(grep -cE '^  [A-Za-z0-9_-]+ +(FAIL|NOT RUN)' "$log/vm-scenarios.log" || true)
+        grep -E '^  [A-Za-z0-9_-]+ +(PASS|FAIL|NOT RUN)|^run-all' "$log/vm-scenarios.log" || true
         passed=$((passed + vp))
         failed=$((failed + vf))
         if [ "$vm_rc" != 0 ] && [ "$vf" = 0 ]; then failed=$((failed + 1)); fi
