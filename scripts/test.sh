@@ -65,8 +65,8 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
         vm_rc=$?
         # run-all.sh prints one "  <scenario>  PASS|FAIL|NOT RUN" line per scenario.
         vp=$(grep -cE '^  [A-Za-z0-9_-]+ +PASS$' "$log/vm-scenarios.log" || true)
-        vf=$(grep -cE '^  [A-Za-z0-9_-]+ +(FAIL|NOT RUN)' "$log/vm-scenarios.log" || true)
-        grep -E '^  [A-Za-z0-9_-]+ +(PASS|FAIL|NOT RUN)|^run-all' "$log/vm-scenarios.log" || true
+        vf=$(grep -cE '^  [A-Za-z0-9_-]+ +(FAIL|NOT RUN|INCOMPLETE)' "$log/vm-scenarios.log" || true)
+        grep -E '^  [A-Za-z0-9_-]+ +(PASS|FAIL|NOT RUN|INCOMPLETE)|^run-all' "$log/vm-scenarios.log" || true
         passed=$((passed + vp))
         failed=$((failed + vf))
         if [ "$vm_rc" != 0 ] && [ "$vf" = 0 ]; then failed=$((failed + 1)); fi
