@@ -322,6 +322,10 @@ loop_lun_create() {
     wait_until 10 "block device at $_addr:0" _lun_blockdev "$_addr" >/dev/null ||
         die "no block device for $_name"
     _sd=$(_lun_blockdev "$_addr")
+    # The block device appears before sd has finished probing it: wait for its queue
+    # attributes and a non-zero size, or the first users race the probe.
+    wait_until 10 "sd probe of $_sd" _lun_probed "$_sd" >/dev/null ||
+        die "$_sd never finished probing"
     if [ ! -b "/dev/$_sd" ]; then
         _mm=$(cat "/sys/block/$_sd/dev")
         mknod "/dev/$_sd" b "${_mm%:*}" "${_mm#*:}"
@@ -331,6 +335,10 @@ loop_lun_create() {
 }
 
 _hex9() { od -An -N5 -tx1 /dev/urandom | tr -d ' \n' | cut -c1-9; }
+
+_lun_probed() {
+    [ -r "/sys/block/$1/queue/max_sectors_kb" ] && [ "$(cat "/sys/block/$1/size" 2>/dev/null)" != 0 ]
+}
 
 _lun_blockdev() {
     for _b in /sys/bus/scsi/devices/"$1":0/block/*; do
