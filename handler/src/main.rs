@@ -37,6 +37,10 @@ struct Cli {
     /// by default, as with tcmu-runner, so that a device this daemon refuses fails `enable`).
     #[arg(long)]
     no_reply_mode: bool,
+    /// Always hand READ and WRITE to the worker threads, even at queue depth 1 (by default a
+    /// lone command runs on the device thread, saving two thread hand-offs).
+    #[arg(long)]
+    no_inline: bool,
     /// Do not mlockall or set PR_SET_IO_FLUSHER (both on by default: they keep memory
     /// reclaim from deadlocking against the I/O this daemon serves).
     #[arg(long)]
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
             workers: usize::from(cli.workers),
             max_inflight: cli.max_inflight as usize,
             stop_deadline: Duration::from_secs(cli.stop_timeout),
+            inline_qd1: !cli.no_inline,
             ..DeviceConfig::default()
         },
         reclaim_safety: !cli.no_mlock,

@@ -49,6 +49,11 @@ pub trait Backend: Send + Sync + 'static {
     fn resize(&self, _new_size: u64) -> Result<(), Errno> {
         Err(Errno::EOPNOTSUPP)
     }
+    /// Whether `submit` finishes the operation before it returns (a synchronous backend, run
+    /// on worker threads). The default says yes; an asynchronous library backend says no.
+    fn completes_inline(&self) -> bool {
+        true
+    }
     /// Start one operation. The backend completes `io` exactly once, from any thread.
     fn submit(&self, io: Io);
 }
