@@ -20,6 +20,12 @@ use tcmu_ring::parse_uio_name;
 
 /// What a background open or stop reports.
 enum Finished {
+    /// A device found at start-up: no netlink request waits for an answer.
+    Adopted {
+        minor: u32,
+        dev: PathBuf,
+        result: Result<Served, DeviceError>,
+    },
     Opened {
         ev: Event,
         result: Result<Served, DeviceError>,
@@ -38,6 +44,8 @@ pub struct Lifecycle {
     tx: Sender<Finished>,
     rx: Receiver<Finished>,
     wake: Arc<EventFd>,
+    adopting: usize,
+    adopt_failures: usize,
 }
 
 impl Lifecycle {
@@ -57,6 +65,8 @@ impl Lifecycle {
             tx,
             rx,
             wake,
+            adopting: 0,
+            adopt_failures: 0,
         })
     }
 
@@ -70,9 +80,39 @@ impl Lifecycle {
         v
     }
 
-    /// Serve a device found at start (ring reset first: a predecessor may have died).
-    pub fn adopt(&mut self, minor: u32, served: Served) {
-        self.served.insert(minor, served);
+    /// Start serving a device found at start-up, on its own thread (ring reset first: a
+    /// predecessor may have died). A slow backend delays neither the other devices nor
+    /// netlink; [`Lifecycle::adopting`] says how many are still opening.
+    pub fn adopt(&mut self, dev: PathBuf, minor: u32) {
+        let (cfg, tx, wake) = (
+            Arc::clone(&self.cfg),
+            self.tx.clone(),
+            Arc::clone(&self.wake),
+        );
+        self.adopting += 1;
+        let spawned = std::thread::Builder::new()
+            .name(format!("tcmu-adopt/{minor}"))
+            .spawn(move || {
+                let result = serve(&dev, &cfg, true);
+                let _ = tx.send(Finished::Adopted { minor, dev, result });
+                let _ = wake.write(1);
+            });
+        if let Err(e) = spawned {
+            self.adopting -= 1;
+            tracing::error!("cannot start an adopt thread: {e}");
+        }
+    }
+
+    /// Devices found at start-up that are still being opened.
+    #[must_use]
+    pub fn adopting(&self) -> usize {
+        self.adopting
+    }
+
+    /// Devices that failed to open at start-up.
+    #[must_use]
+    pub fn adopt_failures(&self) -> usize {
+        self.adopt_failures
     }
 
     /// Handle whatever is pending: netlink events and finished background work.
@@ -219,6 +259,24 @@ impl Lifecycle {
 
     fn finished(&mut self, f: Finished) {
         match f {
+            Finished::Adopted {
+                minor,
+                result: Ok(s),
+                ..
+            } => {
+                self.adopting -= 1;
+                tracing::info!(device = %s.name, minor, "serving (adopted at start-up)");
+                self.served.insert(minor, s);
+            }
+            Finished::Adopted {
+                dev,
+                result: Err(e),
+                ..
+            } => {
+                self.adopting -= 1;
+                self.adopt_failures += 1;
+                tracing::error!(uio = %dev.display(), "cannot serve: {e}");
+            }
             Finished::Opened { ev, result: Ok(s) } => {
                 tracing::info!(device = %s.name, minor = ev.minor, "serving");
                 self.served.insert(ev.minor, s);
@@ -283,6 +341,11 @@ impl Lifecycle {
                     self.reply(&ev, status);
                 }
                 Finished::Stopped { ev } => self.reply(&ev, 0),
+                Finished::Adopted { result, .. } => {
+                    if let Ok(s) = result {
+                        s.handle.join();
+                    }
+                }
             }
         }
     }

@@ -22,7 +22,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Longest wait for the devices present at start before telling systemd we are ready.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -153,30 +156,51 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     } else {
         discover(&cfg.sysfs_uio)
     };
-    for d in &devs {
-        match serve(d, cfg, true) {
-            Ok(s) => life.adopt(minor_of(d), s),
-            Err(e) => tracing::error!(uio = %d.display(), "cannot serve: {e}"),
-        }
+    for d in devs {
+        let minor = minor_of(&d);
+        life.adopt(d, minor);
     }
-    if fixed && life.served.is_empty() {
-        return Err("none of the requested devices could be served".into());
-    }
-    tracing::info!(devices = life.served.len(), "tcmu-warden ready");
-    notifier.send(&format!(
-        "READY=1\nSTATUS=serving {} device(s)",
-        life.served.len()
-    ));
+    // Ready once every device present at start has been opened or refused, or after a
+    // bounded wait: a backend that does not answer must not keep the service from starting.
+    let ready_by = Instant::now() + STARTUP_WAIT;
+    let mut ready = false;
     let tick = notifier
         .watchdog_interval()
         .unwrap_or(Duration::from_secs(1));
     loop {
+        if !ready && (life.adopting() == 0 || Instant::now() >= ready_by) {
+            if fixed && life.adopting() == 0 && life.served.is_empty() {
+                return Err("none of the requested devices could be served".into());
+            }
+            ready = true;
+            let status = if life.adopting() > 0 {
+                format!(
+                    "serving {} device(s), {} still opening",
+                    life.served.len(),
+                    life.adopting()
+                )
+            } else {
+                format!("serving {} device(s)", life.served.len())
+            };
+            tracing::info!(
+                devices = life.served.len(),
+                failed = life.adopt_failures(),
+                opening = life.adopting(),
+                "tcmu-warden ready"
+            );
+            notifier.send(&format!("READY=1\nSTATUS={status}"));
+        }
         let mut fds = vec![sfd.as_raw_fd()];
         fds.extend(life.fds());
-        if wait_readable(&fds, tick)? {
+        let wait = if ready {
+            tick
+        } else {
+            tick.min(Duration::from_millis(200))
+        };
+        if wait_readable(&fds, wait)? {
             match sfd.read_signal() {
                 Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
-                    tracing::info!("SIGHUP: nothing to reload")
+                    tracing::info!("SIGHUP: nothing to reload");
                 }
                 Ok(Some(si)) => {
                     tracing::info!(signal = si.ssi_signo, "stopping");
@@ -187,7 +211,9 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
             }
             life.poll();
         }
-        notifier.send("WATCHDOG=1");
+        if ready {
+            notifier.send("WATCHDOG=1");
+        }
     }
     notifier.send("STOPPING=1");
     life.stop_all();
