@@ -5,7 +5,7 @@ use crate::backend::cfgstring::{self, DevConfig};
 use crate::backend::file::FileBackend;
 use crate::backend::{Backend, OpenError};
 use crate::configfs;
-use crate::device::{self, DeviceHandle};
+use crate::device::{self, DeviceHandle, FreeKeptBuf};
 use crate::kernel_actions::KernelActions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,7 +117,12 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     let backend = open_backend(subtype, cfgstr, attrs.dev_size)
         .inspect_err(|e| tracing::error!(device = %name, uio = %dev.display(), "refused: {e}"))?;
     let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
-    check_tiers(&name, &attrs, cfg);
+    let tiers = tiers(&attrs, cfg);
+    if let Some(t) = &tiers {
+        for f in t.check() {
+            tracing::warn!(device = %name, "timeout tiers: {f}");
+        }
+    }
     let restart = if restart {
         clean_restart(&dir, &name)
     } else {
@@ -126,7 +131,18 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     let ring = Ring::new(Arc::new(uio.map()?))?;
     tracing::info!(device = %name, uio = %dev.display(), backend = %backend.describe(), size = attrs.dev_size,
         block_size = attrs.block_size, cmd_time_out = ?attrs.cmd_time_out, "opening");
-    let handle = device::spawn(&name, ring, Box::new(uio), backend, lun, &cfg.device)?;
+    let mut dev_cfg = cfg.device.clone();
+    if dev_cfg.command_deadline.is_none() {
+        dev_cfg.command_deadline = tiers.map(|t| t.handler_deadline());
+    }
+    let kept_dir = dir.clone();
+    dev_cfg.free_kept_buf = Some(FreeKeptBuf(Arc::new(move |id| {
+        KernelActions::new()
+            .free_kept_buf(&kept_dir, id)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })));
+    tracing::info!(device = %name, deadline = ?dev_cfg.command_deadline, "command deadline");
+    let handle = device::spawn(&name, ring, Box::new(uio), backend, lun, &dev_cfg)?;
     if let Some(r) = restart {
         if let Err(e) = KernelActions::new().finish_clean_restart(r) {
             tracing::error!(device = %name, "unblocking after the ring reset failed: {e}");
@@ -135,22 +151,20 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     Ok(Served { name, dir, handle })
 }
 
-/// Warn about timeout tiers that can hang the target (see `tcmu_warden_supervisor::tiers`).
-/// The file backend has no operation timeout of its own yet, so its backend tier is 0 and
-/// only `cmd_time_out` itself and the initiator tier are checked.
-fn check_tiers(name: &str, attrs: &configfs::DeviceAttrs, cfg: &DaemonConfig) {
-    let Some(cmd) = attrs.cmd_time_out else {
-        return;
-    };
-    let tiers = tcmu_warden_supervisor::tiers::Tiers {
+/// The device's timeout tiers (see `tcmu_warden_supervisor::tiers`), when the kernel's
+/// `cmd_time_out` is known. The file backend has no operation timeout of its own, so its
+/// backend tier is 0 and only `cmd_time_out` itself and the initiator tier are checked.
+fn tiers(
+    attrs: &configfs::DeviceAttrs,
+    cfg: &DaemonConfig,
+) -> Option<tcmu_warden_supervisor::tiers::Tiers> {
+    let cmd = attrs.cmd_time_out?;
+    Some(tcmu_warden_supervisor::tiers::Tiers {
         backend: std::time::Duration::ZERO,
         replacement: cfg.replacement_timeout,
         multipath: false,
         cmd_time_out: std::time::Duration::from_secs(u64::from(cmd)),
-    };
-    for f in tiers.check() {
-        tracing::warn!(device = %name, "timeout tiers: {f}");
-    }
+    })
 }
 
 fn clean_restart(dir: &Path, name: &str) -> Option<crate::kernel_actions::CleanRestart> {

@@ -12,6 +12,7 @@
 //! thread, when the box comes back.
 
 pub mod context;
+pub mod deadline;
 pub mod exec;
 pub mod link;
 pub mod range_lock;
@@ -19,4 +20,4 @@ pub mod thread;
 pub mod workers;
 
 pub use link::UnitAttention;
-pub use thread::{spawn, Change, DeviceConfig, DeviceHandle, DeviceStats};
+pub use thread::{spawn, Change, DeviceConfig, DeviceHandle, DeviceStats, FreeKeptBuf};

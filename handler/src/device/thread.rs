@@ -2,6 +2,7 @@
 //! the workers, and publishes completions to the ring in batches.
 
 use super::context::{Ctx, Outcome, Stage};
+use super::deadline::{Deadlines, Expired, Returned};
 use super::link::{DeviceLink, UnitAttention};
 use super::range_lock::{range_of, RangeTable};
 use super::workers::{Job, WorkerState, Workers};
@@ -36,6 +37,21 @@ pub struct DeviceConfig {
     /// Run a READ or WRITE on the device thread itself when it is the only command in flight
     /// (queue depth 1), saving two thread hand-offs; deeper queues always use the workers.
     pub inline_qd1: bool,
+    /// The handler's own deadline per command (see [`super::deadline`]); None: no deadline.
+    pub command_deadline: Option<Duration>,
+    /// Releases a kept data buffer (`action/free_kept_buf`); without it, and without
+    /// KEEP_BUF in the mailbox, commands are never completed early at their deadline.
+    pub free_kept_buf: Option<FreeKeptBuf>,
+}
+
+/// How to release a command's kept data buffer (writes its id to `action/free_kept_buf`).
+#[derive(Clone)]
+pub struct FreeKeptBuf(pub Arc<dyn Fn(u16) -> std::io::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for FreeKeptBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FreeKeptBuf")
+    }
 }
 
 impl Default for DeviceConfig {
@@ -46,6 +62,8 @@ impl Default for DeviceConfig {
             scratch_bytes: 1 << 20,
             stop_deadline: Duration::from_secs(10),
             inline_qd1: true,
+            command_deadline: None,
+            free_kept_buf: None,
         }
     }
 }
@@ -71,6 +89,10 @@ pub struct DeviceStats {
     pub completed: AtomicU64,
     /// The ring was found corrupt; the device stopped reading it.
     pub broken: AtomicBool,
+    /// Commands completed by the handler at their deadline (retryable status).
+    pub deadline_expired: AtomicU64,
+    /// Commands still in the backend a whole deadline after they were completed.
+    pub stuck: AtomicU64,
 }
 
 /// A change the kernel asks for while the device runs.
@@ -187,7 +209,11 @@ pub fn spawn(
         doorbell,
         workers: Some(workers),
         free,
-        inflight: vec![None; total],
+        deadlines: Deadlines::new(total, cfg.command_deadline),
+        free_kept_buf: cfg.free_kept_buf.clone(),
+        expired: Vec::with_capacity(total),
+        stuck: Vec::with_capacity(total),
+        warned_no_keep_buf: false,
         ranges: RangeTable::new(total),
         parked: VecDeque::with_capacity(total),
         total,
@@ -235,8 +261,13 @@ struct DeviceThread {
     // Boxed on purpose: a context moves through channels and threads as one pointer.
     #[allow(clippy::vec_box)]
     free: Vec<Box<Ctx>>,
-    /// Command id held by each context slot while it is away (worker or backend).
-    inflight: Vec<Option<u16>>,
+    /// Commands away (worker or backend) and their deadlines, by context slot.
+    deadlines: Deadlines,
+    free_kept_buf: Option<FreeKeptBuf>,
+    /// Scratch lists for deadline scans (preallocated).
+    expired: Vec<Expired>,
+    stuck: Vec<Expired>,
+    warned_no_keep_buf: bool,
     /// LBA ranges held by the commands in flight.
     ranges: RangeTable,
     /// Commands waiting for a range held by another command (see `range_lock`).
@@ -285,6 +316,10 @@ impl DeviceThread {
             }
             self.reap();
             self.unpark();
+            let now = Instant::now();
+            if self.deadlines.scan_due(now) {
+                self.expire(now);
+            }
             if stop_by.is_none() && !self.broken {
                 self.drain_ring();
             }
@@ -315,11 +350,15 @@ impl DeviceThread {
             self.link.set_sleeping(false);
             return;
         }
-        let timeout = stop_by.map_or(1000, |t| {
+        let mut timeout = stop_by.map_or(1000, |t| {
             t.saturating_duration_since(Instant::now())
                 .as_millis()
                 .min(1000)
         });
+        if self.deadlines.limit().is_some() && self.free.len() < self.total {
+            // Commands are away: wake up in time to enforce their deadlines.
+            timeout = timeout.min(super::deadline::SCAN_INTERVAL.as_millis());
+        }
         let mut fds = [
             libc::pollfd {
                 fd: self.doorbell.raw_fd(),
@@ -425,7 +464,14 @@ impl DeviceThread {
                 self.finish(ctx);
             }
             Route::Worker => {
-                self.inflight[usize::from(ctx.slot)] = Some(ctx.cmd.cmd_id);
+                let opcode = ctx.cmd.cdb().first().copied().unwrap_or(0);
+                self.deadlines.dispatched(
+                    ctx.slot,
+                    ctx.cmd.cmd_id,
+                    &ctx.cdb,
+                    opcode,
+                    Instant::now(),
+                );
                 if !self.take_range(&mut ctx) {
                     self.parked.push_back(ctx);
                     return;
@@ -625,6 +671,55 @@ impl DeviceThread {
         })
     }
 
+    /// Complete the commands past their deadline with the retryable status a backend
+    /// timeout gets (ETIMEDOUT: NOT READY, asymmetric access state transition, which Linux
+    /// retries and multipath may fail over), keeping their data blocks; report the ones still
+    /// stuck a whole deadline later.
+    fn expire(&mut self, now: Instant) {
+        let (mut expired, mut stuck) = (
+            std::mem::take(&mut self.expired),
+            std::mem::take(&mut self.stuck),
+        );
+        expired.clear();
+        stuck.clear();
+        self.deadlines.scan(now, &mut expired, &mut stuck);
+        let can_keep = self.ring.caps().keep_buf && self.free_kept_buf.is_some();
+        for e in &expired {
+            if !can_keep {
+                if !self.warned_no_keep_buf {
+                    self.warned_no_keep_buf = true;
+                    tracing::error!(device = %self.link.name, "a command passed its deadline, but without KEEP_BUF and free_kept_buf it cannot be completed early safely; waiting for the backend");
+                }
+                continue;
+            }
+            let outcome = Outcome::error(ScsiError::from_errno(libc::ETIMEDOUT, true));
+            let mut rsp = outcome.response(&mut self.sense);
+            rsp.keep_buf = true;
+            match self.ring.complete(e.id, &rsp) {
+                Ok(()) => {
+                    self.deadlines.mark_completed(e.slot, true, now);
+                    self.stats.deadline_expired.fetch_add(1, Ordering::Relaxed);
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
+                        age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
+                        deadline_ms = self.deadlines.limit().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        "backend did not answer in time: completed with a retryable status, data blocks kept until it does");
+                }
+                Err(err) => {
+                    tracing::error!(device = %self.link.name, cmd_id = e.id, "cannot complete at the deadline: {err}")
+                }
+            }
+        }
+        for e in &stuck {
+            self.stats.stuck.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
+                age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX), "command still stuck in the backend");
+        }
+        self.expired = expired;
+        self.stuck = stuck;
+        self.publish();
+    }
+
     /// At the stop deadline: complete every command still with a worker or the backend with
     /// BUSY, so the initiator retries it elsewhere or later instead of waiting for the
     /// kernel's timeout. With KEEP_BUF the kernel keeps their data blocks until the uio fd
@@ -633,7 +728,10 @@ impl DeviceThread {
     fn give_up_in_flight(&mut self) {
         let keep_buf = self.ring.caps().keep_buf;
         let mut n = 0;
-        for id in self.inflight.iter_mut().filter_map(Option::take) {
+        let now = Instant::now();
+        let away: Vec<(u16, u16)> = self.deadlines.away().collect();
+        for (slot, id) in away {
+            self.deadlines.mark_completed(slot, keep_buf, now);
             let rsp = tcmu_ring::Response {
                 status: status::BUSY,
                 sense: None,
@@ -653,7 +751,24 @@ impl DeviceThread {
 
     /// Write a finished command's outcome to the ring and recycle its context.
     fn finish(&mut self, mut ctx: Box<Ctx>) {
-        self.inflight[usize::from(ctx.slot)] = None;
+        if let Returned::AlreadyCompleted { id, kept } = self.deadlines.returned(ctx.slot) {
+            // Completed at its deadline: the late backend completion only releases the
+            // data blocks the kernel kept for it.
+            if ctx.range_locked {
+                self.ranges.release(ctx.slot);
+                ctx.range_locked = false;
+            }
+            if kept {
+                if let Some(f) = &self.free_kept_buf {
+                    if let Err(e) = (f.0)(id) {
+                        tracing::error!(device = %self.link.name, cmd_id = id, "free_kept_buf failed: {e}");
+                    }
+                }
+            }
+            tracing::info!(device = %self.link.name, cmd_id = id, "late backend completion of an expired command");
+            self.free.push(ctx);
+            return;
+        }
         if ctx.range_locked {
             self.ranges.release(ctx.slot);
             ctx.range_locked = false;
