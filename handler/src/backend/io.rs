@@ -77,6 +77,19 @@ impl Io {
         mut ctx: Box<Ctx>,
         link: Arc<DeviceLink>,
     ) -> Io {
+        if link.accounting {
+            ctx.stamps.submit = Some(std::time::Instant::now());
+        }
+        Io::for_device_stamped(op, offset, len, ctx, link)
+    }
+
+    fn for_device_stamped(
+        op: IoOp,
+        offset: u64,
+        len: u64,
+        mut ctx: Box<Ctx>,
+        link: Arc<DeviceLink>,
+    ) -> Io {
         let iov = std::mem::take(&mut ctx.iov);
         Io {
             op,
@@ -150,6 +163,9 @@ impl Io {
         let iov = std::mem::take(&mut self.iov);
         match self.done.take() {
             Some(Done::Device(mut ctx, link)) => {
+                if link.accounting {
+                    ctx.stamps.done = Some(std::time::Instant::now());
+                }
                 ctx.iov = iov;
                 ctx.backend_result = result;
                 link.complete_from_backend(ctx);

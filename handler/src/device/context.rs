@@ -98,6 +98,20 @@ pub struct Ctx {
     pub outcome: Outcome,
     /// This context holds an entry in the device's range lock.
     pub range_locked: bool,
+    /// When the command was read from the ring, handed to the backend, and completed by it
+    /// (per-stage accounting; None when accounting is off or the stage was not used).
+    pub stamps: Stamps,
+}
+
+/// Per-stage timestamps of one command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stamps {
+    /// Read from the ring.
+    pub read: Option<std::time::Instant>,
+    /// Handed to the backend (or the first backend step).
+    pub submit: Option<std::time::Instant>,
+    /// Completed by the backend (or the last step).
+    pub done: Option<std::time::Instant>,
 }
 
 // SAFETY: the raw pointers in `iov` point into the ring's data area or a worker's buffer and
@@ -118,6 +132,7 @@ impl Ctx {
             stage: Stage::Done,
             outcome: Outcome::GOOD,
             range_locked: false,
+            stamps: Stamps::default(),
         })
     }
 

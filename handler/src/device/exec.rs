@@ -37,10 +37,16 @@ pub fn run(job: Job, w: &mut WorkerState) {
             b.submit(Io::for_device(IoOp::Flush, 0, 0, ctx, link));
         }
         cdb => {
+            if link.accounting {
+                ctx.stamps.submit = Some(std::time::Instant::now());
+            }
             let outcome = match multi_step(&cdb, &ctx, &link, w, bs) {
                 Ok(()) => Outcome::GOOD,
                 Err(e) => Outcome::error(e),
             };
+            if link.accounting {
+                ctx.stamps.done = Some(std::time::Instant::now());
+            }
             ctx.done(outcome);
             link.complete_from_backend(ctx);
         }

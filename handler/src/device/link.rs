@@ -20,6 +20,8 @@ pub struct DeviceLink {
     ua: AtomicU8,
     /// The ring's data area.
     pub data: DataArea,
+    /// Per-stage timestamps are taken (see `context::Stamps`).
+    pub accounting: bool,
     /// The LUN as the initiator sees it (changed by MODE SELECT and reconfiguration).
     pub lun: RwLock<LunInfo>,
     done_tx: Sender<Box<Ctx>>,
@@ -51,6 +53,7 @@ impl DeviceLink {
             done_tx,
             wake,
             sleeping: AtomicBool::new(false),
+            accounting: false,
             _doorbell: doorbell,
         })
     }

@@ -15,6 +15,7 @@ pub mod context;
 pub mod deadline;
 pub mod exec;
 pub mod link;
+pub mod outliers;
 pub mod range_lock;
 pub mod thread;
 pub mod workers;

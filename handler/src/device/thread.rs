@@ -1,7 +1,7 @@
 //! The device thread: drains the ring, emulates what needs no backend, hands data commands to
 //! the workers, and publishes completions to the ring in batches.
 
-use super::context::{Ctx, Outcome, Stage};
+use super::context::{Ctx, Outcome, Stage, Stamps};
 use super::deadline::{Deadlines, Expired, Returned};
 use super::link::{DeviceLink, UnitAttention};
 use super::range_lock::{range_of, RangeTable};
@@ -42,6 +42,9 @@ pub struct DeviceConfig {
     /// Releases a kept data buffer (`action/free_kept_buf`); without it, and without
     /// KEEP_BUF in the mailbox, commands are never completed early at their deadline.
     pub free_kept_buf: Option<FreeKeptBuf>,
+    /// Commands slower than this are kept and logged as outliers (per-stage accounting is on
+    /// while this is set).
+    pub outlier_threshold: Option<Duration>,
 }
 
 /// How to release a command's kept data buffer (writes its id to `action/free_kept_buf`).
@@ -64,6 +67,7 @@ impl Default for DeviceConfig {
             inline_qd1: true,
             command_deadline: None,
             free_kept_buf: None,
+            outlier_threshold: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -93,6 +97,10 @@ pub struct DeviceStats {
     pub deadline_expired: AtomicU64,
     /// Commands still in the backend a whole deadline after they were completed.
     pub stuck: AtomicU64,
+    /// Commands slower than the outlier threshold.
+    pub outliers: AtomicU64,
+    /// The most recent outliers.
+    pub recent_outliers: super::outliers::Outliers,
 }
 
 /// A change the kernel asks for while the device runs.
@@ -189,14 +197,16 @@ pub fn spawn(
         .clamp(1, usize::from(u16::MAX));
     let (done_tx, done_rx) = bounded(total);
     let doorbell: Arc<dyn Doorbell> = Arc::from(doorbell);
-    let link = Arc::new(DeviceLink::new(
+    let mut link = DeviceLink::new(
         name.to_string(),
         backend,
         ring.data_area(),
         lun,
         done_tx,
         Arc::clone(&doorbell),
-    )?);
+    )?;
+    link.accounting = cfg.outlier_threshold.is_some();
+    let link = Arc::new(link);
     let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
     let free = (0..total)
         .map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX)))
@@ -214,6 +224,7 @@ pub fn spawn(
         expired: Vec::with_capacity(total),
         stuck: Vec::with_capacity(total),
         warned_no_keep_buf: false,
+        outlier_threshold: cfg.outlier_threshold,
         ranges: RangeTable::new(total),
         parked: VecDeque::with_capacity(total),
         total,
@@ -268,6 +279,7 @@ struct DeviceThread {
     expired: Vec<Expired>,
     stuck: Vec<Expired>,
     warned_no_keep_buf: bool,
+    outlier_threshold: Option<Duration>,
     /// LBA ranges held by the commands in flight.
     ranges: RangeTable,
     /// Commands waiting for a range held by another command (see `range_lock`).
@@ -429,6 +441,10 @@ impl DeviceThread {
                 Some(Ok(Entry::Cmd)) => {
                     read += 1;
                     self.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    ctx.stamps = Stamps::default();
+                    if self.outlier_threshold.is_some() {
+                        ctx.stamps.read = Some(Instant::now());
+                    }
                     self.start(ctx);
                 }
                 Some(Ok(Entry::BadCmd { cmd_id, why })) => {
@@ -797,6 +813,48 @@ impl DeviceThread {
                 tracing::error!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, "completion refused by the ring: {e}")
             }
         }
+        self.account(&ctx, outcome.status);
         self.free.push(ctx);
+    }
+
+    /// Per-stage times of a finished command; an outlier is kept and logged.
+    fn account(&self, ctx: &Ctx, status: u8) {
+        let (Some(threshold), Some(read)) = (self.outlier_threshold, ctx.stamps.read) else {
+            return;
+        };
+        let now = Instant::now();
+        let submit = ctx.stamps.submit.unwrap_or(read);
+        let done = ctx.stamps.done.unwrap_or(submit);
+        let o = super::outliers::Outlier {
+            at: std::time::SystemTime::now(),
+            cmd_id: ctx.cmd.cmd_id,
+            opcode: ctx.cmd.cdb().first().copied().unwrap_or(0),
+            lba: super::deadline::lba_of(&ctx.cdb),
+            bytes: ctx.cmd.data_len(),
+            handler: submit.saturating_duration_since(read),
+            backend: done.saturating_duration_since(submit),
+            publish: now.saturating_duration_since(done),
+            status,
+        };
+        if o.total() < threshold {
+            return;
+        }
+        self.stats.outliers.fetch_add(1, Ordering::Relaxed);
+        self.stats.recent_outliers.record(o);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::warn!(
+            device = %self.link.name,
+            backend = %self.link.backend().describe(),
+            cmd_id = o.cmd_id,
+            opcode = format_args!("{:#04x}", o.opcode),
+            lba = o.lba,
+            bytes = o.bytes,
+            total_ms = ms(o.total()),
+            handler_ms = ms(o.handler),
+            backend_ms = ms(o.backend),
+            publish_ms = ms(o.publish),
+            status = format_args!("{:#04x}", o.status),
+            "outlier"
+        );
     }
 }
