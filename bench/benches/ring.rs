@@ -64,7 +64,14 @@ fn main() {
     for op in OPS {
         for batch in BATCHES {
             let floor = memcpy_floor(batch, memcpy_bytes);
-            rows.push(measure(op, batch, commands, floor));
+            rows.push(measure(op, batch, commands, floor, true));
+        }
+    }
+    // The cost of per-stage accounting and the outlier log: the same rows with it off.
+    for op in OPS {
+        for batch in [1, 32] {
+            let floor = memcpy_floor(batch, memcpy_bytes);
+            rows.push(measure(op, batch, commands, floor, false));
         }
     }
     println!();
@@ -73,6 +80,7 @@ fn main() {
         if short { " (SHORT RUN, figures are indicative only)" } else { "" }
     );
     print!("{}", format_table(&rows));
+    println!("acct = per-stage accounting and the outlier log on (the default) or off");
     println!("cpu  = getrusage(RUSAGE_SELF) user+sys over the run / commands: handler threads + the emulated kernel");
     println!("hdlr = cpu minus the benchmark thread's own (RUSAGE_THREAD): device thread + workers + RAM backend only");
     println!(

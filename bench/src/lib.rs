@@ -228,13 +228,19 @@ pub struct Row {
     pub handler_cpu_ns: f64,
     /// memcpy of 4 KiB, ns (measured with the same batch size).
     pub memcpy_ns: f64,
+    /// Per-stage accounting and the outlier log were on.
+    pub accounting: bool,
 }
 
 /// Run `commands` commands (rounded up to whole batches) on a fresh rig after a warm-up and
 /// measure wall and CPU time per command.
 #[must_use]
-pub fn measure(op: Op, batch: usize, commands: u64, memcpy_ns: f64) -> Row {
-    let mut rig = Rig::new();
+pub fn measure(op: Op, batch: usize, commands: u64, memcpy_ns: f64, accounting: bool) -> Row {
+    let cfg = DeviceConfig {
+        outlier_threshold: accounting.then_some(Duration::from_secs(1)),
+        ..DeviceConfig::default()
+    };
+    let mut rig = Rig::with_config(&cfg);
     let batches = commands.div_ceil(batch as u64).max(1);
     for _ in 0..(batches / 10).max(4) {
         rig.run_batch(op, batch);
@@ -257,6 +263,7 @@ pub fn measure(op: Op, batch: usize, commands: u64, memcpy_ns: f64) -> Row {
         cpu_ns: per(process),
         handler_cpu_ns: per(process.saturating_sub(driver)),
         memcpy_ns,
+        accounting,
     }
 }
 
@@ -317,8 +324,9 @@ pub fn memcpy_floor(batch: usize, bytes: u64) -> f64 {
 #[must_use]
 pub fn format_table(rows: &[Row]) -> String {
     use std::fmt::Write as _;
-    const HEAD: [&str; 10] = [
+    const HEAD: [&str; 11] = [
         "op",
+        "acct",
         "batch",
         "commands",
         "wall ns/cmd",
@@ -341,6 +349,7 @@ pub fn format_table(rows: &[Row]) -> String {
     for r in rows {
         let cells = [
             r.op.name().to_string(),
+            if r.accounting { "on" } else { "off" }.to_string(),
             r.batch.to_string(),
             r.commands.to_string(),
             format!("{:.0}", r.wall_ns),

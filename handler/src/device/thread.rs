@@ -823,6 +823,10 @@ impl DeviceThread {
             return;
         };
         let now = Instant::now();
+        if now.saturating_duration_since(read) < threshold {
+            return;
+        }
+        // An outlier: only now is the record built (the common path is two clock reads).
         let submit = ctx.stamps.submit.unwrap_or(read);
         let done = ctx.stamps.done.unwrap_or(submit);
         let o = super::outliers::Outlier {
@@ -836,9 +840,6 @@ impl DeviceThread {
             publish: now.saturating_duration_since(done),
             status,
         };
-        if o.total() < threshold {
-            return;
-        }
         self.stats.outliers.fetch_add(1, Ordering::Relaxed);
         self.stats.recent_outliers.record(o);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
