@@ -2,7 +2,8 @@
 # Install everything tcmu-warden's build, tests and demo need on a fresh Debian 12 machine,
 # as root, from Debian packages (and crates through cargo). Idempotent and quick when done.
 #   - build: gcc and the kernel UAPI headers the tcmu-sys layout test compiles against
-#   - tests: systemd-analyze (unit verification)
+#   - tests: systemd-analyze (unit verification), prometheus (promtool and a real server
+#     scraping /metrics in supervisor/tests)
 #   - VM harness: qemu, busybox-static, fio, sg3-utils, cpio and Debian's cloud kernel
 #     (scripts/install-vm-deps.sh)
 set -eu
@@ -16,7 +17,7 @@ command -v cargo >/dev/null 2>&1 || {
 }
 
 need=""
-for pkg in gcc libc6-dev linux-libc-dev systemd; do
+for pkg in gcc libc6-dev linux-libc-dev systemd prometheus; do
     case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
         "install ok installed") ;;
         *) need="$need $pkg" ;;

@@ -4,4 +4,6 @@
 //! `cmd_time_out`) checked when a device is added, and the handler's own per-command deadline.
 #![forbid(unsafe_code)]
 
+pub mod http;
+pub mod metrics;
 pub mod tiers;
