@@ -9,6 +9,7 @@
 //! The ring itself is the `tcmu-ring` crate and SCSI is `tcmu-scsi` (no unsafe code).
 
 pub mod backend;
+pub mod config;
 pub mod configfs;
 pub mod daemon;
 pub mod device;

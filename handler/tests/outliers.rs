@@ -33,20 +33,41 @@ impl Backend for SlowBlockZero {
 #[test]
 fn a_slow_command_is_kept_with_its_stages() {
     let lun = tcmu_scsi::lun::LunInfo::new(512, 2048, "outliers");
-    let cfg = DeviceConfig { outlier_threshold: Some(Duration::from_millis(80)), ..DeviceConfig::default() };
-    let mut h = Harness::new(Arc::new(SlowBlockZero(RamBackend::new(1 << 20))), lun, EmuConfig::default(), &cfg);
+    let cfg = DeviceConfig {
+        outlier_threshold: Some(Duration::from_millis(80)),
+        ..DeviceConfig::default()
+    };
+    let mut h = Harness::new(
+        Arc::new(SlowBlockZero(RamBackend::new(1 << 20))),
+        lun,
+        EmuConfig::default(),
+        &cfg,
+    );
     for lba in 1..50 {
         assert_good(&h.run(&cdbs::read16(lba, 1), DataDir::FromDevice(512)));
     }
     let stats = Arc::clone(&h.dev.as_ref().unwrap().stats);
-    assert_eq!(stats.outliers.load(Ordering::Relaxed), 0, "fast commands are not outliers");
+    assert_eq!(
+        stats.outliers.load(Ordering::Relaxed),
+        0,
+        "fast commands are not outliers"
+    );
     let c = h.run(&cdbs::read16(0, 1), DataDir::FromDevice(512));
     assert_good(&c);
     assert_eq!(stats.outliers.load(Ordering::Relaxed), 1);
     let o = stats.recent_outliers.snapshot();
     assert_eq!(o.len(), 1);
     let o = o[0];
-    assert_eq!((o.cmd_id, o.opcode, o.lba, o.bytes, o.status), (c.cmd_id, 0x88, 0, 512, 0));
-    assert!(o.backend >= Duration::from_millis(120), "the time is attributed to the backend: {o:?}");
-    assert!(o.handler < Duration::from_millis(50) && o.publish < Duration::from_millis(50), "{o:?}");
+    assert_eq!(
+        (o.cmd_id, o.opcode, o.lba, o.bytes, o.status),
+        (c.cmd_id, 0x88, 0, 512, 0)
+    );
+    assert!(
+        o.backend >= Duration::from_millis(120),
+        "the time is attributed to the backend: {o:?}"
+    );
+    assert!(
+        o.handler < Duration::from_millis(50) && o.publish < Duration::from_millis(50),
+        "{o:?}"
+    );
 }

@@ -11,6 +11,7 @@
 //! says "unsupported": the dispatcher never sends an operation the backend did not claim.
 
 pub mod cfgstring;
+pub mod fault;
 pub mod file;
 pub mod io;
 pub mod ram;
