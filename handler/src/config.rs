@@ -4,7 +4,7 @@
 //! [daemon]                  # the process: logging, metrics, netlink, threads
 //! log_level = "info"
 //! [defaults]                # every device
-//! io_timeout = "30s"
+//! io_timeout = "20s"
 //! [device."user_0/lun0"]    # one device (its configfs name, user_<hba>/<name>)
 //! io_timeout = "10s"
 //! ```
@@ -137,7 +137,7 @@ pub struct DeviceSection {
 /// A device's settings, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSettings {
-    /// Default 30 s.
+    /// Default 20 s.
     pub io_timeout: Duration,
     /// Default 1 s.
     pub outlier_threshold: Duration,
@@ -153,7 +153,7 @@ pub struct DeviceSettings {
 impl Default for DeviceSettings {
     fn default() -> DeviceSettings {
         DeviceSettings {
-            io_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(20),
             outlier_threshold: Duration::from_secs(1),
             multipath: false,
             tier_policy: TierPolicy::Warn,
@@ -860,7 +860,7 @@ mod tests {
         assert_eq!((d.workers, d.max_inflight), (4, 256));
         assert_eq!(d.stop_timeout, Duration::from_secs(10));
         let s = c.device("user_0/lun0");
-        assert_eq!(s.io_timeout, Duration::from_secs(30));
+        assert_eq!(s.io_timeout, Duration::from_secs(20));
         assert_eq!(s.outlier_threshold, Duration::from_secs(1));
         assert!(!s.multipath);
         assert_eq!(s.tier_policy, TierPolicy::Warn);

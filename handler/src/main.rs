@@ -1,17 +1,20 @@
 //! `tcmu-warden`: the daemon binary.
 
 use clap::Parser;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tcmu_warden::config;
 use tcmu_warden::daemon::{self, DaemonConfig};
 use tcmu_warden::device::DeviceConfig;
 
 /// Userspace handler for LIO TCMU (`user:`) backstores, a drop-in for tcmu-runner.
 ///
-/// Serves the `file` subtype (cfgstring `file/<path>`). With no `--uio` it joins the kernel's
-/// TCM-USER netlink group and serves every `tcm-user` device of its subtypes, present at
-/// start (after a ring reset) or added later; reconfigurations (size, write cache,
-/// cfgstring) and removals are followed.
+/// Serves the `file` subtype (cfgstring `file/<path>[;option=value...]`). With no `--uio` it
+/// joins the kernel's TCM-USER netlink group and serves every `tcm-user` device of its
+/// subtypes, present at start (after a ring reset) or added later; reconfigurations (size,
+/// write cache, cfgstring) and removals are followed. Settings come from the configuration
+/// file (see docs/config.md); the options below override it.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -20,19 +23,27 @@ struct Cli {
     /// or added later.
     #[arg(long, value_name = "DEV")]
     uio: Vec<PathBuf>,
-    /// Worker threads per device for data commands.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    workers: u16,
-    /// Most commands in flight per device (contexts are preallocated).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65535))]
-    max_inflight: u32,
-    /// Seconds a stop waits for commands in flight.
-    #[arg(long, default_value_t = 10)]
-    stop_timeout: u64,
-    /// The initiators' iSCSI replacement_timeout in seconds (open-iscsi's default is 120),
-    /// checked against each device's cmd_time_out.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    replacement_timeout: u64,
+    /// The configuration file [default: /etc/tcmu-warden/config.toml, if present].
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address [config: daemon.metrics_addr, default
+    /// 127.0.0.1:9559]; `off` disables the endpoint.
+    #[arg(long, value_name = "ADDR|off")]
+    metrics_addr: Option<String>,
+    /// Worker threads per device for data commands [config: daemon.workers, default 4].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
+    /// Most commands in flight per device (contexts are preallocated) [config:
+    /// daemon.max_inflight, default 256].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    max_inflight: Option<u32>,
+    /// Seconds a stop waits for commands in flight [config: daemon.stop_timeout, default 10].
+    #[arg(long, value_name = "SECS")]
+    stop_timeout: Option<u64>,
+    /// The initiators' iSCSI replacement_timeout in seconds, checked against each device's
+    /// cmd_time_out [config: daemon.replacement_timeout, default 120 as open-iscsi].
+    #[arg(long, value_name = "SECS")]
+    replacement_timeout: Option<u64>,
     /// Do not ask the kernel to wait for replies to device events (netlink reply mode is on
     /// by default, as with tcmu-runner, so that a device this daemon refuses fails `enable`).
     #[arg(long)]
@@ -56,35 +67,67 @@ struct Cli {
         hide = true
     )]
     sysfs_uio: PathBuf,
-    /// Debug logging (same as tcmu-runner's -d; RUST_LOG overrides).
+    /// Debug logging (same as tcmu-runner's -d; RUST_LOG overrides) [config:
+    /// daemon.log_level].
     #[arg(short = 'd', long)]
     debug: bool,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default = if cli.debug { "debug" } else { "info" };
+    let file = match config::load_from(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tcmu-warden: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let d = &file.daemon;
+    let level = if cli.debug {
+        "debug".to_string()
+    } else {
+        d.log_level.clone()
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    let metrics_addr = match cli.metrics_addr.as_deref() {
+        None => Some(d.metrics_addr),
+        Some("off") => None,
+        Some(a) => {
+            match a.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("tcmu-warden: --metrics-addr {a:?}: {e} (expected e.g. 127.0.0.1:9559, or off)");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let cfg = DaemonConfig {
         uio: cli.uio,
         configfs_root: cli.configfs,
         sysfs_uio: cli.sysfs_uio,
         device: DeviceConfig {
-            workers: usize::from(cli.workers),
-            max_inflight: cli.max_inflight as usize,
-            stop_deadline: Duration::from_secs(cli.stop_timeout),
-            inline_qd1: !cli.no_inline,
+            workers: usize::from(cli.workers.unwrap_or(d.workers)),
+            max_inflight: cli.max_inflight.unwrap_or(d.max_inflight) as usize,
+            stop_deadline: cli.stop_timeout.map_or(d.stop_timeout, Duration::from_secs),
+            inline_qd1: d.inline_qd1 && !cli.no_inline,
             ..DeviceConfig::default()
         },
-        reclaim_safety: !cli.no_mlock,
-        reply_mode: !cli.no_reply_mode,
-        replacement_timeout: Duration::from_secs(cli.replacement_timeout),
+        reclaim_safety: d.mlock && !cli.no_mlock,
+        reply_mode: d.reply_mode && !cli.no_reply_mode,
+        replacement_timeout: cli
+            .replacement_timeout
+            .map_or(d.replacement_timeout, Duration::from_secs),
+        metrics_addr,
+        config_path: cli.config,
+        file,
+        metrics: None,
     };
     match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,

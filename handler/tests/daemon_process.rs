@@ -116,3 +116,90 @@ fn a_device_that_cannot_be_served_is_a_clear_error() {
         "{err}"
     );
 }
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(t.elapsed() < limit, "did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serves_metrics_with_no_device() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let empty_sysfs = dir.path().join("uio");
+    std::fs::create_dir(&empty_sysfs).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args([
+            "--no-mlock",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--sysfs-uio",
+        ])
+        .arg(&empty_sysfs)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let body = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut b = String::new();
+            let _ = s.read_to_string(&mut b);
+            break b;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no metrics endpoint on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("tcmu_warden_devices 0"), "{body}");
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill with a valid pid and signal.
+    let r = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_bad_configuration_file_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nworkers = 2\n\n[defaults]\nio_timout = \"5s\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("line 5") && err.contains("io_timout"),
+        "the message names the line and the key: {err}"
+    );
+}

@@ -481,8 +481,14 @@ impl Ring {
         self.n_outstanding
     }
 
-    /// Ring size in bytes.
+    /// Bytes of the command ring in use as the kernel sees it: from the last published
+    /// `cmd_tail` to the last `cmd_head` read.
     #[must_use]
+    pub fn used_bytes(&self) -> u32 {
+        (self.head + self.cmdr_size - self.published) % self.cmdr_size.max(1)
+    }
+
+    /// Ring size in bytes.
     pub fn cmdr_size(&self) -> u32 {
         self.cmdr_size
     }

@@ -208,12 +208,19 @@ impl Lifecycle {
             self.reply(&ev, 0);
             return;
         };
-        let (tx, wake) = (self.tx.clone(), Arc::clone(&self.wake));
+        let (tx, wake, metrics) = (
+            self.tx.clone(),
+            Arc::clone(&self.wake),
+            self.cfg.metrics.clone(),
+        );
         // Stopping waits (boundedly) for commands in flight; do it off the main loop.
         let spawned = std::thread::Builder::new()
             .name(format!("tcmu-stop/{}", ev.minor))
             .spawn(move || {
                 tracing::info!(device = %s.name, "removed by the kernel: stopping");
+                if let Some(m) = &metrics {
+                    m.remove_device(&s.name, &s.subtype);
+                }
                 super::log_stats(&s);
                 s.handle.join();
                 let _ = tx.send(Finished::Stopped { ev });

@@ -23,12 +23,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tcmu_warden_supervisor::metrics::Metrics;
 
 /// Longest wait for the devices present at start before telling systemd we are ready.
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 /// How the daemon runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonConfig {
     /// Serve exactly these uio devices, without netlink; empty: every device of our
     /// subtypes, present or added later.
@@ -45,6 +46,14 @@ pub struct DaemonConfig {
     pub reply_mode: bool,
     /// The initiators' `replacement_timeout` (checked against each device's `cmd_time_out`).
     pub replacement_timeout: Duration,
+    /// Where to serve Prometheus metrics (None: no endpoint).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The configuration file given on the command line (None: the default path).
+    pub config_path: Option<PathBuf>,
+    /// The configuration file's contents (per-device settings).
+    pub file: crate::config::Config,
+    /// The metrics registry, set by [`run`].
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for DaemonConfig {
@@ -57,6 +66,10 @@ impl Default for DaemonConfig {
             reclaim_safety: true,
             reply_mode: true,
             replacement_timeout: Duration::from_secs(120),
+            metrics_addr: None,
+            config_path: None,
+            file: crate::config::Config::default(),
+            metrics: None,
         }
     }
 }
@@ -142,6 +155,16 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
         reclaim_safety();
     }
     let notifier = Notifier::from_env();
+    let metrics = Metrics::new();
+    if let Some(addr) = cfg.metrics_addr {
+        match tcmu_warden_supervisor::http::serve(addr, Arc::clone(&metrics)) {
+            Ok((bound, _)) => tracing::info!(addr = %bound, "metrics on http://{bound}/metrics"),
+            Err(e) => return Err(format!("metrics endpoint {addr}: {e}")),
+        }
+    }
+    let mut cfg = cfg.clone();
+    cfg.metrics = Some(metrics);
+    let cfg = &cfg;
     let fixed = !cfg.uio.is_empty();
     let listener = if fixed {
         None
@@ -200,7 +223,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
         if wait_readable(&fds, wait)? {
             match sfd.read_signal() {
                 Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
-                    tracing::info!("SIGHUP: nothing to reload");
+                    tracing::warn!("SIGHUP: reloading the configuration is not implemented yet; restart the daemon to apply changes");
                 }
                 Ok(Some(si)) => {
                     tracing::info!(signal = si.ssi_signo, "stopping");

@@ -27,6 +27,9 @@ pub enum DeviceError {
     /// Threads could not be started.
     #[error("starting the device threads: {0}")]
     Spawn(#[from] std::io::Error),
+    /// The timeout tiers are unsafe and the policy is to refuse such devices.
+    #[error("refused by tier_policy = \"refuse\": {0}")]
+    Tiers(String),
 }
 
 impl DeviceError {
@@ -40,6 +43,7 @@ impl DeviceError {
                 source.raw_os_error().unwrap_or(libc::EIO)
             }
             DeviceError::Ring(_) | DeviceError::Configfs(_) => libc::EIO,
+            DeviceError::Tiers(_) => libc::EINVAL,
         };
         -e
     }
@@ -51,6 +55,8 @@ pub struct Served {
     pub name: String,
     /// Its configfs directory.
     pub dir: PathBuf,
+    /// Its subtype (`file`).
+    pub subtype: String,
     /// The running device.
     pub handle: DeviceHandle,
 }
@@ -93,6 +99,7 @@ pub fn lun_info(
 /// # Errors
 /// A bad subtype or cfgstring, or a store that cannot be opened.
 pub fn open_backend(subtype: &str, cfg: &str, size: u64) -> Result<Arc<dyn Backend>, OpenError> {
+    let (cfg, _options) = crate::config::split_cfgstring_options(cfg);
     match cfgstring::parse(subtype, cfg)? {
         DevConfig::File { path } => Ok(Arc::new(FileBackend::open(&path, size)?)),
     }
@@ -114,13 +121,40 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     let name = format!("user_{}/{}", parsed.hba, parsed.device);
     let dir = configfs::device_dir(&cfg.configfs_root, parsed.hba, parsed.device);
     let attrs = configfs::read(&dir)?;
+    let (_, options) = crate::config::split_cfgstring_options(cfgstr);
+    let settings = cfg.file.device_with(&name, &options).map_err(|e| {
+        tracing::error!(device = %name, "refused: {e}");
+        OpenError::Config {
+            cfgstring: cfgstr.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     let backend = open_backend(subtype, cfgstr, attrs.dev_size)
         .inspect_err(|e| tracing::error!(device = %name, uio = %dev.display(), "refused: {e}"))?;
+    let backend: Arc<dyn Backend> = if settings.faults.is_empty() {
+        backend
+    } else {
+        tracing::warn!(device = %name, rules = %crate::backend::fault::format_rules(&settings.faults), "FAULT INJECTION is on for this device");
+        Arc::new(crate::backend::fault::FaultBackend::new(
+            backend,
+            settings.faults.clone(),
+        ))
+    };
     let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
-    let tiers = tiers(&attrs, cfg);
+    let tiers = tiers(&attrs, cfg, &settings);
     if let Some(t) = &tiers {
-        for f in t.check() {
+        let findings = t.check();
+        for f in &findings {
             tracing::warn!(device = %name, "timeout tiers: {f}");
+        }
+        if settings.tier_policy == crate::config::TierPolicy::Refuse && !findings.is_empty() {
+            let msg = findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::error!(device = %name, "refused: {msg}");
+            return Err(DeviceError::Tiers(msg));
         }
     }
     let restart = if restart {
@@ -133,8 +167,13 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         block_size = attrs.block_size, cmd_time_out = ?attrs.cmd_time_out, "opening");
     let mut dev_cfg = cfg.device.clone();
     if dev_cfg.command_deadline.is_none() {
-        dev_cfg.command_deadline = tiers.map(|t| t.handler_deadline());
+        // The backend gives up first (io_timeout), and always before the kernel does.
+        let kernel = tiers.map(|t| t.handler_deadline());
+        dev_cfg.command_deadline =
+            Some(kernel.map_or(settings.io_timeout, |k| k.min(settings.io_timeout)));
     }
+    dev_cfg.outlier_threshold = Some(settings.outlier_threshold);
+    dev_cfg.metrics = cfg.metrics.as_ref().map(|m| m.device(&name, subtype));
     let kept_dir = dir.clone();
     dev_cfg.free_kept_buf = Some(FreeKeptBuf(Arc::new(move |id| {
         KernelActions::new()
@@ -148,21 +187,27 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             tracing::error!(device = %name, "unblocking after the ring reset failed: {e}");
         }
     }
-    Ok(Served { name, dir, handle })
+    Ok(Served {
+        name,
+        dir,
+        subtype: subtype.to_string(),
+        handle,
+    })
 }
 
 /// The device's timeout tiers (see `tcmu_warden_supervisor::tiers`), when the kernel's
-/// `cmd_time_out` is known. The file backend has no operation timeout of its own, so its
-/// backend tier is 0 and only `cmd_time_out` itself and the initiator tier are checked.
+/// `cmd_time_out` is known. The file backend's tier is its `io_timeout`, which the
+/// per-command deadline enforces.
 fn tiers(
     attrs: &configfs::DeviceAttrs,
     cfg: &DaemonConfig,
+    settings: &crate::config::DeviceSettings,
 ) -> Option<tcmu_warden_supervisor::tiers::Tiers> {
     let cmd = attrs.cmd_time_out?;
     Some(tcmu_warden_supervisor::tiers::Tiers {
-        backend: std::time::Duration::ZERO,
+        backend: settings.io_timeout,
         replacement: cfg.replacement_timeout,
-        multipath: false,
+        multipath: settings.multipath,
         cmd_time_out: std::time::Duration::from_secs(u64::from(cmd)),
     })
 }

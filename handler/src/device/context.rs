@@ -101,6 +101,8 @@ pub struct Ctx {
     /// When the command was read from the ring, handed to the backend, and completed by it
     /// (per-stage accounting; None when accounting is off or the stage was not used).
     pub stamps: Stamps,
+    /// The command's operation class for metrics (set when it is routed).
+    pub class: tcmu_warden_supervisor::metrics::OpClass,
 }
 
 /// Per-stage timestamps of one command.
@@ -133,6 +135,7 @@ impl Ctx {
             outcome: Outcome::GOOD,
             range_locked: false,
             stamps: Stamps::default(),
+            class: tcmu_warden_supervisor::metrics::OpClass::Other,
         })
     }
 

@@ -21,6 +21,7 @@ use tcmu_scsi::lun::LunInfo;
 use tcmu_scsi::params;
 use tcmu_scsi::sense::Sense;
 use tcmu_scsi::status;
+use tcmu_warden_supervisor::metrics::{DeviceMetrics, OpClass, OutcomeClass};
 
 /// How a device is run.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct DeviceConfig {
     /// Commands slower than this are kept and logged as outliers (per-stage accounting is on
     /// while this is set).
     pub outlier_threshold: Option<Duration>,
+    /// This device's Prometheus series (None: no metrics).
+    pub metrics: Option<DeviceMetrics>,
 }
 
 /// How to release a command's kept data buffer (writes its id to `action/free_kept_buf`).
@@ -68,6 +71,7 @@ impl Default for DeviceConfig {
             command_deadline: None,
             free_kept_buf: None,
             outlier_threshold: Some(Duration::from_secs(1)),
+            metrics: None,
         }
     }
 }
@@ -205,7 +209,10 @@ pub fn spawn(
         done_tx,
         Arc::clone(&doorbell),
     )?;
-    link.accounting = cfg.outlier_threshold.is_some();
+    link.accounting = cfg.outlier_threshold.is_some() || cfg.metrics.is_some();
+    if let Some(m) = &cfg.metrics {
+        m.set_capacity(u64::from(ring.cmdr_size()), ring.data_area().len());
+    }
     let link = Arc::new(link);
     let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
     let free = (0..total)
@@ -225,6 +232,8 @@ pub fn spawn(
         stuck: Vec::with_capacity(total),
         warned_no_keep_buf: false,
         outlier_threshold: cfg.outlier_threshold,
+        metrics: cfg.metrics.clone(),
+        data_in_flight: 0,
         ranges: RangeTable::new(total),
         parked: VecDeque::with_capacity(total),
         total,
@@ -280,6 +289,9 @@ struct DeviceThread {
     stuck: Vec<Expired>,
     warned_no_keep_buf: bool,
     outlier_threshold: Option<Duration>,
+    metrics: Option<DeviceMetrics>,
+    /// Data-area bytes of the commands read and not yet completed.
+    data_in_flight: u64,
     /// LBA ranges held by the commands in flight.
     ranges: RangeTable,
     /// Commands waiting for a range held by another command (see `range_lock`).
@@ -336,6 +348,10 @@ impl DeviceThread {
                 self.drain_ring();
             }
             self.publish();
+            if let Some(m) = &self.metrics {
+                m.observe_use(u64::from(self.ring.used_bytes()), self.data_in_flight);
+                m.set_in_flight((self.total - self.free.len()) as u64);
+            }
             if let Some(t) = stop_by {
                 if self.free.len() == self.total {
                     break;
@@ -442,7 +458,9 @@ impl DeviceThread {
                     read += 1;
                     self.stats.commands.fetch_add(1, Ordering::Relaxed);
                     ctx.stamps = Stamps::default();
-                    if self.outlier_threshold.is_some() {
+                    ctx.class = OpClass::Other;
+                    self.data_in_flight += ctx.cmd.data_len();
+                    if self.link.accounting {
                         ctx.stamps.read = Some(Instant::now());
                     }
                     self.start(ctx);
@@ -457,6 +475,9 @@ impl DeviceThread {
                 }
                 Some(Ok(Entry::Tmr)) => {
                     self.stats.tmrs.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &self.metrics {
+                        m.tmr(tmr_name(self.tmr.tmr_type));
+                    }
                     tracing::info!(device = %self.link.name, tmr_type = self.tmr.tmr_type, ids = ?self.tmr.cmd_ids, "task management notification");
                     self.free.push(ctx);
                 }
@@ -568,6 +589,7 @@ impl DeviceThread {
                 return ua.sense().into();
             }
         }
+        ctx.class = class_of(&c);
         let mut c = c;
         let r = match c {
             Cdb::ModeSelect {
@@ -715,6 +737,9 @@ impl DeviceThread {
                 Ok(()) => {
                     self.deadlines.mark_completed(e.slot, true, now);
                     self.stats.deadline_expired.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &self.metrics {
+                        m.deadline_expired("handler");
+                    }
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
                         age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
@@ -728,6 +753,9 @@ impl DeviceThread {
         }
         for e in &stuck {
             self.stats.stuck.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.stuck_command();
+            }
             tracing::error!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
                 age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX), "command still stuck in the backend");
         }
@@ -813,16 +841,46 @@ impl DeviceThread {
                 tracing::error!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, "completion refused by the ring: {e}")
             }
         }
+        self.data_in_flight = self.data_in_flight.saturating_sub(ctx.cmd.data_len());
         self.account(&ctx, outcome.status);
         self.free.push(ctx);
     }
 
     /// Per-stage times of a finished command; an outlier is kept and logged.
     fn account(&self, ctx: &Ctx, status: u8) {
-        let (Some(threshold), Some(read)) = (self.outlier_threshold, ctx.stamps.read) else {
+        let Some(read) = ctx.stamps.read else { return };
+        let now = Instant::now();
+        if let Some(m) = &self.metrics {
+            let submit = ctx.stamps.submit.unwrap_or(read);
+            let done = ctx.stamps.done.unwrap_or(submit);
+            let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            let outcome = match status {
+                status::GOOD => OutcomeClass::Good,
+                status::CHECK_CONDITION => OutcomeClass::CheckCondition,
+                status::BUSY => OutcomeClass::Busy,
+                _ => OutcomeClass::Other,
+            };
+            let (bytes, good) = (ctx.cmd.data_len(), status == status::GOOD);
+            let (read_bytes, written) = match ctx.class {
+                OpClass::Read | OpClass::Emulated if good => (bytes, 0),
+                OpClass::Write | OpClass::WriteSame | OpClass::CompareAndWrite if good => {
+                    (0, bytes)
+                }
+                _ => (0, 0),
+            };
+            m.command_done(
+                ctx.class,
+                outcome,
+                read_bytes,
+                written,
+                ns(submit.saturating_duration_since(read)),
+                ns(done.saturating_duration_since(submit)),
+                ns(now.saturating_duration_since(done)),
+            );
+        }
+        let Some(threshold) = self.outlier_threshold else {
             return;
         };
-        let now = Instant::now();
         if now.saturating_duration_since(read) < threshold {
             return;
         }
@@ -841,6 +899,9 @@ impl DeviceThread {
             status,
         };
         self.stats.outliers.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.outlier();
+        }
         self.stats.recent_outliers.record(o);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         tracing::warn!(
@@ -857,5 +918,35 @@ impl DeviceThread {
             status = format_args!("{:#04x}", o.status),
             "outlier"
         );
+    }
+}
+
+/// The metrics label of a TMR type.
+fn tmr_name(t: u8) -> &'static str {
+    use tcmu_sys::tmr;
+    match t {
+        tmr::ABORT_TASK => "abort_task",
+        tmr::ABORT_TASK_SET => "abort_task_set",
+        tmr::CLEAR_ACA => "clear_aca",
+        tmr::CLEAR_TASK_SET => "clear_task_set",
+        tmr::LUN_RESET => "lun_reset",
+        tmr::TARGET_WARM_RESET => "target_warm_reset",
+        tmr::TARGET_COLD_RESET => "target_cold_reset",
+        tmr::LUN_RESET_PRO => "lun_reset_pro",
+        _ => "unknown",
+    }
+}
+
+/// The metrics class of a decoded command.
+fn class_of(cdb: &Cdb) -> OpClass {
+    match cdb {
+        Cdb::Read(_) => OpClass::Read,
+        Cdb::Write(_) => OpClass::Write,
+        Cdb::SyncCache { .. } => OpClass::Flush,
+        Cdb::Unmap { .. } => OpClass::Unmap,
+        Cdb::WriteSame { .. } => OpClass::WriteSame,
+        Cdb::CompareAndWrite { .. } => OpClass::CompareAndWrite,
+        Cdb::Verify { .. } | Cdb::WriteAndVerify { .. } => OpClass::Verify,
+        _ => OpClass::Emulated,
     }
 }
