@@ -159,7 +159,8 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     if let Some(addr) = cfg.metrics_addr {
         match tcmu_warden_supervisor::http::serve(addr, Arc::clone(&metrics)) {
             Ok((bound, _)) => tracing::info!(addr = %bound, "metrics on http://{bound}/metrics"),
-            Err(e) => return Err(format!("metrics endpoint {addr}: {e}")),
+            // Serving storage matters more than exporting metrics about it.
+            Err(e) => tracing::error!("metrics endpoint {addr} not available: {e}"),
         }
     }
     let mut cfg = cfg.clone();
