@@ -109,6 +109,16 @@ impl Deadlines {
         }
     }
 
+    /// The slot of command `id` if it is away and not yet completed.
+    #[must_use]
+    pub fn slot_of(&self, id: u16) -> Option<u16> {
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.id == Some(id) && s.expired_at.is_none())?;
+        u16::try_from(i).ok()
+    }
+
     /// Commands away and not yet completed (for the stop deadline): (slot, id).
     pub fn away(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
         self.slots

@@ -20,6 +20,15 @@ use tcmu_scsi::sense::Sense;
 /// Run one job to the point where its context is on its way back.
 pub fn run(job: Job, w: &mut WorkerState) {
     let Job { mut ctx, link } = job;
+    if link
+        .aborted
+        .get(usize::from(ctx.slot))
+        .is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::SeqCst))
+    {
+        ctx.done(ScsiError::TaskAborted.into());
+        link.complete_from_backend(ctx);
+        return;
+    }
     let bs = u64::from(link.lun.read().block_size);
     match ctx.cdb {
         Cdb::Read(rw) => single(ctx, link, IoOp::Read, rw, bs),

@@ -22,6 +22,9 @@ pub struct DeviceLink {
     pub data: DataArea,
     /// Per-stage timestamps are taken (see `context::Stamps`).
     pub accounting: bool,
+    /// Per context slot: the command was aborted by a TMR while queued for a worker; the
+    /// worker completes it without running it.
+    pub aborted: Box<[AtomicBool]>,
     /// The LUN as the initiator sees it (changed by MODE SELECT and reconfiguration).
     pub lun: RwLock<LunInfo>,
     done_tx: Sender<Box<Ctx>>,
@@ -54,6 +57,7 @@ impl DeviceLink {
             wake,
             sleeping: AtomicBool::new(false),
             accounting: false,
+            aborted: Box::new([]),
             _doorbell: doorbell,
         })
     }

@@ -210,6 +210,7 @@ pub fn spawn(
         Arc::clone(&doorbell),
     )?;
     link.accounting = cfg.outlier_threshold.is_some() || cfg.metrics.is_some();
+    link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
     if let Some(m) = &cfg.metrics {
         m.set_capacity(u64::from(ring.cmdr_size()), ring.data_area().len());
     }
@@ -480,6 +481,7 @@ impl DeviceThread {
                     }
                     tracing::info!(device = %self.link.name, tmr_type = self.tmr.tmr_type, ids = ?self.tmr.cmd_ids, "task management notification");
                     self.free.push(ctx);
+                    self.abort_named();
                 }
                 Some(Err(e)) => {
                     self.free.push(ctx);
@@ -509,6 +511,10 @@ impl DeviceThread {
                     opcode,
                     Instant::now(),
                 );
+                // A flag left by a TMR for this slot's previous command must not abort this one.
+                if let Some(f) = self.link.aborted.get(usize::from(ctx.slot)) {
+                    f.store(false, Ordering::Relaxed);
+                }
                 if !self.take_range(&mut ctx) {
                     self.parked.push_back(ctx);
                     return;
@@ -526,6 +532,34 @@ impl DeviceThread {
                 }
             }
         }
+    }
+
+    /// A TMR (ABORT TASK, LUN RESET, ...) names commands already in the ring: cancel the work
+    /// that has not started. A command parked for its LBA range is completed at once with
+    /// TASK ABORTED; one queued for a worker is flagged, and the worker completes it without
+    /// running it. A command already in the backend finishes normally (the kernel accepts any
+    /// status for an aborted command); ids already completed are ignored.
+    fn abort_named(&mut self) {
+        let mut cancelled = 0usize;
+        for i in 0..self.tmr.cmd_ids.len() {
+            let id = self.tmr.cmd_ids[i];
+            if let Some(pos) = self.parked.iter().position(|c| c.cmd.cmd_id == id) {
+                if let Some(mut ctx) = self.parked.remove(pos) {
+                    ctx.done(ScsiError::TaskAborted.into());
+                    self.finish(ctx);
+                    cancelled += 1;
+                }
+            } else if let Some(slot) = self.deadlines.slot_of(id) {
+                if let Some(flag) = self.link.aborted.get(usize::from(slot)) {
+                    flag.store(true, Ordering::SeqCst);
+                    cancelled += 1;
+                }
+            }
+        }
+        if cancelled > 0 {
+            tracing::info!(device = %self.link.name, cancelled, "aborted commands cancelled before they reached the backend");
+        }
+        self.publish();
     }
 
     /// Whether to run this command here rather than on a worker: a READ or WRITE at queue
