@@ -18,6 +18,11 @@ use tcmu_warden::device::DeviceConfig;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// The socket the daemon answers `status` and `diagnose` on.
+    #[arg(long, value_name = "PATH", default_value = daemon::control::DEFAULT_SOCKET, global = true)]
+    control_socket: PathBuf,
     /// Serve exactly this uio device (e.g. /dev/uio0), without listening for device events;
     /// repeat for several. Without it the daemon serves every device of its subtypes, present
     /// or added later.
@@ -73,8 +78,37 @@ struct Cli {
     debug: bool,
 }
 
+/// Without a subcommand, tcmu-warden runs the daemon.
+#[derive(clap::Subcommand, Debug, Clone, Copy)]
+enum Cmd {
+    /// Ask the running daemon for a one-line verdict per device.
+    Status,
+    /// Ask the running daemon to explain each device: in-flight commands and the oldest one's
+    /// age, timeout tiers and their verdict, ring use, counters and the latest outliers.
+    Diagnose,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(cmd) = cli.command {
+        let req = match cmd {
+            Cmd::Status => "status",
+            Cmd::Diagnose => "diagnose",
+        };
+        return match daemon::control::ask(&cli.control_socket, req) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "tcmu-warden: cannot reach the daemon at {}: {e} (is tcmu-warden running?)",
+                    cli.control_socket.display()
+                );
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let file = match config::load_from(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -128,6 +162,7 @@ fn main() -> std::process::ExitCode {
         config_path: cli.config,
         file,
         metrics: None,
+        control_socket: Some(cli.control_socket),
     };
     match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,

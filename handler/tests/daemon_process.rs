@@ -28,9 +28,12 @@ fn locks_memory_notifies_systemd_and_stops_on_sigterm() {
         .unwrap();
     let empty_sysfs = dir.path().join("uio");
     std::fs::create_dir(&empty_sysfs).unwrap();
+    let ctl = dir.path().join("ctl.sock");
     let mut child = Command::new(BIN)
         .arg("--sysfs-uio")
         .arg(&empty_sysfs)
+        .arg("--control-socket")
+        .arg(&ctl)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -41,6 +44,19 @@ fn locks_memory_notifies_systemd_and_stops_on_sigterm() {
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.starts_with("READY=1"), "{msg}");
 
+    // `status` asks the running daemon over its control socket.
+    let out = Command::new(BIN)
+        .arg("status")
+        .arg("--control-socket")
+        .arg(&ctl)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("0 device(s)"),
+        "status: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let locked = vm_lck_kb(child.id()).expect("VmLck in /proc/<pid>/status");
     if is_root() {
         assert!(
@@ -90,6 +106,8 @@ fn a_device_that_cannot_be_served_is_a_clear_error() {
         .arg(dir.path().join("uio9"))
         .arg("--sysfs-uio")
         .arg(dir.path())
+        .arg("--control-socket")
+        .arg(dir.path().join("ctl.sock"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -147,6 +165,8 @@ fn serves_metrics_with_no_device() {
             "--sysfs-uio",
         ])
         .arg(&empty_sysfs)
+        .arg("--control-socket")
+        .arg(dir.path().join("ctl.sock"))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -201,5 +221,22 @@ fn a_bad_configuration_file_is_refused_with_its_line() {
     assert!(
         err.contains("line 5") && err.contains("io_timout"),
         "the message names the line and the key: {err}"
+    );
+}
+
+#[test]
+fn status_without_a_daemon_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("diagnose")
+        .arg("--control-socket")
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the daemon") && err.contains("is tcmu-warden running?"),
+        "{err}"
     );
 }

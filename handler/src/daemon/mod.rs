@@ -6,6 +6,7 @@
 //! group, turn reply mode on, unblock; only then scan for existing devices, each with a ring
 //! reset, so a device enabled meanwhile is seen either by the scan or as an event.
 
+pub mod control;
 mod events;
 mod open;
 
@@ -54,6 +55,8 @@ pub struct DaemonConfig {
     pub file: crate::config::Config,
     /// The metrics registry, set by [`run`].
     pub metrics: Option<Arc<Metrics>>,
+    /// The socket `tcmu-warden status` and `diagnose` ask (None: no socket).
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -70,6 +73,7 @@ impl Default for DaemonConfig {
             config_path: None,
             file: crate::config::Config::default(),
             metrics: None,
+            control_socket: Some(control::DEFAULT_SOCKET.into()),
         }
     }
 }
@@ -166,6 +170,17 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     let mut cfg = cfg.clone();
     cfg.metrics = Some(metrics);
     let cfg = &cfg;
+    let started = std::time::SystemTime::now();
+    let control = cfg
+        .control_socket
+        .as_deref()
+        .and_then(|p| match control::bind(p) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(socket = %p.display(), "no status/diagnose socket: {e}");
+                None
+            }
+        });
     let fixed = !cfg.uio.is_empty();
     let listener = if fixed {
         None
@@ -216,6 +231,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
         }
         let mut fds = vec![sfd.as_raw_fd()];
         fds.extend(life.fds());
+        fds.extend(control.as_ref().map(AsRawFd::as_raw_fd));
         let wait = if ready {
             tick
         } else {
@@ -234,6 +250,10 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
                 Err(e) => return Err(format!("reading signals: {e}")),
             }
             life.poll();
+            if let Some(l) = &control {
+                let devices: Vec<&Served> = life.served.values().collect();
+                control::serve_pending(l, &devices, started);
+            }
         }
         if ready {
             notifier.send("WATCHDOG=1");

@@ -57,6 +57,10 @@ pub struct Served {
     pub dir: PathBuf,
     /// Its subtype (`file`).
     pub subtype: String,
+    /// Its uio device.
+    pub uio: PathBuf,
+    /// The timeout tiers and their verdict, in words (for `diagnose`).
+    pub tiers: String,
     /// The running device.
     pub handle: DeviceHandle,
 }
@@ -187,10 +191,13 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             tracing::error!(device = %name, "unblocking after the ring reset failed: {e}");
         }
     }
+    let tiers = describe_tiers(tiers.as_ref(), dev_cfg.command_deadline);
     Ok(Served {
         name,
         dir,
         subtype: subtype.to_string(),
+        uio: dev.to_path_buf(),
+        tiers,
         handle,
     })
 }
@@ -210,6 +217,51 @@ fn tiers(
         multipath: settings.multipath,
         cmd_time_out: std::time::Duration::from_secs(u64::from(cmd)),
     })
+}
+
+/// The tiers and their verdict in one sentence.
+fn describe_tiers(
+    t: Option<&tcmu_warden_supervisor::tiers::Tiers>,
+    deadline: Option<std::time::Duration>,
+) -> String {
+    let deadline = deadline.map_or_else(
+        || "no handler deadline".to_string(),
+        |d| format!("handler deadline {}", secs(d)),
+    );
+    let Some(t) = t else {
+        return format!("cmd_time_out unknown; {deadline}");
+    };
+    let head = format!(
+        "backend {}, cmd_time_out {}, replacement_timeout {}{}, {deadline}",
+        secs(t.backend),
+        if t.cmd_time_out.is_zero() {
+            "0 (never)".to_string()
+        } else {
+            secs(t.cmd_time_out)
+        },
+        secs(t.replacement),
+        if t.multipath { " (multipath)" } else { "" },
+    );
+    let f = t.check();
+    if f.is_empty() {
+        format!("{head}: sound")
+    } else {
+        format!(
+            "{head}: UNSAFE: {}",
+            f.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 fn clean_restart(dir: &Path, name: &str) -> Option<crate::kernel_actions::CleanRestart> {

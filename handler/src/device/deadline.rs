@@ -144,9 +144,16 @@ impl Deadlines {
 
     /// Commands past the deadline that are not completed yet, and (second list) commands
     /// still stuck in the backend a whole deadline after their expiry, reported once each.
-    pub fn scan(&mut self, now: Instant, expired: &mut Vec<Expired>, stuck: &mut Vec<Expired>) {
+    /// Returns the oldest command still away (completed early or not).
+    pub fn scan(
+        &mut self,
+        now: Instant,
+        expired: &mut Vec<Expired>,
+        stuck: &mut Vec<Expired>,
+    ) -> Option<Expired> {
         self.next_scan = now + SCAN_INTERVAL;
-        let Some(limit) = self.limit else { return };
+        let limit = self.limit?;
+        let mut oldest: Option<Expired> = None;
         for (i, s) in self.slots.iter_mut().enumerate() {
             let (Some(id), Some(since)) = (s.id, s.since) else {
                 continue;
@@ -160,6 +167,9 @@ impl Deadlines {
                 lba: s.lba,
                 age,
             };
+            if oldest.map_or(true, |o| e.age > o.age) {
+                oldest = Some(e);
+            }
             match s.expired_at {
                 None if age >= limit => expired.push(e),
                 Some(at) if !s.warned && now.saturating_duration_since(at) >= limit => {
@@ -169,6 +179,7 @@ impl Deadlines {
                 _ => {}
             }
         }
+        oldest
     }
 }
 

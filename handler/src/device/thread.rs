@@ -103,6 +103,24 @@ pub struct DeviceStats {
     pub stuck: AtomicU64,
     /// Commands slower than the outlier threshold.
     pub outliers: AtomicU64,
+    /// Commands read and not yet completed (updated every pass of the device thread).
+    pub in_flight: AtomicU64,
+    /// Age in ms of the oldest command away in a worker or the backend (0: none).
+    pub oldest_ms: AtomicU64,
+    /// Opcode and LBA of that oldest command.
+    pub oldest_opcode: std::sync::atomic::AtomicU8,
+    /// LBA of that oldest command.
+    pub oldest_lba: AtomicU64,
+    /// Command-ring bytes in use, and its size.
+    pub ring_used: AtomicU64,
+    /// Command-ring size in bytes.
+    pub ring_size: AtomicU64,
+    /// Data-area bytes in use by commands in flight.
+    pub data_used: AtomicU64,
+    /// Data-area size in bytes.
+    pub data_size: AtomicU64,
+    /// The handler's per-command deadline in ms (0: none).
+    pub deadline_ms: AtomicU64,
     /// The most recent outliers.
     pub recent_outliers: super::outliers::Outliers,
 }
@@ -220,6 +238,16 @@ pub fn spawn(
         .map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX)))
         .collect();
     let stats = Arc::new(DeviceStats::default());
+    stats
+        .ring_size
+        .store(u64::from(ring.cmdr_size()), Ordering::Relaxed);
+    stats
+        .data_size
+        .store(ring.data_area().len(), Ordering::Relaxed);
+    let deadline_ms = cfg
+        .command_deadline
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    stats.deadline_ms.store(deadline_ms, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
     let mut dt = DeviceThread {
         link: Arc::clone(&link),
@@ -349,9 +377,20 @@ impl DeviceThread {
                 self.drain_ring();
             }
             self.publish();
+            let in_flight = (self.total - self.free.len()) as u64;
             if let Some(m) = &self.metrics {
                 m.observe_use(u64::from(self.ring.used_bytes()), self.data_in_flight);
-                m.set_in_flight((self.total - self.free.len()) as u64);
+                m.set_in_flight(in_flight);
+            }
+            self.stats.in_flight.store(in_flight, Ordering::Relaxed);
+            self.stats
+                .ring_used
+                .store(u64::from(self.ring.used_bytes()), Ordering::Relaxed);
+            self.stats
+                .data_used
+                .store(self.data_in_flight, Ordering::Relaxed);
+            if in_flight == 0 {
+                self.stats.oldest_ms.store(0, Ordering::Relaxed);
             }
             if let Some(t) = stop_by {
                 if self.free.len() == self.total {
@@ -754,7 +793,15 @@ impl DeviceThread {
         );
         expired.clear();
         stuck.clear();
-        self.deadlines.scan(now, &mut expired, &mut stuck);
+        let oldest = self.deadlines.scan(now, &mut expired, &mut stuck);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.stats
+            .oldest_ms
+            .store(oldest.map_or(0, |o| ms(o.age).max(1)), Ordering::Relaxed);
+        if let Some(o) = oldest {
+            self.stats.oldest_opcode.store(o.opcode, Ordering::Relaxed);
+            self.stats.oldest_lba.store(o.lba, Ordering::Relaxed);
+        }
         let can_keep = self.ring.caps().keep_buf && self.free_kept_buf.is_some();
         for e in &expired {
             if !can_keep {
