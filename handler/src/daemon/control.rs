@@ -179,17 +179,20 @@ impl DeviceView {
         if self.broken {
             return "RING BROKEN: the ring was found corrupt and is no longer read; restart the daemon (it resets the ring)".into();
         }
-        if self.stuck > 0 || (self.deadline_ms > 0 && oldest >= deadline) {
+        // The verdict is about now: the oldest command in flight against the deadline. The
+        // counters are history.
+        if self.in_flight > 0 && self.deadline_ms > 0 && oldest >= deadline {
             return format!(
-                "BACKEND NOT ANSWERING: the oldest command ({} at LBA {}) has waited {} (deadline {}); {} command(s) were completed at their deadline with a retryable status so initiators retry, {} still stuck in the backend",
-                opname(self.oldest_opcode), self.oldest_lba, human(oldest), human(deadline), self.expired, self.stuck
+                "BACKEND NOT ANSWERING: the oldest command ({} at LBA {}) has waited {} (deadline {}); {} command(s) were completed at their deadline with a retryable status so initiators retry",
+                opname(self.oldest_opcode), self.oldest_lba, human(oldest), human(deadline), self.expired
             );
         }
         if self.expired > 0 {
             return format!(
-                "backend recovered from a stall: {} command(s) passed the {} deadline and were completed with a retryable status; none is stuck now",
+                "answering again after a stall: {} command(s) passed the {} deadline and were completed with a retryable status ({} stayed stuck a whole deadline longer); nothing is waiting on the backend now",
                 self.expired,
-                human(deadline)
+                human(deadline),
+                self.stuck
             );
         }
         if self.outliers > 0 {
@@ -349,9 +352,18 @@ mod tests {
         );
         assert!(r.contains("12 in flight, the oldest 45.2 s old"), "{r}");
         assert!(
-            r.contains("12 command(s) were completed at their deadline")
-                && r.contains("3 still stuck"),
+            r.contains("12 command(s) were completed at their deadline"),
             "{r}"
+        );
+        // Once nothing waits any more, the verdict says so (the counters stay as history).
+        let mut after = dev();
+        after.expired = 12;
+        after.stuck = 3;
+        let v = after.verdict();
+        assert!(
+            v.starts_with("answering again after a stall: 12 command(s)")
+                && v.contains("3 stayed stuck"),
+            "{v}"
         );
     }
 
@@ -362,7 +374,7 @@ mod tests {
         d.expired = 2;
         assert!(
             d.verdict()
-                .starts_with("backend recovered from a stall: 2 command(s)"),
+                .starts_with("answering again after a stall: 2 command(s)"),
             "{}",
             d.verdict()
         );
