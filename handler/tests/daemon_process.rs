@@ -71,17 +71,7 @@ fn locks_memory_notifies_systemd_and_stops_on_sigterm() {
     // SAFETY: kill with a valid pid and signal.
     let r = unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_eq!(r, 0);
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "daemon did not exit within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "clean exit: {status:?}");
     let mut seen = Vec::new();
     while let Ok(n) = {
@@ -112,14 +102,7 @@ fn a_device_that_cannot_be_served_is_a_clear_error() {
         .spawn()
         .unwrap();
     let mut child = out;
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(10));
     let mut err = String::new();
     child
         .stderr
