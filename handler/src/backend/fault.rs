@@ -150,6 +150,10 @@ pub enum Action {
     Fail(Errno),
     /// Hold like [`Action::Hang`], and release after this long at the latest.
     HangFor(Duration),
+    /// An outage: the first matching operation opens a window of this length; every matching
+    /// operation that arrives while it is open is held until it closes, then all are
+    /// submitted in arrival order. `count` limits how many windows open.
+    Stall(Duration),
 }
 
 impl fmt::Display for Action {
@@ -159,6 +163,7 @@ impl fmt::Display for Action {
             Action::Hang => f.write_str("hang"),
             Action::Fail(e) => write!(f, "fail={e:?}"),
             Action::HangFor(d) => write!(f, "hang={}", format_duration(*d)),
+            Action::Stall(d) => write!(f, "stall={}", format_duration(*d)),
         }
     }
 }
@@ -271,6 +276,7 @@ impl FromStr for Rule {
                 None => Action::Hang,
                 Some(_) => Action::HangFor(dur(arg)?),
             },
+            "stall" => Action::Stall(dur(arg)?),
             "fail" => {
                 let a = arg.ok_or_else(|| {
                     bad(action_text, "`fail` needs an errno, e.g. fail=EIO".into())
@@ -279,7 +285,7 @@ impl FromStr for Rule {
             }
             _ => return Err(bad(
                 action_text,
-                "unknown action; expected fail=<ERRNO>, delay=<duration>, hang or hang=<duration>"
+                "unknown action; expected fail=<ERRNO>, delay=<duration>, hang, hang=<duration> or stall=<duration>"
                     .into(),
             )),
         };
@@ -388,6 +394,8 @@ struct Armed {
     seen: AtomicU64,
     /// Times the action was applied.
     applied: AtomicU32,
+    /// For [`Action::Stall`]: when the open window closes.
+    window: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl Armed {
@@ -396,7 +404,31 @@ impl Armed {
             rule,
             seen: AtomicU64::new(0),
             applied: AtomicU32::new(0),
+            window: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Whether the rule applies to this operation at `now`: a stall window that is open
+    /// holds every operation (without counting); otherwise [`Armed::fires`] decides, and for
+    /// a stall opens a new window.
+    fn applies(&self, now: Instant) -> bool {
+        let Action::Stall(d) = self.rule.action else {
+            return self.fires();
+        };
+        let mut w = self.window.lock();
+        if w.is_some_and(|until| now < until) {
+            return true;
+        }
+        if self.fires() {
+            *w = Some(now.checked_add(d).unwrap_or(now));
+            return true;
+        }
+        false
+    }
+
+    /// When the open stall window closes.
+    fn window_end(&self) -> Option<Instant> {
+        *self.window.lock()
     }
 
     /// Whether the rule applies to this operation (which matched its ops); counts it.
@@ -662,17 +694,17 @@ impl Backend for FaultBackend {
         // operation hung by a rule that no longer exists.
         let rules = self.rules.read();
         let op = io.op();
-        let Some(rule) = rules
+        let now = Instant::now();
+        let Some((rule, window)) = rules
             .iter()
-            .find(|a| a.rule.ops.matches(op) && a.fires())
-            .map(|a| a.rule)
+            .find(|a| a.rule.ops.matches(op) && a.applies(now))
+            .map(|a| (a.rule, a.window_end()))
         else {
             drop(rules);
             self.shared.inner.submit(io);
             return;
         };
         self.injected.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
         let timed = match rule.action {
             Action::Fail(e) => {
                 drop(rules);
@@ -681,6 +713,7 @@ impl Backend for FaultBackend {
             }
             // A due time past what `Instant` can hold never comes: held like `hang`.
             Action::Delay(d) | Action::HangFor(d) => now.checked_add(d),
+            Action::Stall(_) => window,
             Action::Hang => None,
         };
         if timed.is_some() && !self.ensure_timer() {
@@ -922,6 +955,42 @@ mod tests {
             read_back(ram.as_ref(), 0),
             vec![5u8; 512],
             "last write wins"
+        );
+    }
+
+    #[test]
+    fn stall_holds_everything_in_its_window_then_passes() {
+        let (ram, fb) = fault("any:stall=300ms,count=1");
+        let t = Instant::now();
+        let (mut a, mut b) = (vec![5u8; 512], vec![6u8; 512]);
+        let wa = start(&fb, IoOp::Write { fua: false }, 0, &mut a);
+        std::thread::sleep(Duration::from_millis(100));
+        let wb = start(&fb, IoOp::Write { fua: false }, 512, &mut b);
+        assert_eq!(
+            fb.hung(),
+            2,
+            "both held: the second arrived inside the window"
+        );
+        assert_eq!(wa.wait().0, Ok(()));
+        assert_eq!(wb.wait().0, Ok(()));
+        let held = t.elapsed();
+        assert!(
+            held >= Duration::from_millis(290) && held < Duration::from_millis(1500),
+            "released when the window closed: {held:?}"
+        );
+        assert_eq!(read_back(ram.as_ref(), 512), b);
+        // count=1: the outage is over, later operations pass at once.
+        let t = Instant::now();
+        let mut c = vec![7u8; 512];
+        assert_eq!(run(&fb, IoOp::Write { fua: false }, 1024, &mut c), Ok(()));
+        assert!(t.elapsed() < Duration::from_millis(100));
+        assert_eq!(
+            parse_rules("write:stall=1m").unwrap()[0].action,
+            Action::Stall(Duration::from_secs(60))
+        );
+        assert_eq!(
+            format_rules(&parse_rules("write:stall=1m").unwrap()),
+            "write:stall=1m"
         );
     }
 
