@@ -30,4 +30,8 @@ if [ -n "$need" ]; then
     apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $need >/dev/null
 fi
 "$repo/scripts/install-vm-deps.sh"
+# Backend services and tools, each with its own script (gluster, ceph, dbus/targetcli).
+for extra in "$repo"/scripts/install-*-deps.sh; do
+    [ "$extra" = "$repo/scripts/install-vm-deps.sh" ] || "$extra"
+done
 log "ok"

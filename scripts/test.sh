@@ -52,6 +52,18 @@ ut_rc=$?
 count_cargo "$log/unit-and-integration.log"
 if [ "$ut_rc" != 0 ] && [ "$failed" = "$before" ]; then failed=$((failed + 1)); fi
 grep -E '^test .* FAILED|panicked' "$log/unit-and-integration.log" | head -20 || true
+# Backends against real services: each run.sh starts its throwaway service on 127.0.0.1 (a
+# one-brick gluster volume, a single-node Ceph cluster), runs that backend's ignored-by-default
+# cargo tests and its benchmark, and stops the service again.
+for svc in gluster ceph; do
+    [ -x "tests/$svc/run.sh" ] || continue
+    before=$failed
+    stage "$svc" "tests/$svc/run.sh"
+    svc_rc=$?
+    count_cargo "$log/$svc.log"
+    if [ "$svc_rc" != 0 ] && [ "$failed" = "$before" ]; then failed=$((failed + 1)); fi
+    grep -E '^test .* FAILED|panicked|ratio' "$log/$svc.log" | head -20 || true
+done
 if [ -x scripts/fuzz.sh ]; then
     stage fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}" && passed=$((passed + 1)) || failed=$((failed + 1))
 fi

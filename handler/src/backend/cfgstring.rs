@@ -18,7 +18,7 @@ pub enum DevConfig {
 }
 
 /// Subtypes this daemon serves.
-pub const SUBTYPES: &[&str] = &["file"];
+pub use super::registry::SUBTYPES;
 
 /// Parse `subtype` and `cfgstring` (the part after `<subtype>/`).
 ///

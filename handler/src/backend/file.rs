@@ -13,6 +13,42 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The cfgstring syntax, for people (DBus `ConfigDesc`).
+pub const CONFIG_DESC: &str = "file/<path>: a local file (created if missing, grown to the \
+LUN size, never shrunk) or a block device. Example: file//var/lib/tcmu/lun0.img";
+
+/// Validate a `file` cfgstring without opening anything: the syntax, and that the file
+/// exists or its directory does (so it can be created).
+///
+/// # Errors
+/// What is wrong, in words.
+pub fn check_config(cfgstring: &str) -> Result<(), String> {
+    let super::cfgstring::DevConfig::File { path } =
+        super::cfgstring::parse("file", cfgstring).map_err(|e| e.to_string())?;
+    if path.is_dir() {
+        return Err(format!(
+            "{} is a directory, expected a file",
+            path.display()
+        ));
+    }
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} does not exist and its directory {} does not exist either",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
 /// Most iovecs one `preadv`/`pwritev` call accepts (`IOV_MAX` on Linux).
 const IOV_MAX: usize = 1024;
 

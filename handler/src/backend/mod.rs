@@ -13,12 +13,18 @@
 pub mod cfgstring;
 pub mod fault;
 pub mod file;
+#[cfg(feature = "glfs")]
+pub mod glfs;
 pub mod io;
 pub mod ram;
+#[cfg(feature = "rbd")]
+pub mod rbd;
+pub mod registry;
 
 pub use io::{Io, IoOp};
 
 use nix::errno::Errno;
+use std::time::Duration;
 
 /// What a backend can do beyond READ, WRITE and FLUSH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +63,34 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Start one operation. The backend completes `io` exactly once, from any thread.
     fn submit(&self, io: Io);
+    /// The backend tier: how long the backend's own library waits for one operation before
+    /// it fails it (RBD's `osd_op_timeout`, Gluster's `network.ping-timeout`). `None` when it
+    /// has none of its own (the file backend: the configured `io_timeout` applies).
+    fn op_timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// A cheap probe that the store answers (a stat of the image or file). It may block; the
+    /// health monitor calls it from its own thread and bounds the wait by the backend tier.
+    ///
+    /// # Errors
+    /// The errno the probe failed with.
+    fn ping(&self) -> Result<(), Errno> {
+        Ok(())
+    }
+    /// Re-establish the connection to the store after it was declared lost (a fresh RADOS
+    /// client after blocklisting, for example). Commands keep flowing through `submit` on the
+    /// same object afterwards. The default has nothing to re-establish.
+    ///
+    /// # Errors
+    /// The errno reopening failed with; the health monitor retries with backoff.
+    fn reopen(&self) -> Result<(), Errno> {
+        Ok(())
+    }
+    /// Backend-specific facts for `tcmu-warden diagnose`, one sentence each (lock owner,
+    /// possibly stale watchers, ...). The default has none.
+    fn diagnose(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a backend could not be opened.
@@ -71,7 +105,7 @@ pub enum OpenError {
         reason: String,
     },
     /// The subtype is not one this daemon serves.
-    #[error("unsupported subtype {0:?} (this daemon serves: file)")]
+    #[error("unsupported subtype {0:?} (this daemon serves: {subtypes})", subtypes = registry::SUBTYPES.join(", "))]
     Subtype(String),
     /// Opening the store failed (`what` says the step and the object, e.g. `open /a.img`).
     #[error("{what}: {source}")]

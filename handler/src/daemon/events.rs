@@ -243,7 +243,7 @@ impl Lifecycle {
                 let (subtype, rest) = cfg.split_once('/').unwrap_or((cfg.as_str(), ""));
                 let size = s.handle.link().lun.read().num_blocks
                     * u64::from(s.handle.link().lun.read().block_size);
-                match open_backend(subtype, rest, size) {
+                match open_backend(subtype, rest, &s.name, size, self.cfg.metrics.as_ref()) {
                     Ok(b) => Change::Backend(b),
                     Err(e) => {
                         tracing::error!(device = %s.name, cfgstring = %cfg, "new cfgstring refused: {e}");

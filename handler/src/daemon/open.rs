@@ -1,8 +1,8 @@
 //! Opening one device: from its uio name and configfs attributes to a running device.
 
 use super::DaemonConfig;
-use crate::backend::cfgstring::{self, DevConfig};
-use crate::backend::file::FileBackend;
+use crate::backend::cfgstring;
+use crate::backend::registry::{self, OpenCtx};
 use crate::backend::{Backend, OpenError};
 use crate::configfs;
 use crate::device::{self, DeviceHandle, FreeKeptBuf};
@@ -98,15 +98,30 @@ pub fn lun_info(
     lun
 }
 
-/// Open the backend a device's cfgstring names.
+/// Open the backend a device's cfgstring names. The cfgstring's `;key=value` options that
+/// are not the daemon's own ([`crate::config::DEVICE_KEYS`]) go to the backend.
 ///
 /// # Errors
 /// A bad subtype or cfgstring, or a store that cannot be opened.
-pub fn open_backend(subtype: &str, cfg: &str, size: u64) -> Result<Arc<dyn Backend>, OpenError> {
-    let (cfg, _options) = crate::config::split_cfgstring_options(cfg);
-    match cfgstring::parse(subtype, cfg)? {
-        DevConfig::File { path } => Ok(Arc::new(FileBackend::open(&path, size)?)),
-    }
+pub fn open_backend(
+    subtype: &str,
+    cfg: &str,
+    device: &str,
+    size: u64,
+    metrics: Option<&Arc<tcmu_warden_supervisor::metrics::Metrics>>,
+) -> Result<Arc<dyn Backend>, OpenError> {
+    let (cfg, options) = crate::config::split_cfgstring_options(cfg);
+    let backend_options: Vec<_> = options
+        .into_iter()
+        .filter(|(k, _)| !crate::config::DEVICE_KEYS.contains(k))
+        .collect();
+    let ctx = OpenCtx {
+        device,
+        size,
+        options: &backend_options,
+        metrics,
+    };
+    registry::open(subtype, cfg, &ctx)
 }
 
 /// Open and start serving one uio device. With `restart`, the ring is first reset the way
@@ -133,7 +148,7 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             reason: e.to_string(),
         }
     })?;
-    let backend = open_backend(subtype, cfgstr, attrs.dev_size)
+    let backend = open_backend(subtype, cfgstr, &name, attrs.dev_size, cfg.metrics.as_ref())
         .inspect_err(|e| tracing::error!(device = %name, uio = %dev.display(), "refused: {e}"))?;
     let backend: Arc<dyn Backend> = if settings.faults.is_empty() {
         backend
