@@ -1,0 +1,430 @@
+//! [`RbdBackend`]: asynchronous I/O on one image.
+//!
+//! ```text
+//!  device thread ──submit──► slot (Io, completion, start) ──rbd_aio_*──► librbd
+//!                                                                          │ callback
+//!  device thread ◄─Io::complete── completion thread ◄──(tag, ret)── channel ◄┘
+//! ```
+//!
+//! Slots are preallocated (each with its [`AioTarget`]), so starting an operation allocates
+//! nothing but librbd's own completion. The completion thread (`rbd-io`) observes librbd's
+//! latency, turns a FUA write into write + flush, and notices blocklisting (`ESHUTDOWN`): it
+//! completes the command with that errno (NOT READY, LOGICAL UNIT IN ASYMMETRIC ACCESS STATE
+//! TRANSITION: retried by the initiator) and wakes the monitor thread (`rbd-mon`, see
+//! [`super::monitor`]), which reopens the image on a fresh client. Until then new commands
+//! fail fast with the same retryable status.
+
+use super::cfg::RbdConfig;
+use super::image::Opened;
+use super::metrics::{op, RbdMetrics};
+use crate::backend::io::{Io, IoOp};
+use crate::backend::{Backend, Caps};
+use ceph_rbd::{AioCompletion, AioDone, AioTarget, Errno};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Operations in flight per LUN at most; beyond, commands complete with BUSY (`EAGAIN`).
+pub const SLOTS: usize = 1024;
+/// The tag that tells the completion thread to stop.
+const STOP: u64 = u64::MAX;
+
+/// One operation in flight.
+struct InFlight {
+    io: Io,
+    completion: AioCompletion,
+    /// The image it was started on (kept open until it completes).
+    opened: Arc<Opened>,
+    start: Instant,
+    op: usize,
+    /// A FUA write whose flush is still to be issued.
+    flush_after: bool,
+}
+
+struct Slot {
+    target: Arc<AioTarget>,
+    inflight: Mutex<Option<InFlight>>,
+}
+
+/// What the monitor thread is asked to do.
+#[derive(Default)]
+pub(super) struct MonitorWake {
+    /// Reopen on a fresh client (blocklisted).
+    pub recover: bool,
+    /// Stop.
+    pub stop: bool,
+    /// Scan the watchers now.
+    pub scan: bool,
+}
+
+/// State shared by the backend, its completion thread and its monitor thread.
+pub(super) struct Inner {
+    pub cfg: RbdConfig,
+    pub device: String,
+    pub read_only: bool,
+    pub size: AtomicU64,
+    pub current: RwLock<Arc<Opened>>,
+    slots: Box<[Slot]>,
+    free: Mutex<Vec<u32>>,
+    pub inflight: AtomicUsize,
+    /// Blocklisted: fail fast until the monitor has reopened.
+    pub recovering: AtomicBool,
+    pub metrics: RbdMetrics,
+    pub wake: Mutex<MonitorWake>,
+    pub wake_cv: Condvar,
+    /// Facts for `diagnose` kept by the monitor (lock owner, stale watchers, last reopen).
+    pub facts: Mutex<super::monitor::Facts>,
+}
+
+/// The RBD backend of one LUN.
+pub struct RbdBackend {
+    inner: Arc<Inner>,
+    tx: Sender<AioDone>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RbdBackend {
+    /// Wrap an opened image and start its threads.
+    ///
+    /// # Errors
+    /// Starting a thread failed.
+    pub(super) fn start(
+        cfg: RbdConfig,
+        device: &str,
+        size: u64,
+        opened: Opened,
+        metrics: RbdMetrics,
+    ) -> std::io::Result<RbdBackend> {
+        // Every slot posts at most once at a time, so the channel never fills.
+        let (tx, rx) = crossbeam_channel::bounded::<AioDone>(SLOTS + 1);
+        let slots: Box<[Slot]> = (0..SLOTS)
+            .map(|i| Slot {
+                target: AioTarget::new(i as u64, tx.clone()),
+                inflight: Mutex::new(None),
+            })
+            .collect();
+        let free = (0..u32::try_from(SLOTS).unwrap_or(u32::MAX))
+            .rev()
+            .collect();
+        let read_only = cfg.snap.is_some();
+        let inner = Arc::new(Inner {
+            cfg,
+            device: device.to_string(),
+            read_only,
+            size: AtomicU64::new(size),
+            current: RwLock::new(Arc::new(opened)),
+            slots,
+            free: Mutex::new(free),
+            inflight: AtomicUsize::new(0),
+            recovering: AtomicBool::new(false),
+            metrics,
+            wake: Mutex::new(MonitorWake {
+                scan: true,
+                ..MonitorWake::default()
+            }),
+            wake_cv: Condvar::new(),
+            facts: Mutex::new(super::monitor::Facts::default()),
+        });
+        let short = device.rsplit('/').next().unwrap_or(device);
+        let mut threads = Vec::new();
+        let i = Arc::clone(&inner);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("rbd-io-{short}"))
+                .spawn(move || completion_loop(&i, &rx))?,
+        );
+        let i = Arc::clone(&inner);
+        match std::thread::Builder::new()
+            .name(format!("rbd-mon-{short}"))
+            .spawn(move || super::monitor::run(&i))
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                let _ = tx.send(AioDone { tag: STOP, ret: 0 });
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+        Ok(RbdBackend { inner, tx, threads })
+    }
+
+    fn start_io(&self, io: Io) {
+        let inner = &*self.inner;
+        if inner.recovering.load(Ordering::Acquire) {
+            io.complete(Err(Errno::ESHUTDOWN));
+            return;
+        }
+        let (opn, fua) = match io.op() {
+            IoOp::Read => (op::READ, false),
+            IoOp::Write { fua } => (op::WRITE, fua),
+            IoOp::Flush => (op::FLUSH, false),
+            IoOp::Unmap => (op::DISCARD, false),
+            IoOp::WriteZeroes { .. } => (op::WRITE_ZEROES, false),
+        };
+        if inner.read_only && io.op().is_write() {
+            io.complete(Err(Errno::EROFS));
+            return;
+        }
+        let Some(slot) = inner.free.lock().pop() else {
+            io.complete(Err(Errno::EAGAIN));
+            return;
+        };
+        let entry = &inner.slots[slot as usize];
+        let completion = match AioCompletion::new(&entry.target) {
+            Ok(c) => c,
+            Err(e) => {
+                inner.free.lock().push(slot);
+                io.complete(Err(e.errno));
+                return;
+            }
+        };
+        let opened = Arc::clone(&inner.current.read());
+        inner.inflight.fetch_add(1, Ordering::AcqRel);
+        // Hold the slot's lock across the aio call: the completion thread takes it to finish
+        // the operation, so it cannot see the slot before the operation is in it.
+        let mut g = entry.inflight.lock();
+        let f = g.insert(InFlight {
+            io,
+            completion,
+            opened,
+            start: Instant::now(),
+            op: opn,
+            flush_after: fua,
+        });
+        let (off, len) = (f.io.offset(), f.io.len());
+        let image = &f.opened.image;
+        let r = match f.io.op() {
+            // SAFETY: the iovecs point into the ring's data area (or a worker's buffer), valid
+            // and untouched by anyone else until the Io completes, which happens only after
+            // this operation's post arrives (the Io stays in this slot until then).
+            IoOp::Read => unsafe { image.aio_readv(f.io.iovecs(), off, &mut f.completion) },
+            // SAFETY: as above; librbd only reads them.
+            IoOp::Write { .. } => unsafe {
+                image.aio_writev(f.io.iovecs(), off, &mut f.completion)
+            },
+            IoOp::Flush => image.aio_flush(&mut f.completion),
+            IoOp::Unmap | IoOp::WriteZeroes { .. } => {
+                image.aio_write_zeroes(off, len, &mut f.completion)
+            }
+        };
+        if let Err(e) = r {
+            let f = g.take();
+            drop(g);
+            inner.inflight.fetch_sub(1, Ordering::AcqRel);
+            inner.free.lock().push(slot);
+            if let Some(f) = f {
+                if e.is_blocklisted() {
+                    inner.blocklisted(&f.opened);
+                }
+                f.io.complete(Err(e.errno));
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// An operation on `opened` failed with ESHUTDOWN: start recovery once per client.
+    pub fn blocklisted(&self, opened: &Arc<Opened>) {
+        if !Arc::ptr_eq(opened, &self.current.read()) {
+            return; // a late failure of the client already replaced
+        }
+        if self.recovering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.metrics.blocklisted.inc();
+        tracing::error!(device = %self.device, image = %self.cfg.spec(),
+            client = ?opened.client,
+            "rbd: this client was blocklisted (ESHUTDOWN): commands complete with a retryable \
+             status while the image is reopened on a fresh client");
+        self.wake.lock().recover = true;
+        self.wake_cv.notify_all();
+    }
+
+    /// Ask the monitor for a watcher scan (lock acquisition stalls).
+    pub fn request_scan(&self) {
+        self.wake.lock().scan = true;
+        self.wake_cv.notify_all();
+    }
+
+    /// Age of the oldest write in flight.
+    pub fn oldest_write_age(&self) -> Option<Duration> {
+        if self.inflight.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let g = s.inflight.try_lock()?;
+                let f = g.as_ref()?;
+                f.io.op().is_write().then(|| now.duration_since(f.start))
+            })
+            .max()
+    }
+}
+
+fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
+    let mut stopping: Option<Instant> = None;
+    loop {
+        if let Some(t) = stopping {
+            if inner.inflight.load(Ordering::Acquire) == 0 || t.elapsed() > Duration::from_secs(60)
+            {
+                return;
+            }
+        }
+        let done = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(d) => d,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        if done.tag == STOP {
+            stopping = Some(Instant::now());
+            continue;
+        }
+        let Some(entry) = usize::try_from(done.tag)
+            .ok()
+            .and_then(|i| inner.slots.get(i))
+        else {
+            continue;
+        };
+        let mut g = entry.inflight.lock();
+        let Some(f) = g.as_mut() else { continue };
+        f.completion.fired();
+        if done.ret >= 0 && f.flush_after {
+            // FUA: the write is done; make it durable before completing.
+            f.flush_after = false;
+            if let Ok(c) = AioCompletion::new(&entry.target) {
+                f.completion = c;
+                if f.opened.image.aio_flush(&mut f.completion).is_ok() {
+                    continue;
+                }
+            }
+            // Could not start the flush: fall through and fail the write retryably.
+            let f = g.take();
+            drop(g);
+            finish(inner, done.tag, f, Err(Errno::EAGAIN));
+            continue;
+        }
+        let f = g.take();
+        drop(g);
+        let r = if done.ret >= 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw(
+                i32::try_from(-done.ret).unwrap_or(libc::EIO),
+            ))
+        };
+        finish(inner, done.tag, f, r);
+    }
+}
+
+fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
+    let Some(f) = f else { return };
+    if let Some(h) = inner.metrics.latency.get(f.op) {
+        h.observe(f.start.elapsed().as_secs_f64());
+    }
+    if r == Err(Errno::ESHUTDOWN) {
+        inner.blocklisted(&f.opened);
+    }
+    let InFlight {
+        io,
+        completion,
+        opened,
+        ..
+    } = f;
+    drop(completion);
+    if let Ok(t) = u32::try_from(tag) {
+        inner.free.lock().push(t);
+    }
+    inner.inflight.fetch_sub(1, Ordering::AcqRel);
+    io.complete(r);
+    // The last operation on a replaced image closes it here.
+    drop(opened);
+}
+
+impl Drop for RbdBackend {
+    fn drop(&mut self) {
+        {
+            let mut w = self.inner.wake.lock();
+            w.stop = true;
+        }
+        self.inner.wake_cv.notify_all();
+        let _ = self.tx.send(AioDone { tag: STOP, ret: 0 });
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Backend for RbdBackend {
+    fn describe(&self) -> String {
+        format!("rbd:{}", self.inner.cfg.spec())
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.size.load(Ordering::Relaxed)
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            unmap: !self.inner.read_only,
+            write_zeroes: !self.inner.read_only,
+            thin: true,
+            non_rotational: false,
+        }
+    }
+
+    /// Grow the image when the LUN grows past it (never shrinks the image).
+    fn resize(&self, new_size: u64) -> Result<(), Errno> {
+        let cur = Arc::clone(&self.inner.current.read());
+        let image_size = cur.image.size().map_err(|e| e.errno)?;
+        if new_size > image_size {
+            if self.inner.read_only {
+                return Err(Errno::EROFS);
+            }
+            cur.image.resize(new_size).map_err(|e| e.errno)?;
+            tracing::info!(device = %self.inner.device, image = %self.inner.cfg.spec(),
+                from = image_size, to = new_size, "rbd: image grown");
+        }
+        self.inner.size.store(new_size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn completes_inline(&self) -> bool {
+        false
+    }
+
+    fn submit(&self, io: Io) {
+        self.start_io(io);
+    }
+
+    fn op_timeout(&self) -> Option<Duration> {
+        self.inner.current.read().client.osd_op_timeout
+    }
+
+    fn ping(&self) -> Result<(), Errno> {
+        let cur = Arc::clone(&self.inner.current.read());
+        match cur.image.stat() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if e.is_blocklisted() {
+                    self.inner.blocklisted(&cur);
+                }
+                Err(e.errno)
+            }
+        }
+    }
+
+    fn reopen(&self) -> Result<(), Errno> {
+        super::monitor::reopen(&self.inner)
+    }
+
+    fn diagnose(&self) -> Vec<String> {
+        super::monitor::diagnose(&self.inner)
+    }
+}

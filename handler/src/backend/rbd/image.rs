@@ -1,0 +1,119 @@
+//! [`Opened`]: one image opened on one RADOS client, and the words for failing to open it.
+
+use super::cfg::RbdConfig;
+use super::client::{self, Client};
+use crate::backend::OpenError;
+use ceph_rbd::{Errno, Image, IoCtx};
+use std::sync::Arc;
+
+/// An image open on a client. Replaced as a whole when the client is blocklisted; commands
+/// in flight hold the one they were started on until they complete.
+pub struct Opened {
+    /// The image (holds its I/O context, which holds the client's connection).
+    pub image: Image,
+    /// The client (shared with other LUNs).
+    pub client: Arc<Client>,
+}
+
+/// Why an open failed, in words naming the object, plus the errno.
+pub struct OpenFailure {
+    /// `pool "x" not found`, ...
+    pub what: String,
+    /// The errno.
+    pub errno: Errno,
+}
+
+impl OpenFailure {
+    /// As an [`OpenError`].
+    #[must_use]
+    pub fn into_open_error(self) -> OpenError {
+        OpenError::Io {
+            what: self.what,
+            source: std::io::Error::from_raw_os_error(self.errno as i32),
+        }
+    }
+}
+
+fn where_(cfg: &RbdConfig) -> String {
+    match &cfg.namespace {
+        Some(ns) => format!("pool \"{}\" namespace \"{ns}\"", cfg.pool),
+        None => format!("pool \"{}\"", cfg.pool),
+    }
+}
+
+/// Connect (or share) the client and open the image `cfg` names; a snapshot, or
+/// `read_only`, opens read-only (no watch on the header).
+///
+/// # Errors
+/// Which step failed, naming the pool, image or snapshot.
+pub fn open(cfg: &RbdConfig, read_only: bool) -> Result<Opened, OpenFailure> {
+    let client = client::get(cfg).map_err(|e| OpenFailure {
+        what: format!(
+            "rbd: connecting to the cluster ({}, user {}) failed in {}",
+            cfg.conf.as_ref().map_or_else(
+                || "default ceph.conf".to_string(),
+                |p| p.display().to_string()
+            ),
+            cfg.id.as_deref().unwrap_or("admin"),
+            e.call
+        ),
+        errno: e.errno,
+    })?;
+    open_on(cfg, client, read_only)
+}
+
+/// Open the image on a given client (after blocklisting: a fresh one).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_on(
+    cfg: &RbdConfig,
+    client: Arc<Client>,
+    read_only: bool,
+) -> Result<Opened, OpenFailure> {
+    if let Err(e) = client.cluster.pool_lookup(&cfg.pool) {
+        return Err(OpenFailure {
+            what: if e.errno == Errno::ENOENT {
+                format!("rbd: pool \"{}\" not found", cfg.pool)
+            } else {
+                format!("rbd: looking up pool \"{}\"", cfg.pool)
+            },
+            errno: e.errno,
+        });
+    }
+    let io = IoCtx::new(&client.cluster, &cfg.pool, cfg.namespace.as_deref()).map_err(|e| {
+        OpenFailure {
+            what: format!("rbd: opening {}", where_(cfg)),
+            errno: e.errno,
+        }
+    })?;
+    let ro = read_only || cfg.snap.is_some();
+    let image = Image::open(&io, &cfg.image, cfg.snap.as_deref(), ro).map_err(|e| {
+        let what = if e.errno == Errno::ENOENT {
+            match &cfg.snap {
+                Some(s) if Image::open(&io, &cfg.image, None, true).is_ok() => format!(
+                    "rbd: snapshot \"{s}\" of image \"{}\" not found in {}",
+                    cfg.image,
+                    where_(cfg)
+                ),
+                _ => format!(
+                    "rbd: image \"{}\" not found in {}{}",
+                    cfg.image,
+                    where_(cfg),
+                    if cfg.namespace.is_some() {
+                        " (or the namespace does not exist)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        } else {
+            format!("rbd: opening image \"{}\" in {}", cfg.image, where_(cfg))
+        };
+        OpenFailure {
+            what,
+            errno: e.errno,
+        }
+    })?;
+    Ok(Opened { image, client })
+}
