@@ -305,6 +305,22 @@ impl IoCtx {
         self.h
     }
 
+    /// Size of object `oid` (a round trip to the OSD that holds it: bounded by
+    /// `rados_osd_op_timeout`).
+    ///
+    /// # Errors
+    /// `ENOENT` when it does not exist; `ETIMEDOUT`, `ESHUTDOWN`, ...
+    pub fn stat(&self, oid: &str) -> Result<u64> {
+        let o = cstr("rados_stat", oid)?;
+        let mut size = 0u64;
+        let mut mtime: libc::time_t = 0;
+        // SAFETY: live ioctx, NUL-terminated name, valid out-pointers.
+        check("rados_stat", unsafe {
+            sys::rados_stat(self.h, o.as_ptr(), &mut size, &mut mtime)
+        })?;
+        Ok(size)
+    }
+
     /// Create an image of `size` bytes (default features: layering, exclusive-lock,
     /// object-map, fast-diff, deep-flatten on Pacific).
     ///

@@ -162,6 +162,19 @@ impl Image {
         check("rbd_resize", unsafe { sys::rbd_resize(self.h, size) }).map(drop)
     }
 
+    /// Create a snapshot of the image's current state.
+    ///
+    /// # Errors
+    /// `EEXIST` when it exists.
+    pub fn snap_create(&self, name: &str) -> Result<()> {
+        let n = cstr("rbd_snap_create", name)?;
+        // SAFETY: live image, NUL-terminated name.
+        check("rbd_snap_create", unsafe {
+            sys::rbd_snap_create(self.h, n.as_ptr())
+        })
+        .map(drop)
+    }
+
     /// Whether this client holds the image's exclusive lock.
     ///
     /// # Errors

@@ -97,6 +97,13 @@ extern "C" {
         ioctx: *mut rados_ioctx_t,
     ) -> c_int;
     pub fn rados_ioctx_destroy(io: rados_ioctx_t);
+    /// Size and mtime of one object (a round trip to its OSD).
+    pub fn rados_stat(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        psize: *mut u64,
+        pmtime: *mut libc::time_t,
+    ) -> c_int;
     /// `nspace` NULL or "" is the default namespace.
     pub fn rados_ioctx_set_namespace(io: rados_ioctx_t, nspace: *const c_char);
     /// `outbuf`/`outs` are freed with `rados_buffer_free`.
@@ -140,6 +147,7 @@ extern "C" {
     /// `-ERANGE` when `id_len` is too small.
     pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: size_t) -> c_int;
     pub fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
+    pub fn rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int;
 
     // --- librbd: exclusive lock and watchers ----------------------------------------------
     pub fn rbd_is_exclusive_lock_owner(image: rbd_image_t, is_owner: *mut c_int) -> c_int;

@@ -409,8 +409,16 @@ impl Backend for RbdBackend {
 
     fn ping(&self) -> Result<(), Errno> {
         let cur = Arc::clone(&self.inner.current.read());
-        match cur.image.stat() {
-            Ok(_) => Ok(()),
+        // A stat of the header object: a round trip to its OSD (rbd_stat answers from the
+        // client's cache), bounded by osd_op_timeout. A snapshot or old-format image without
+        // a header id falls back to the cached stat.
+        let r = if cur.header.is_empty() {
+            cur.image.stat().map(drop)
+        } else {
+            cur.image.ioctx().stat(&cur.header).map(drop)
+        };
+        match r {
+            Ok(()) => Ok(()),
             Err(e) => {
                 if e.is_blocklisted() {
                     self.inner.blocklisted(&cur);

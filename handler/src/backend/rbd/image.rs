@@ -13,6 +13,8 @@ pub struct Opened {
     pub image: Image,
     /// The client (shared with other LUNs).
     pub client: Arc<Client>,
+    /// The header object (`rbd_header.<id>`), which `ping` stats.
+    pub header: String,
 }
 
 /// Why an open failed, in words naming the object, plus the errno.
@@ -115,5 +117,13 @@ pub fn open_on(
             errno: e.errno,
         }
     })?;
-    Ok(Opened { image, client })
+    let header = image
+        .id()
+        .map(|id| format!("rbd_header.{id}"))
+        .unwrap_or_default();
+    Ok(Opened {
+        image,
+        client,
+        header,
+    })
 }
