@@ -6,7 +6,11 @@
 //! client registry is process-wide, and the OSD freeze test stops the only OSD).
 #![cfg(feature = "rbd")]
 // Test arithmetic on small constants: lossless casts are clearer than try_from here.
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 mod common;
 
@@ -484,8 +488,10 @@ fn write_batches(
             let id = h.submit(&cdbs::write16(lba, n as u32, false), DataDir::ToDevice(&d));
             ops.push((lba, n, d, id));
         }
-        for (lba, n, d, id) in ops {
-            let mut c = h.wait(id);
+        // Take every completion of the batch before retrying any: a retry may reuse the id
+        // of a completed command not yet taken.
+        let done: Vec<_> = ops.iter().map(|(_, _, _, id)| h.wait(*id)).collect();
+        for ((lba, n, d, _), mut c) in ops.into_iter().zip(done) {
             if is_not_ready_transition(&c) || c.status == 0x08 {
                 let (c2, r) = run_retrying(
                     h,
@@ -605,6 +611,7 @@ fn blocklisted_by_a_lock_breaker_recovers_by_itself() {
         d.contains("blocklisted 1 time(s), reopened 1 time(s)"),
         "{d}"
     );
+    assert!(d.contains("exclusive lock: held by this daemon"), "{d}");
     // The daemon's own stale entry is removed once the old client is gone.
     let t = Instant::now();
     loop {

@@ -93,6 +93,15 @@ impl Harness {
         }
     }
 
+    /// Every completion reaped so far and not yet taken, after waiting up to `wait` for a
+    /// kick. (Take completions before submitting more: an id is reused once reaped.)
+    pub fn take_done(&mut self, wait: Duration) -> Vec<Completed> {
+        if self.done.is_empty() {
+            self.pump(wait);
+        }
+        self.done.drain().map(|(_, c)| c).collect()
+    }
+
     pub fn run(&mut self, cdb: &[u8], dir: DataDir<'_>) -> Completed {
         let id = self.submit(cdb, dir);
         self.wait(id)

@@ -355,8 +355,13 @@ impl Drop for RbdBackend {
         }
         self.inner.wake_cv.notify_all();
         let _ = self.tx.send(AioDone { tag: STOP, ret: 0 });
+        let me = std::thread::current().id();
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // The last reference can be dropped by a command completed on the completion
+            // thread itself: that thread exits by itself once stopped.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -163,7 +163,10 @@ pub(super) fn scan_watchers(inner: &Inner, why: &str) -> Vec<(Watcher, WatcherKi
                 .any(|(id, addr)| i64::try_from(*id).ok() == Some(w.id) || *addr == w.addr);
             let kind = if own {
                 WatcherKind::Own
-            } else if holders.iter().any(|h| *h == format!("client.{}", w.id)) {
+            } else if holders
+                .iter()
+                .any(|h| *h == w.addr || *h == format!("client.{}", w.id))
+            {
                 WatcherKind::LockHolder
             } else {
                 WatcherKind::PossiblyStale
@@ -320,10 +323,11 @@ pub(super) fn diagnose(inner: &Inner) -> Vec<String> {
         match cur.image.lock_owners() {
             Ok(o) if o.owners.is_empty() => out.push("exclusive lock: not held by anyone".into()),
             Ok(o) => {
+                // librbd names a lock owner by its address (older releases: client.<id>).
                 let mine = o
                     .owners
                     .iter()
-                    .any(|h| *h == format!("client.{}", c.instance_id));
+                    .any(|h| *h == c.addr || *h == format!("client.{}", c.instance_id));
                 out.push(if mine {
                     "exclusive lock: held by this daemon".to_string()
                 } else {
