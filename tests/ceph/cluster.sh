@@ -109,7 +109,8 @@ CONF
     [ "$id" = 0 ] || { log "osd new gave id $id"; exit 1; }
     mkdir -p "$dir/osd.0"
     ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$uuid" >/dev/null 2>&1
-    ceph-osd -c "$conf" -i 0
+    # ceph-osd prints a line on stderr before it daemonizes; keep it out of the test log.
+    ceph-osd -c "$conf" -i 0 2>"$dir/log/osd-start.err" || { cat "$dir/log/osd-start.err" >&2; exit 1; }
     # `rbd pool init` returns once the data path works.
     $T rbd -c "$conf" pool init rbd
     $T $c osd pool create rbd2 8 8 >/dev/null 2>&1

@@ -67,7 +67,7 @@ unsafe extern "C" fn on_complete(c: sys::rbd_completion_t, arg: *mut c_void) {
 }
 
 /// A librbd completion for one operation. Released in `Drop`: drop it after its post arrived
-/// (or after starting the operation failed, see [`AioCompletion::start_failed`]).
+/// (or after starting the operation failed: the wrapper then takes the callback's reference back).
 pub struct AioCompletion {
     h: sys::rbd_completion_t,
     /// The strong reference handed to the callback; `None` once it was taken back.

@@ -1,6 +1,6 @@
 //! The Ceph RBD backend (subtype `rbd`), on librbd through `ceph-rbd`.
 //!
-//! - [`cfg`]: tcmu-runner's cfgstring `rbd/<pool>/<image>[;osd_op_timeout=N][;conf=PATH]
+//! - [`mod@cfg`]: tcmu-runner's cfgstring `rbd/<pool>/<image>[;osd_op_timeout=N][;conf=PATH]
 //!   [;id=USER]`, plus `<pool>/<namespace>/<image>` and read-only `<image>@<snapshot>`.
 //! - [`client`]: one RADOS client per (conf, user, osd_op_timeout), shared by every LUN.
 //! - [`image`]: opening an image, with errors naming the pool, image or snapshot.
