@@ -160,7 +160,7 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         ))
     };
     let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
-    let tiers = tiers(&attrs, cfg, &settings);
+    let tiers = tiers(&attrs, cfg, &settings, backend.op_timeout());
     if let Some(t) = &tiers {
         let findings = t.check();
         for f in &findings {
@@ -192,6 +192,11 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             Some(kernel.map_or(settings.io_timeout, |k| k.min(settings.io_timeout)));
     }
     dev_cfg.outlier_threshold = Some(settings.outlier_threshold);
+    // Pings are bounded by the backend tier: the backend's own timeout, else io_timeout.
+    dev_cfg.health = Some(tcmu_warden_supervisor::health::Policy::new(
+        settings.ping_interval,
+        backend.op_timeout().unwrap_or(settings.io_timeout),
+    ));
     dev_cfg.metrics = cfg.metrics.as_ref().map(|m| m.device(&name, subtype));
     let kept_dir = dir.clone();
     dev_cfg.free_kept_buf = Some(FreeKeptBuf(Arc::new(move |id| {
@@ -218,16 +223,18 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
 }
 
 /// The device's timeout tiers (see `tcmu_warden_supervisor::tiers`), when the kernel's
-/// `cmd_time_out` is known. The file backend's tier is its `io_timeout`, which the
-/// per-command deadline enforces.
+/// `cmd_time_out` is known. The backend tier is the backend's own operation timeout (RBD's
+/// `osd_op_timeout`, Gluster's `network.ping-timeout`) or, for backends without one (the
+/// file backend), `io_timeout`, which the per-command deadline enforces.
 fn tiers(
     attrs: &configfs::DeviceAttrs,
     cfg: &DaemonConfig,
     settings: &crate::config::DeviceSettings,
+    backend_timeout: Option<std::time::Duration>,
 ) -> Option<tcmu_warden_supervisor::tiers::Tiers> {
     let cmd = attrs.cmd_time_out?;
     Some(tcmu_warden_supervisor::tiers::Tiers {
-        backend: settings.io_timeout,
+        backend: backend_timeout.unwrap_or(settings.io_timeout),
         replacement: cfg.replacement_timeout,
         multipath: settings.multipath,
         cmd_time_out: std::time::Duration::from_secs(u64::from(cmd)),

@@ -27,6 +27,8 @@ pub struct DeviceLink {
     pub aborted: Box<[AtomicBool]>,
     /// The LUN as the initiator sees it (changed by MODE SELECT and reconfiguration).
     pub lun: RwLock<LunInfo>,
+    /// The backend's health, shared with the monitor thread (see [`super::health`]).
+    pub health: super::health::HealthCell,
     done_tx: Sender<Box<Ctx>>,
     wake: EventFd,
     sleeping: AtomicBool,
@@ -53,6 +55,7 @@ impl DeviceLink {
             ua: AtomicU8::new(0),
             data,
             lun: RwLock::new(lun),
+            health: super::health::HealthCell::default(),
             done_tx,
             wake,
             sleeping: AtomicBool::new(false),

@@ -14,6 +14,7 @@
 pub mod context;
 pub mod deadline;
 pub mod exec;
+pub mod health;
 pub mod link;
 pub mod outliers;
 pub mod range_lock;

@@ -48,6 +48,9 @@ pub struct DeviceConfig {
     pub outlier_threshold: Option<Duration>,
     /// This device's Prometheus series (None: no metrics).
     pub metrics: Option<DeviceMetrics>,
+    /// Watch the backend's health with this policy (pings, lost/recovering, reopen); None:
+    /// no monitor, the backend is always taken as healthy.
+    pub health: Option<tcmu_warden_supervisor::health::Policy>,
 }
 
 /// How to release a command's kept data buffer (writes its id to `action/free_kept_buf`).
@@ -72,6 +75,7 @@ impl Default for DeviceConfig {
             free_kept_buf: None,
             outlier_threshold: Some(Duration::from_secs(1)),
             metrics: None,
+            health: None,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct DeviceHandle {
     link: Arc<DeviceLink>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The health monitor (stopped with the device).
+    monitor: Option<super::health::Monitor>,
     /// The device's counters.
     pub stats: Arc<DeviceStats>,
 }
@@ -155,6 +161,7 @@ impl DeviceHandle {
     /// Stop and wait for the device thread to exit.
     pub fn join(mut self) {
         self.stop();
+        self.monitor = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -192,6 +199,7 @@ impl DeviceHandle {
 impl Drop for DeviceHandle {
     fn drop(&mut self) {
         self.stop();
+        self.monitor = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -283,10 +291,19 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name(format!("tcmu-d/{name}"))
         .spawn(move || dt.run())?;
+    let monitor = match cfg.health {
+        Some(policy) => Some(super::health::start(
+            Arc::clone(&link),
+            policy,
+            cfg.metrics.clone(),
+        )?),
+        None => None,
+    };
     Ok(DeviceHandle {
         link,
         stop,
         thread: Some(thread),
+        monitor,
         stats,
     })
 }
@@ -679,6 +696,10 @@ impl DeviceThread {
             | Cdb::Unmap { .. }
             | Cdb::WriteSame { .. }
             | Cdb::CompareAndWrite { .. } => self.check_data_command(ctx, &mut c),
+            // A path checker (multipathd's tur) sees a lost backend as a path in transition.
+            Cdb::TestUnitReady if self.link.health.is_lost() => {
+                Sense::not_ready_in_transition().into()
+            }
             _ => self.emulate(ctx, &c),
         };
         ctx.cdb = c;
@@ -686,7 +707,12 @@ impl DeviceThread {
     }
 
     /// Range, limit and length checks of a data command; it goes to a worker when they pass.
+    /// While the backend is lost it fails at once with the retryable NOT READY 04/0A.
     fn check_data_command(&self, ctx: &Ctx, c: &mut Cdb) -> Route {
+        if self.link.health.is_lost() {
+            self.link.health.failed_fast.fetch_add(1, Ordering::Relaxed);
+            return Sense::not_ready_in_transition().into();
+        }
         let lun = self.link.lun.read();
         if let Err(s) = lun.validate(c) {
             return s.into();
@@ -818,6 +844,7 @@ impl DeviceThread {
                 Ok(()) => {
                     self.deadlines.mark_completed(e.slot, true, now);
                     self.stats.deadline_expired.fetch_add(1, Ordering::Relaxed);
+                    self.link.health.note_expired();
                     if let Some(m) = &self.metrics {
                         m.deadline_expired("handler");
                     }
@@ -906,7 +933,10 @@ impl DeviceThread {
                     sense: None,
                     read_len,
                 },
-                Err(e) => ScsiError::from_errno(e as i32, is_write).into(),
+                Err(e) => {
+                    self.link.health.note_error(e);
+                    ScsiError::from_errno(e as i32, is_write).into()
+                }
             },
         };
         if outcome.status != status::GOOD {
