@@ -188,7 +188,19 @@ impl MonitorLoop {
     fn run(&mut self, stop: &AtomicBool) {
         let p = self.health.policy();
         let tick = (p.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let mut tunables = self.link.tunables.generation();
         while !stop.load(Ordering::SeqCst) {
+            if self.link.tunables.generation() != tunables {
+                tunables = self.link.tunables.generation();
+                if let Some((interval, timeout)) = self.link.tunables.get().ping {
+                    let mut p = self.health.policy();
+                    p.interval = interval;
+                    p.timeout = timeout;
+                    p.settle = interval;
+                    self.health.set_policy(p, Instant::now());
+                    tracing::info!(device = %self.link.name, ?interval, ?timeout, "new health ping settings");
+                }
+            }
             match self.res_rx.recv_timeout(tick) {
                 Ok(r) => self.probe_done(r),
                 Err(RecvTimeoutError::Timeout) => {}

@@ -287,6 +287,7 @@ pub fn spawn(
         last_batch: 0,
         uio_ready: true,
         wake_ready: true,
+        tunables_seen: 0,
     };
     let thread = std::thread::Builder::new()
         .name(format!("tcmu-d/{name}"))
@@ -361,6 +362,8 @@ struct DeviceThread {
     uio_ready: bool,
     /// poll() reported the wake eventfd readable.
     wake_ready: bool,
+    /// The generation of `link.tunables` applied.
+    tunables_seen: u64,
 }
 
 impl DeviceThread {
@@ -386,6 +389,9 @@ impl DeviceThread {
             }
             self.reap();
             self.unpark();
+            if self.link.tunables.generation() != self.tunables_seen {
+                self.retune();
+            }
             let now = Instant::now();
             if self.deadlines.scan_due(now) {
                 self.expire(now);
@@ -427,6 +433,19 @@ impl DeviceThread {
             w.stop();
         }
         tracing::info!(device = %name, "stopped");
+    }
+
+    /// Apply settings a configuration reload changed.
+    fn retune(&mut self) {
+        self.tunables_seen = self.link.tunables.generation();
+        let v = self.link.tunables.get();
+        self.outlier_threshold = v.outlier_threshold;
+        self.deadlines.set_limit(v.command_deadline);
+        let ms = v
+            .command_deadline
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.stats.deadline_ms.store(ms, Ordering::Relaxed);
+        tracing::info!(device = %self.link.name, outlier_threshold = ?v.outlier_threshold, deadline = ?v.command_deadline, "new settings in force");
     }
 
     fn sleep(&mut self, stop_by: Option<Instant>) {
