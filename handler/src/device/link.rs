@@ -26,6 +26,8 @@ pub struct DeviceLink {
     /// Per context slot: the command was aborted by a TMR while queued for a worker; the
     /// worker completes it without running it.
     pub aborted: Box<[AtomicBool]>,
+    /// COMPARE AND WRITEs completed at their deadline, to recognise their retries.
+    pub caw: super::caw_retry::CawRetry,
     /// The LUN as the initiator sees it (changed by MODE SELECT and reconfiguration).
     pub lun: RwLock<LunInfo>,
     /// The backend's health, shared with the monitor thread (see [`super::health`]).
@@ -65,6 +67,7 @@ impl DeviceLink {
             sleeping: AtomicBool::new(false),
             accounting: false,
             aborted: Box::new([]),
+            caw: super::caw_retry::CawRetry::new(0),
             _doorbell: doorbell,
         })
     }

@@ -11,6 +11,7 @@
 //! holds it owns the command, so it is completed to the ring exactly once, by the device
 //! thread, when the box comes back.
 
+pub mod caw_retry;
 pub mod context;
 pub mod deadline;
 pub mod exec;

@@ -237,6 +237,7 @@ pub fn spawn(
     )?;
     link.accounting = cfg.outlier_threshold.is_some() || cfg.metrics.is_some();
     link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
+    link.caw = super::caw_retry::CawRetry::new(total);
     if let Some(m) = &cfg.metrics {
         m.set_capacity(u64::from(ring.cmdr_size()), ring.data_area().len());
     }
@@ -849,6 +850,20 @@ impl DeviceThread {
         }
         let can_keep = self.ring.caps().keep_buf && self.free_kept_buf.is_some();
         for e in &expired {
+            // Parked behind another command's range: it never reached the backend, so it can
+            // be completed now and dropped; running it later would be a late write the
+            // initiator was told had failed.
+            if let Some(pos) = self.parked.iter().position(|c| c.slot == e.slot) {
+                if let Some(mut ctx) = self.parked.remove(pos) {
+                    ctx.done(Outcome::error(ScsiError::from_errno(libc::ETIMEDOUT, true)));
+                    self.count_expiry(
+                        e,
+                        "parked behind a command on the same blocks, never sent to the backend",
+                    );
+                    self.finish(ctx);
+                }
+                continue;
+            }
             if !can_keep {
                 if !self.warned_no_keep_buf {
                     self.warned_no_keep_buf = true;
@@ -862,16 +877,18 @@ impl DeviceThread {
             match self.ring.complete(e.id, &rsp) {
                 Ok(()) => {
                     self.deadlines.mark_completed(e.slot, true, now);
-                    self.stats.deadline_expired.fetch_add(1, Ordering::Relaxed);
-                    self.link.health.note_expired();
-                    if let Some(m) = &self.metrics {
-                        m.deadline_expired("handler");
+                    // Not started by a worker yet: it completes without running.
+                    if let Some(f) = self.link.aborted.get(usize::from(e.slot)) {
+                        f.store(true, Ordering::SeqCst);
+                    }
+                    // It may still land: no later command may write its blocks before it
+                    // returns (the initiator's retry, or a newer write, would be overwritten).
+                    self.ranges.fence(e.slot);
+                    if e.opcode == tcmu_scsi::opcodes::COMPARE_AND_WRITE {
+                        self.link.caw.expired(e.slot, e.lba, now);
                     }
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
-                        age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
-                        deadline_ms = self.deadlines.limit().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                        "backend did not answer in time: completed with a retryable status, data blocks kept until it does");
+                    self.count_expiry(e, "backend did not answer in time: completed with a retryable status, data blocks kept and writes to them held until it does");
                 }
                 Err(err) => {
                     tracing::error!(device = %self.link.name, cmd_id = e.id, "cannot complete at the deadline: {err}")
@@ -889,6 +906,18 @@ impl DeviceThread {
         self.expired = expired;
         self.stuck = stuck;
         self.publish();
+    }
+
+    fn count_expiry(&self, e: &super::deadline::Expired, what: &str) {
+        self.stats.deadline_expired.fetch_add(1, Ordering::Relaxed);
+        self.link.health.note_expired();
+        if let Some(m) = &self.metrics {
+            m.deadline_expired("handler");
+        }
+        tracing::warn!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
+            age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
+            deadline_ms = self.deadlines.limit().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            "{what}");
     }
 
     /// At the stop deadline: complete every command still with a worker or the backend with

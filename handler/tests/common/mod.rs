@@ -93,6 +93,11 @@ impl Harness {
         }
     }
 
+    /// Whether `id` has completed (and was not yet taken by [`Harness::wait`]).
+    pub fn is_done(&self, id: u16) -> bool {
+        self.done.contains_key(&id)
+    }
+
     pub fn run(&mut self, cdb: &[u8], dir: DataDir<'_>) -> Completed {
         let id = self.submit(cdb, dir);
         self.wait(id)
