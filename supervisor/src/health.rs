@@ -41,7 +41,8 @@ pub struct Policy {
 
 impl Policy {
     /// Pings every `interval`, each bounded by `timeout` (the backend tier); settles after one
-    /// interval; reopens after 1 s, doubling up to 30 s.
+    /// interval; reopens after 1 s, doubling up to 10 s (so a backend that comes back is
+    /// serving again within about 10 s, while a dead one is not hammered).
     #[must_use]
     pub fn new(interval: Duration, timeout: Duration) -> Policy {
         Policy {
@@ -49,7 +50,7 @@ impl Policy {
             timeout,
             settle: interval,
             backoff_min: Duration::from_secs(1).min(interval),
-            backoff_max: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(10),
         }
     }
 }

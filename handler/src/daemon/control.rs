@@ -213,20 +213,29 @@ impl DeviceView {
                 opname(self.oldest_opcode), self.oldest_lba, human(oldest), human(deadline), self.expired
             );
         }
-        if matches!(self.health.as_str(), "degraded" | "recovering") {
-            return format!(
+        let unsettled = matches!(self.health.as_str(), "degraded" | "recovering");
+        let health = || {
+            format!(
                 "backend {}: {}",
                 self.health.to_uppercase(),
                 self.health_note.as_deref().unwrap_or("see the log")
-            );
-        }
+            )
+        };
         if self.expired > 0 {
-            return format!(
+            let mut v = format!(
                 "answering again after a stall: {} command(s) passed the {} deadline and were completed with a retryable status ({} stayed stuck a whole deadline longer); nothing is waiting on the backend now",
                 self.expired,
                 human(deadline),
                 self.stuck
             );
+            if unsettled {
+                v.push_str("; ");
+                v.push_str(&health());
+            }
+            return v;
+        }
+        if unsettled {
+            return health();
         }
         if self.outliers > 0 {
             return format!(
