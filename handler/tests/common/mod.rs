@@ -93,6 +93,11 @@ impl Harness {
         }
     }
 
+    /// The completion of `id` if it has been reaped (call [`Harness::pump`] to reap).
+    pub fn take(&mut self, id: u16) -> Option<Completed> {
+        self.done.remove(&id)
+    }
+
     pub fn run(&mut self, cdb: &[u8], dir: DataDir<'_>) -> Completed {
         let id = self.submit(cdb, dir);
         self.wait(id)
