@@ -43,6 +43,10 @@ brick_pid() {
     pgrep -f "glusterfsd.*--volfile-id $vol\." | head -1
 }
 
+# glusterd, bricks and helpers started for DIR (not this script: its command line names DIR too).
+gluster_pids() { pgrep -f "^(/usr/sbin/)?gluster(d|fsd|fs)? .*$dir" || true; }
+no_gluster_pids() { [ -z "$(gluster_pids)" ]; }
+
 brick_online() {
     cli --xml volume status "$vol" | grep -q '<status>1</status>' &&
         cli --xml volume status "$vol" | grep -Eq '<port>[1-9][0-9]*</port>'
@@ -58,7 +62,7 @@ up() {
     fi
     mkdir -p "$dir"/{lib,run,log,brick}
     # Remember what glusterd creates outside DIR, so that down removes only that.
-    for d in /var/lib/glusterd/geo-replication /var/lib/glusterd/ss_brick /var/run/gluster; do [ -e "$d" ] || echo "$d" >>"$dir/created"; done
+    for d in /var/lib/glusterd/geo-replication /var/lib/glusterd/ss_brick /var/run/gluster/snaps /var/run/gluster; do [ -e "$d" ] || echo "$d" >>"$dir/created"; done
     ls /var/run/gluster/*.socket 2>/dev/null >"$dir/sockets-before" || true
     cat >"$dir/glusterd.vol" <<VOL
 volume management
@@ -103,9 +107,9 @@ down() {
     p=$(brick_pid || true)
     [ -n "$p" ] && { kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; }
     [ -s "$dir/glusterd.pid" ] && kill "$(cat "$dir/glusterd.pid")" 2>/dev/null || true
-    for p in $(pgrep -f "$dir" || true); do kill "$p" 2>/dev/null || true; done
-    wait_for 15 "gluster processes to exit" sh -c "! pgrep -f '$dir' >/dev/null" || {
-        for p in $(pgrep -f "$dir" || true); do kill -9 "$p" 2>/dev/null || true; done
+    for p in $(gluster_pids); do kill "$p" 2>/dev/null || true; done
+    wait_for 15 "gluster processes to exit" no_gluster_pids || {
+        for p in $(gluster_pids); do kill -9 "$p" 2>/dev/null || true; done
     }
     # Sockets glusterd made in /var/run/gluster during this run.
     for s in /var/run/gluster/*.socket; do

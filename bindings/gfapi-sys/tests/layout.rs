@@ -11,7 +11,7 @@ const PROGRAM: &str = r#"
 #include <stddef.h>
 #include <glusterfs/api/glfs.h>
 #define P(name, v) printf("%s %lu\n", name, (unsigned long)(v))
-#define CHECK(fn, type) { type p = fn; (void)p; }
+#define CHECK(fn, T) _Static_assert(__builtin_types_compatible_p(__typeof__(&fn), T), "prototype of " #fn);
 int main(void) {
   CHECK(glfs_new, glfs_t *(*)(const char *));
   CHECK(glfs_set_volfile_server, int (*)(glfs_t *, const char *, const char *, int));

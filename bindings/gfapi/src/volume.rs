@@ -233,7 +233,7 @@ impl Volume {
                     return Ok(String::from_utf8_lossy(&buf).into_owned());
                 }
                 Err(_) if n == -1 => return Err(last_errno()),
-                Err(_) => buf.resize(usize::try_from(n.unsigned_abs()).unwrap_or(0), 0),
+                Err(_) => buf.resize(n.unsigned_abs(), 0),
             }
         }
         Err(Errno::EIO)

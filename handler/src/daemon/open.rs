@@ -160,7 +160,7 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         ))
     };
     let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
-    let tiers = tiers(&attrs, cfg, &settings);
+    let tiers = tiers(&attrs, cfg, &settings, backend.op_timeout());
     if let Some(t) = &tiers {
         let findings = t.check();
         for f in &findings {
@@ -218,16 +218,18 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
 }
 
 /// The device's timeout tiers (see `tcmu_warden_supervisor::tiers`), when the kernel's
-/// `cmd_time_out` is known. The file backend's tier is its `io_timeout`, which the
-/// per-command deadline enforces.
+/// `cmd_time_out` is known. The backend tier is the backend's own timeout when it has one
+/// (Gluster's ping-timeout, [`Backend::op_timeout`]), else the `io_timeout` the per-command
+/// deadline enforces (the file backend).
 fn tiers(
     attrs: &configfs::DeviceAttrs,
     cfg: &DaemonConfig,
     settings: &crate::config::DeviceSettings,
+    backend_tier: Option<std::time::Duration>,
 ) -> Option<tcmu_warden_supervisor::tiers::Tiers> {
     let cmd = attrs.cmd_time_out?;
     Some(tcmu_warden_supervisor::tiers::Tiers {
-        backend: settings.io_timeout,
+        backend: backend_tier.unwrap_or(settings.io_timeout),
         replacement: cfg.replacement_timeout,
         multipath: settings.multipath,
         cmd_time_out: std::time::Duration::from_secs(u64::from(cmd)),

@@ -153,6 +153,9 @@ pub fn parse(cfgstring: &str, options: &[(&str, &str)]) -> Result<GlfsConfig, St
         c == '/' && depth == 0
     });
     let Some((cut, _)) = cut else {
+        if depth > 0 {
+            return Err(format!("{SYNTAX}: unclosed [ in an IPv6 address"));
+        }
         return Err(format!("{SYNTAX}: no /<path> after the host"));
     };
     let (servers, path) = (&rest[..cut], &rest[cut + 1..]);
@@ -233,7 +236,7 @@ mod tests {
             &[("ping_timeout", "7")],
         )
         .unwrap();
-        assert_eq!(c.servers.len(), 4);
+        assert_eq!(c.servers.len(), 5);
         assert_eq!(c.servers[1], srv("h2", 24008));
         assert_eq!(c.servers[2].transport, "rdma");
         assert_eq!(c.servers[3], srv("::1", 1234));
