@@ -6,7 +6,7 @@
 //! is `GFAPI_6.0` for each of them (the 3.x versions with the older callback type are kept
 //! in the library as non-default versions). `tests/layout.rs` compiles a C program against
 //! `<glusterfs/api/glfs.h>` that checks every prototype below and the layout of
-//! [`glfs_stat`].
+//! [`glfs_stat`](struct@glfs_stat).
 //!
 //! Everything here is `unsafe` to call; `bindings/gfapi` is the safe wrapper.
 #![allow(non_camel_case_types)]

@@ -1,7 +1,7 @@
 //! The GlusterFS backend (subtype `glfs`): a LUN in a file on a gluster volume, through
 //! libgfapi (`bindings/gfapi`).
 //!
-//! - [`cfg`]: the cfgstring, tcmu-runner's `glfs/<volume>@<host>/<path>` and more servers,
+//! - [`cfg`](mod@cfg): the cfgstring, tcmu-runner's `glfs/<volume>@<host>/<path>` and more servers,
 //!   ports and transports.
 //! - [`volumes`]: one `glfs_t` per (volume, servers, client options), shared by LUNs.
 //! - [`backend`]: asynchronous vectored I/O, fdatasync, discard, zerofill, resize.
