@@ -124,6 +124,9 @@ pub struct DeviceSection {
     /// Commands slower than this go to the outlier log.
     #[serde(deserialize_with = "de_opt_duration")]
     pub outlier_threshold: Option<Duration>,
+    /// Time between health pings of the backend.
+    #[serde(deserialize_with = "de_opt_positive_duration")]
+    pub ping_interval: Option<Duration>,
     /// The LUN is exported over several ALUA paths (its `cmd_time_out` must then exceed
     /// `replacement_timeout` too).
     pub multipath: Option<bool>,
@@ -141,6 +144,8 @@ pub struct DeviceSettings {
     pub io_timeout: Duration,
     /// Default 1 s.
     pub outlier_threshold: Duration,
+    /// Default 5 s.
+    pub ping_interval: Duration,
     /// Default false.
     pub multipath: bool,
     /// Default [`TierPolicy::Warn`].
@@ -155,6 +160,7 @@ impl Default for DeviceSettings {
         DeviceSettings {
             io_timeout: Duration::from_secs(20),
             outlier_threshold: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(5),
             multipath: false,
             tier_policy: TierPolicy::Warn,
             faults: Vec::new(),
@@ -169,6 +175,9 @@ impl DeviceSettings {
         }
         if let Some(v) = s.outlier_threshold {
             self.outlier_threshold = v;
+        }
+        if let Some(v) = s.ping_interval {
+            self.ping_interval = v;
         }
         if let Some(v) = s.multipath {
             self.multipath = v;
@@ -205,6 +214,11 @@ impl DeviceSettings {
             "outlier_threshold",
             format_duration(self.outlier_threshold),
             format_duration(new.outlier_threshold),
+        );
+        key(
+            "ping_interval",
+            format_duration(self.ping_interval),
+            format_duration(new.ping_interval),
         );
         key(
             "multipath",
@@ -400,6 +414,10 @@ impl Config {
                 "outlier_threshold" => {
                     s.outlier_threshold = parse_duration(v).map_err(|e| bad(e.to_string()))?;
                 }
+                "ping_interval" => {
+                    s.ping_interval = positive(parse_duration(v).map_err(|e| bad(e.to_string()))?)
+                        .map_err(bad)?;
+                }
                 "multipath" => {
                     s.multipath = match v {
                         "true" | "1" | "yes" | "on" => true,
@@ -524,6 +542,7 @@ impl Config {
 pub const DEVICE_KEYS: &[&str] = &[
     "io_timeout",
     "outlier_threshold",
+    "ping_interval",
     "multipath",
     "tier_policy",
     "faults",

@@ -122,13 +122,7 @@ fn main() -> std::process::ExitCode {
     } else {
         d.log_level.clone()
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let log_level = init_logging(level, cli.debug);
     let metrics_addr = match cli.metrics_addr.as_deref() {
         None => Some(d.metrics_addr),
         Some("off") => None,
@@ -163,6 +157,7 @@ fn main() -> std::process::ExitCode {
         file,
         metrics: None,
         control_socket: Some(cli.control_socket),
+        log_level,
     };
     match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -172,4 +167,30 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Log to stderr with the filter `level` (`RUST_LOG` overrides it). Returns how to change the
+/// filter later (a configuration reload), unless `RUST_LOG` or `--debug` fixed it.
+fn init_logging(level: String, debug: bool) -> Option<daemon::LogLevelSetter> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{reload, EnvFilter};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some() || debug;
+    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr),
+        )
+        .init();
+    if fixed {
+        return None;
+    }
+    Some(std::sync::Arc::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
 }

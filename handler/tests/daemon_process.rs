@@ -223,3 +223,72 @@ fn status_without_a_daemon_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_configuration_and_a_bad_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("config.toml");
+    std::fs::write(&conf, "[daemon]\nlog_level = \"info\"\n").unwrap();
+    let empty_sysfs = dir.path().join("uio");
+    std::fs::create_dir(&empty_sysfs).unwrap();
+    let ctl = dir.path().join("ctl.sock");
+    let mut child = Command::new(BIN)
+        .args(["--no-mlock", "--metrics-addr", "off", "-c"])
+        .arg(&conf)
+        .arg("--sysfs-uio")
+        .arg(&empty_sysfs)
+        .arg("--control-socket")
+        .arg(&ctl)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // Signal, then give the daemon time to read the file before the test rewrites it.
+    let hup = |what: &str| {
+        // SAFETY: kill with a valid pid and signal.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "{what}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Wait until it answers on its control socket (it is up).
+    let t = Instant::now();
+    while !ctl.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "daemon not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(
+        &conf,
+        "[daemon]\nlog_level = \"debug\"\nworkers = 2\nreply_mode = false\n",
+    )
+    .unwrap();
+    hup("good file");
+    std::fs::write(&conf, "[daemon]\nworkers = 0\n").unwrap();
+    hup("bad file");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    for want in [
+        "log_level: info -> debug, applies now",
+        "workers: 4 -> 2, applies to devices opened from now on",
+        "reply_mode: true -> false, applies only after a restart",
+        "SIGHUP: configuration reloaded",
+        "SIGHUP: the configuration was NOT reloaded, the one in force stays",
+        "line 2",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from the log:\n{err}");
+    }
+    // The new log level is in force: debug lines appear after the reload.
+    let after = &err[err.find("log_level: info -> debug").unwrap()..];
+    assert!(
+        after.contains("DEBUG"),
+        "no DEBUG line after the reload:\n{after}"
+    );
+}

@@ -31,6 +31,15 @@ done
 mount -t configfs configfs /sys/kernel/config || modrc=1
 echo "=== MODULES rc=$modrc uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
 
+# Networking: loopback, and qemu's user-mode network on eth0, where 10.0.2.2 is the host's
+# 127.0.0.1 (the throwaway Ceph and gluster services listen there; lib.sh's vm_forward makes
+# them appear on the guest's own 127.0.0.1 too).
+ip link set lo up
+if ip link set eth0 up 2>/dev/null; then
+    ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 ||
+        echo "init: eth0 configuration failed" >&2
+fi
+
 # Kernel messages below the console loglevel ("quiet") still matter for diagnosis: each
 # scenario's share of the ring buffer is copied into the console log after it.
 dmesg -c | sed 's/^/kmsg: /'

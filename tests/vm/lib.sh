@@ -420,6 +420,23 @@ fio_loop_stop() {
 }
 
 # ---------------------------------------------------------------- cleanup (run by /init)
+# Make host services on the host's 127.0.0.1:PORT reachable as the guest's 127.0.0.1:PORT
+# (qemu's user-mode network maps 10.0.2.2 to the host's loopback). Services that hand out
+# their own address (Ceph's monmap and OSD addresses, gluster's brick host) then work
+# unchanged. One persistent busybox nc per port, forking a relay per connection.
+vm_forward() {
+    for p in "$@"; do
+        nc -ll -p "$p" -e nc 10.0.2.2 "$p" </dev/null >/dev/null 2>&1 &
+        echo $! >>/tmp/vm_forward.pids
+    done
+}
+
+vm_forward_stop() {
+    [ -f /tmp/vm_forward.pids ] || return 0
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done </tmp/vm_forward.pids
+    rm -f /tmp/vm_forward.pids
+}
+
 vm_dump_logs() {
     for _l in /tmp/handler.*.log; do
         [ -e "$_l" ] || continue
@@ -460,4 +477,5 @@ vm_cleanup() {
         rm -f "$_f"
     done
     rm -f /tmp/*.img /tmp/handler.*.log /tmp/fio.*.out /tmp/fioloop.*
+    vm_forward_stop
 }

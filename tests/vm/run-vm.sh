@@ -60,7 +60,8 @@ t1=$(date +%s.%N)
 
 qrc=0
 timeout -s KILL "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max,-erms,-fsrm -m 3072 -smp 2 \
-    -display none -monitor none -parallel none -no-reboot -nic none \
+    -display none -monitor none -parallel none -no-reboot \
+    -nic user,model=virtio-net-pci \
     -serial "file:$out/console.log" -serial "file:$out/results.raw" \
     -kernel "$kdir/vmlinuz" -initrd "$out/initrd" \
     -append "console=ttyS0 panic=-1 quiet ${VM_APPEND:-}" </dev/null || qrc=$?

@@ -13,7 +13,8 @@
 //!
 //! - rules are separated by `;` (blanks around tokens are ignored, empty rules too, so an
 //!   empty string means "no faults");
-//! - operations: `read`, `write`, `flush`, `unmap`, `write_zeroes`, or `any`, joined with `|`;
+//! - operations: `read`, `write`, `flush`, `unmap`, `write_zeroes`, `ping` (the health
+//!   monitor's probe), or `any` (all of them), joined with `|`;
 //! - actions: `fail=<ERRNO>` (a name such as `EIO`, `ETIMEDOUT`, `ESHUTDOWN`, `ENOTCONN`,
 //!   `ENOSPC`, or a number), `delay=<duration>`, `hang` (held until [`FaultBackend::release_hung`]
 //!   or until the rule is removed by [`FaultBackend::set_rules`]), `hang=<duration>` (held
@@ -71,17 +72,20 @@ impl OpSet {
     pub const UNMAP: OpSet = OpSet(8);
     /// WRITE ZEROES (WRITE SAME of zeros).
     pub const WRITE_ZEROES: OpSet = OpSet(16);
-    /// Every operation.
-    pub const ANY: OpSet = OpSet(31);
+    /// The health monitor's ping ([`Backend::ping`]).
+    pub const PING: OpSet = OpSet(32);
+    /// Every operation, pings included.
+    pub const ANY: OpSet = OpSet(63);
     /// No operation.
     pub const NONE: OpSet = OpSet(0);
 
-    const NAMES: [(&'static str, OpSet); 5] = [
+    const NAMES: [(&'static str, OpSet); 6] = [
         ("read", OpSet::READ),
         ("write", OpSet::WRITE),
         ("flush", OpSet::FLUSH),
         ("unmap", OpSet::UNMAP),
         ("write_zeroes", OpSet::WRITE_ZEROES),
+        ("ping", OpSet::PING),
     ];
 
     /// The set holding only `op`'s kind.
@@ -100,6 +104,12 @@ impl OpSet {
     #[must_use]
     pub fn matches(self, op: IoOp) -> bool {
         self.0 & OpSet::of(op).0 != 0
+    }
+
+    /// Whether the set holds the health ping.
+    #[must_use]
+    pub fn has_ping(self) -> bool {
+        self.0 & OpSet::PING.0 != 0
     }
 
     /// Whether the set holds no operation.
@@ -557,6 +567,8 @@ pub struct FaultBackend {
     rules: RwLock<Vec<Armed>>,
     timer: Mutex<Option<JoinHandle<()>>>,
     injected: AtomicU64,
+    /// Bumped by `release_hung`: ends the hang of a ping.
+    ping_releases: AtomicU64,
 }
 
 impl FaultBackend {
@@ -572,6 +584,7 @@ impl FaultBackend {
             rules: RwLock::new(rules.into_iter().map(Armed::new).collect()),
             timer: Mutex::new(None),
             injected: AtomicU64::new(0),
+            ping_releases: AtomicU64::new(0),
         }
     }
 
@@ -611,6 +624,7 @@ impl FaultBackend {
     /// Release every hung operation to the inner backend, in arrival order; returns how many.
     /// The rules stay in force: later operations can hang again.
     pub fn release_hung(&self) -> usize {
+        self.ping_releases.fetch_add(1, Ordering::SeqCst);
         let held = std::mem::take(&mut self.shared.state.lock().hung);
         let n = held.len();
         for h in held {
@@ -686,6 +700,53 @@ impl Backend for FaultBackend {
 
     fn completes_inline(&self) -> bool {
         false
+    }
+
+    fn op_timeout(&self) -> Option<Duration> {
+        self.shared.inner.op_timeout()
+    }
+
+    fn reopen(&self) -> Result<(), Errno> {
+        self.shared.inner.reopen()
+    }
+
+    fn diagnose(&self) -> Vec<String> {
+        self.shared.inner.diagnose()
+    }
+
+    /// The rules apply to pings too (operation `ping`, included in `any`), synchronously: a
+    /// delayed, hung or stalled ping blocks the calling thread (the health monitor's prober)
+    /// as a frozen server would.
+    fn ping(&self) -> Result<(), Errno> {
+        let now = Instant::now();
+        let found = self
+            .rules
+            .read()
+            .iter()
+            .find(|a| a.rule.ops.has_ping() && a.applies(now))
+            .map(|a| (a.rule, a.window_end()));
+        let Some((rule, window)) = found else {
+            return self.shared.inner.ping();
+        };
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        match rule.action {
+            Action::Fail(e) => return Err(e),
+            Action::Delay(d) | Action::HangFor(d) => std::thread::sleep(d),
+            Action::Stall(_) => {
+                if let Some(end) = window {
+                    std::thread::sleep(end.saturating_duration_since(Instant::now()));
+                }
+            }
+            Action::Hang => {
+                let gen = self.ping_releases.load(Ordering::SeqCst);
+                while self.rules.read().iter().any(|a| a.rule == rule)
+                    && self.ping_releases.load(Ordering::SeqCst) == gen
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        self.shared.inner.ping()
     }
 
     fn submit(&self, io: Io) {

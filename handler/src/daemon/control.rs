@@ -116,6 +116,16 @@ pub struct DeviceView {
     pub broken: bool,
     /// Latest outliers, one line each.
     pub recent: Vec<String>,
+    /// Backend health: `healthy`, `degraded`, `lost`, `recovering` (empty: not monitored).
+    pub health: String,
+    /// The last health transition in words, with how long ago.
+    pub health_note: Option<String>,
+    /// Commands failed fast while the backend was lost.
+    pub failed_fast: u64,
+    /// Reopen attempts.
+    pub reopens: u64,
+    /// What the backend itself reports (lock owner, stale watchers, ...).
+    pub backend_notes: Vec<String>,
 }
 
 impl DeviceView {
@@ -168,6 +178,14 @@ impl DeviceView {
             data_size: st.data_size.load(Relaxed),
             broken: st.broken.load(Relaxed),
             recent,
+            health: link.health.state().label().to_string(),
+            health_note: link.health.last_transition().map(|(at, words)| {
+                let ago = SystemTime::now().duration_since(at).unwrap_or_default();
+                format!("{} ago: {words}", human(ago))
+            }),
+            failed_fast: link.health.failed_fast.load(Relaxed),
+            reopens: link.health.reopens.load(Relaxed),
+            backend_notes: link.backend().diagnose(),
         }
     }
 
@@ -179,6 +197,14 @@ impl DeviceView {
         if self.broken {
             return "RING BROKEN: the ring was found corrupt and is no longer read; restart the daemon (it resets the ring)".into();
         }
+        if self.health == "lost" {
+            return format!(
+                "BACKEND LOST: {}; {} command(s) failed fast with a retryable status so far, {} reopen attempt(s)",
+                self.health_note.as_deref().unwrap_or("it does not answer"),
+                self.failed_fast,
+                self.reopens
+            );
+        }
         // The verdict is about now: the oldest command in flight against the deadline. The
         // counters are history.
         if self.in_flight > 0 && self.deadline_ms > 0 && oldest >= deadline {
@@ -187,13 +213,29 @@ impl DeviceView {
                 opname(self.oldest_opcode), self.oldest_lba, human(oldest), human(deadline), self.expired
             );
         }
+        let unsettled = matches!(self.health.as_str(), "degraded" | "recovering");
+        let health = || {
+            format!(
+                "backend {}: {}",
+                self.health.to_uppercase(),
+                self.health_note.as_deref().unwrap_or("see the log")
+            )
+        };
         if self.expired > 0 {
-            return format!(
+            let mut v = format!(
                 "answering again after a stall: {} command(s) passed the {} deadline and were completed with a retryable status ({} stayed stuck a whole deadline longer); nothing is waiting on the backend now",
                 self.expired,
                 human(deadline),
                 self.stuck
             );
+            if unsettled {
+                v.push_str("; ");
+                v.push_str(&health());
+            }
+            return v;
+        }
+        if unsettled {
+            return health();
         }
         if self.outliers > 0 {
             return format!(
@@ -246,6 +288,22 @@ pub fn report(devices: &[DeviceView], uptime: Duration, full: bool) -> String {
         };
         let _ = writeln!(s, "  commands: {oldest}");
         let _ = writeln!(s, "  timeout tiers: {}", d.tiers);
+        if !d.health.is_empty() {
+            let _ = writeln!(
+                s,
+                "  backend health: {}{}; {} reopen attempt(s), {} command(s) failed fast",
+                d.health,
+                d.health_note
+                    .as_deref()
+                    .map(|n| format!(" (last change {n})"))
+                    .unwrap_or_default(),
+                d.reopens,
+                d.failed_fast
+            );
+        }
+        for n in &d.backend_notes {
+            let _ = writeln!(s, "  backend: {n}");
+        }
         let _ = writeln!(
             s,
             "  ring: {} of the {} command ring and {} of the {} data area in use",
@@ -364,6 +422,44 @@ mod tests {
             v.starts_with("answering again after a stall: 12 command(s)")
                 && v.contains("3 stayed stuck"),
             "{v}"
+        );
+    }
+
+    #[test]
+    fn a_lost_backend_is_explained_with_what_the_handler_does_about_it() {
+        let mut d = dev();
+        d.health = "lost".into();
+        d.health_note = Some("4.0 s ago: lost (was degraded): a health ping did not answer within the backend timeout; new commands fail fast".into());
+        d.failed_fast = 310;
+        d.reopens = 3;
+        d.backend_notes = vec!["possibly stale watcher 127.0.0.1:0/1234".into()];
+        let r = report(&[d], Duration::from_secs(60), true);
+        assert!(
+            r.contains("verdict: BACKEND LOST: 4.0 s ago: lost (was degraded)"),
+            "{r}"
+        );
+        assert!(
+            r.contains(
+                "310 command(s) failed fast with a retryable status so far, 3 reopen attempt(s)"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains("backend health: lost (last change 4.0 s ago"),
+            "{r}"
+        );
+        assert!(
+            r.contains("backend: possibly stale watcher 127.0.0.1:0/1234"),
+            "{r}"
+        );
+        let mut d = dev();
+        d.health = "recovering".into();
+        d.health_note =
+            Some("1.0 s ago: recovering (was lost): reopened, and the backend answers".into());
+        assert!(
+            d.verdict().starts_with("backend RECOVERING: 1.0 s ago"),
+            "{}",
+            d.verdict()
         );
     }
 

@@ -231,6 +231,14 @@ impl Lifecycle {
         }
     }
 
+    /// Reload the configuration file (SIGHUP): apply it to the devices served, and use it for
+    /// the devices opened from now on. See [`super::reload`].
+    pub fn reload(&mut self) {
+        if let Some(next) = super::reload::reload(&self.cfg, &mut self.served) {
+            self.cfg = Arc::new(next);
+        }
+    }
+
     fn reconfig(&mut self, ev: &Event, r: Reconfig) -> i32 {
         let Some(s) = self.served.get(&ev.minor) else {
             tracing::error!(device = %ev.device, "reconfiguration of a device this daemon does not serve");

@@ -9,6 +9,7 @@
 pub mod control;
 mod events;
 mod open;
+mod reload;
 
 pub use open::{discover, fallback_serial, lun_info, open_backend, serve, DeviceError, Served};
 
@@ -57,7 +58,12 @@ pub struct DaemonConfig {
     pub metrics: Option<Arc<Metrics>>,
     /// The socket `tcmu-warden status` and `diagnose` ask (None: no socket).
     pub control_socket: Option<PathBuf>,
+    /// Changes the log filter at run time (a reload's `log_level`); None: it cannot change.
+    pub log_level: Option<LogLevelSetter>,
 }
+
+/// Sets the process's log filter from a `log_level` value.
+pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 impl Default for DaemonConfig {
     fn default() -> DaemonConfig {
@@ -74,6 +80,7 @@ impl Default for DaemonConfig {
             file: crate::config::Config::default(),
             metrics: None,
             control_socket: Some(control::DEFAULT_SOCKET.into()),
+            log_level: None,
         }
     }
 }
@@ -240,7 +247,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
         if wait_readable(&fds, wait)? {
             match sfd.read_signal() {
                 Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
-                    tracing::warn!("SIGHUP: reloading the configuration is not implemented yet; restart the daemon to apply changes");
+                    life.reload();
                 }
                 Ok(Some(si)) => {
                     tracing::info!(signal = si.ssi_signo, "stopping");

@@ -63,6 +63,61 @@ pub struct Served {
     pub tiers: String,
     /// The running device.
     pub handle: DeviceHandle,
+    /// The cfgstring's `;key=value` options (they take precedence over the file on reload).
+    pub options: Vec<(String, String)>,
+    /// The kernel's `attrib/cmd_time_out` when the device was opened.
+    pub cmd_time_out: Option<u32>,
+    /// The backend's own operation timeout (the backend tier), if it has one.
+    pub backend_timeout: Option<std::time::Duration>,
+    /// The fault injector wrapping the backend, if any (its rules change on reload).
+    pub fault: Option<Arc<crate::backend::fault::FaultBackend>>,
+}
+
+/// What a device's settings mean for its supervision: its tiers, its handler deadline and
+/// its health-ping policy. Computed when it opens and again on a configuration reload.
+pub(super) struct Plan {
+    pub tiers: Option<tcmu_warden_supervisor::tiers::Tiers>,
+    pub deadline: std::time::Duration,
+    pub ping: tcmu_warden_supervisor::health::Policy,
+}
+
+pub(super) fn plan(
+    cmd_time_out: Option<u32>,
+    replacement: std::time::Duration,
+    settings: &crate::config::DeviceSettings,
+    backend_timeout: Option<std::time::Duration>,
+) -> Plan {
+    let tiers = tiers(cmd_time_out, replacement, settings, backend_timeout);
+    // The backend gives up first (io_timeout), and always before the kernel does.
+    let kernel = tiers
+        .as_ref()
+        .map(tcmu_warden_supervisor::tiers::Tiers::handler_deadline);
+    let deadline = kernel.map_or(settings.io_timeout, |k| k.min(settings.io_timeout));
+    // Pings are bounded by the backend tier: the backend's own timeout, else io_timeout.
+    let ping = tcmu_warden_supervisor::health::Policy::new(
+        settings.ping_interval,
+        backend_timeout.unwrap_or(settings.io_timeout),
+    );
+    Plan {
+        tiers,
+        deadline,
+        ping,
+    }
+}
+
+/// Log each broken tier rule; the findings joined, if any.
+pub(super) fn report_tiers(name: &str, plan: &Plan) -> Option<String> {
+    let findings = plan.tiers.as_ref().map(|t| t.check()).unwrap_or_default();
+    for f in &findings {
+        tracing::warn!(device = %name, "timeout tiers: {f}");
+    }
+    (!findings.is_empty()).then(|| {
+        findings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// Build what the initiator sees from configfs and the backend's abilities.
@@ -150,28 +205,27 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     })?;
     let backend = open_backend(subtype, cfgstr, &name, attrs.dev_size, cfg.metrics.as_ref())
         .inspect_err(|e| tracing::error!(device = %name, uio = %dev.display(), "refused: {e}"))?;
-    let backend: Arc<dyn Backend> = if settings.faults.is_empty() {
-        backend
-    } else {
+    let backend_timeout = backend.op_timeout();
+    let fault = (!settings.faults.is_empty()).then(|| {
         tracing::warn!(device = %name, rules = %crate::backend::fault::format_rules(&settings.faults), "FAULT INJECTION is on for this device");
         Arc::new(crate::backend::fault::FaultBackend::new(
-            backend,
+            Arc::clone(&backend),
             settings.faults.clone(),
         ))
+    });
+    let backend: Arc<dyn Backend> = match &fault {
+        Some(f) => Arc::clone(f) as Arc<dyn Backend>,
+        None => backend,
     };
     let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
-    let tiers = tiers(&attrs, cfg, &settings, backend.op_timeout());
-    if let Some(t) = &tiers {
-        let findings = t.check();
-        for f in &findings {
-            tracing::warn!(device = %name, "timeout tiers: {f}");
-        }
-        if settings.tier_policy == crate::config::TierPolicy::Refuse && !findings.is_empty() {
-            let msg = findings
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
+    let plan = plan(
+        attrs.cmd_time_out,
+        cfg.replacement_timeout,
+        &settings,
+        backend_timeout,
+    );
+    if let Some(msg) = report_tiers(&name, &plan) {
+        if settings.tier_policy == crate::config::TierPolicy::Refuse {
             tracing::error!(device = %name, "refused: {msg}");
             return Err(DeviceError::Tiers(msg));
         }
@@ -186,12 +240,10 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         block_size = attrs.block_size, cmd_time_out = ?attrs.cmd_time_out, "opening");
     let mut dev_cfg = cfg.device.clone();
     if dev_cfg.command_deadline.is_none() {
-        // The backend gives up first (io_timeout), and always before the kernel does.
-        let kernel = tiers.map(|t| t.handler_deadline());
-        dev_cfg.command_deadline =
-            Some(kernel.map_or(settings.io_timeout, |k| k.min(settings.io_timeout)));
+        dev_cfg.command_deadline = Some(plan.deadline);
     }
     dev_cfg.outlier_threshold = Some(settings.outlier_threshold);
+    dev_cfg.health = Some(plan.ping);
     dev_cfg.metrics = cfg.metrics.as_ref().map(|m| m.device(&name, subtype));
     let kept_dir = dir.clone();
     dev_cfg.free_kept_buf = Some(FreeKeptBuf(Arc::new(move |id| {
@@ -206,7 +258,7 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             tracing::error!(device = %name, "unblocking after the ring reset failed: {e}");
         }
     }
-    let tiers = describe_tiers(tiers.as_ref(), dev_cfg.command_deadline);
+    let tiers = describe_tiers(plan.tiers.as_ref(), dev_cfg.command_deadline);
     Ok(Served {
         name,
         dir,
@@ -214,30 +266,37 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         uio: dev.to_path_buf(),
         tiers,
         handle,
+        options: options
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect(),
+        cmd_time_out: attrs.cmd_time_out,
+        backend_timeout,
+        fault,
     })
 }
 
 /// The device's timeout tiers (see `tcmu_warden_supervisor::tiers`), when the kernel's
-/// `cmd_time_out` is known. The backend tier is the backend's own op timeout when it has one
-/// (RBD's `osd_op_timeout`); otherwise (the file backend) its `io_timeout`, which the
-/// per-command deadline enforces.
+/// `cmd_time_out` is known. The backend tier is the backend's own operation timeout (RBD's
+/// `osd_op_timeout`, Gluster's `network.ping-timeout`) or, for backends without one (the
+/// file backend), `io_timeout`, which the per-command deadline enforces.
 fn tiers(
-    attrs: &configfs::DeviceAttrs,
-    cfg: &DaemonConfig,
+    cmd_time_out: Option<u32>,
+    replacement: std::time::Duration,
     settings: &crate::config::DeviceSettings,
-    backend_op_timeout: Option<std::time::Duration>,
+    backend_timeout: Option<std::time::Duration>,
 ) -> Option<tcmu_warden_supervisor::tiers::Tiers> {
-    let cmd = attrs.cmd_time_out?;
+    let cmd = cmd_time_out?;
     Some(tcmu_warden_supervisor::tiers::Tiers {
-        backend: backend_op_timeout.unwrap_or(settings.io_timeout),
-        replacement: cfg.replacement_timeout,
+        backend: backend_timeout.unwrap_or(settings.io_timeout),
+        replacement,
         multipath: settings.multipath,
         cmd_time_out: std::time::Duration::from_secs(u64::from(cmd)),
     })
 }
 
 /// The tiers and their verdict in one sentence.
-fn describe_tiers(
+pub(super) fn describe_tiers(
     t: Option<&tcmu_warden_supervisor::tiers::Tiers>,
     deadline: Option<std::time::Duration>,
 ) -> String {

@@ -81,6 +81,12 @@ impl Deadlines {
         self.limit
     }
 
+    /// Change the deadline (a configuration reload); commands already away are judged by the
+    /// new one from the next scan.
+    pub fn set_limit(&mut self, limit: Option<Duration>) {
+        self.limit = limit;
+    }
+
     /// A command leaves the device thread for a worker or the backend.
     pub fn dispatched(&mut self, slot: u16, id: u16, cdb: &Cdb, opcode: u8, now: Instant) {
         if let Some(s) = self.slots.get_mut(usize::from(slot)) {

@@ -5,6 +5,7 @@
 //! UNMAP, VERIFY, WRITE AND VERIFY) run here step by step, the worker waiting for each step,
 //! and finish with an outcome. Every path ends with the context handed back exactly once.
 
+use super::caw_retry;
 use super::context::{Ctx, Outcome, Stage};
 use super::link::DeviceLink;
 use super::workers::{Job, WorkerState};
@@ -211,9 +212,42 @@ fn compare_and_write(
 ) -> Result<(), ScsiError> {
     let segs = ctx.cmd.data_out();
     let n = usize::try_from(len).map_err(|_| Sense::internal_target_failure())?;
-    errno(io(w, link, IoOp::Read, off, len, Buf::Scratch), false)?;
+    // Fingerprint of the whole Data-Out buffer, to recognise a retry of this very command
+    // (see `caw_retry`). COMPARE AND WRITE buffers are small: two passes cost little.
+    link.data.copy_to_slice(segs, len, &mut w.compare[..n]);
+    let fp = caw_retry::fnv(caw_retry::FNV_START, &w.compare[..n]);
     link.data.copy_to_slice(segs, 0, &mut w.compare[..n]);
+    let fp = caw_retry::fnv(fp, &w.compare[..n]);
+    link.caw.started(ctx.slot, fp);
+    let r = compare_then_write(ctx, link, w, off, len, fua, fp);
+    link.caw.started(ctx.slot, 0);
+    r
+}
+
+fn compare_then_write(
+    ctx: &Ctx,
+    link: &DeviceLink,
+    w: &mut WorkerState,
+    off: u64,
+    len: u64,
+    fua: bool,
+    fp: u64,
+) -> Result<(), ScsiError> {
+    let segs = ctx.cmd.data_out();
+    let n = usize::try_from(len).map_err(|_| Sense::internal_target_failure())?;
+    errno(io(w, link, IoOp::Read, off, len, Buf::Scratch), false)?;
     if let Some(i) = first_difference(&w.scratch[..n], &w.compare[..n]) {
+        // Is this the retry of one completed at its deadline whose write was applied?
+        link.data.copy_to_slice(segs, len, &mut w.compare[..n]);
+        let bs = u64::from(link.lun.read().block_size);
+        if w.scratch[..n] == w.compare[..n]
+            && link
+                .caw
+                .is_retry_of_applied(off / bs, fp, std::time::Instant::now())
+        {
+            tracing::warn!(device = %link.name, lba = off / bs, "retried COMPARE AND WRITE: its first attempt, answered at the deadline, had been applied; reporting GOOD instead of MISCOMPARE");
+            return Ok(());
+        }
         return Err(Sense::miscompare(i as u64).into());
     }
     errno(

@@ -5,8 +5,9 @@ use crate::backend::Backend;
 use crossbeam_channel::Sender;
 use nix::sys::eventfd::EventFd;
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tcmu_ring::{DataArea, Doorbell};
 use tcmu_scsi::lun::LunInfo;
 
@@ -25,8 +26,14 @@ pub struct DeviceLink {
     /// Per context slot: the command was aborted by a TMR while queued for a worker; the
     /// worker completes it without running it.
     pub aborted: Box<[AtomicBool]>,
+    /// COMPARE AND WRITEs completed at their deadline, to recognise their retries.
+    pub caw: super::caw_retry::CawRetry,
     /// The LUN as the initiator sees it (changed by MODE SELECT and reconfiguration).
     pub lun: RwLock<LunInfo>,
+    /// The backend's health, shared with the monitor thread (see [`super::health`]).
+    pub health: super::health::HealthCell,
+    /// Settings a configuration reload changes while the device runs.
+    pub tunables: Tunables,
     done_tx: Sender<Box<Ctx>>,
     wake: EventFd,
     sleeping: AtomicBool,
@@ -53,11 +60,14 @@ impl DeviceLink {
             ua: AtomicU8::new(0),
             data,
             lun: RwLock::new(lun),
+            health: super::health::HealthCell::default(),
+            tunables: Tunables::default(),
             done_tx,
             wake,
             sleeping: AtomicBool::new(false),
             accounting: false,
             aborted: Box::new([]),
+            caw: super::caw_retry::CawRetry::new(0),
             _doorbell: doorbell,
         })
     }
@@ -150,6 +160,72 @@ impl UnitAttention {
             UnitAttention::ModeParametersChanged => {
                 tcmu_scsi::sense::Sense::mode_parameters_changed()
             }
+        }
+    }
+}
+
+/// Settings that change while a device runs (a configuration reload on SIGHUP). The writer
+/// stores the values and then bumps `generation`; the device thread and the health monitor
+/// compare the generation once per pass (one relaxed load) and pick up the new values.
+#[derive(Debug, Default)]
+pub struct Tunables {
+    generation: AtomicU64,
+    /// Outlier threshold in ns; `u64::MAX`: none.
+    outlier_ns: AtomicU64,
+    /// Per-command deadline in ns; 0: none.
+    deadline_ns: AtomicU64,
+    /// Health ping interval and timeout in ns; 0: unchanged.
+    ping_interval_ns: AtomicU64,
+    ping_timeout_ns: AtomicU64,
+}
+
+/// A snapshot of [`Tunables`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunableValues {
+    /// Commands slower than this are outliers.
+    pub outlier_threshold: Option<Duration>,
+    /// The handler's per-command deadline.
+    pub command_deadline: Option<Duration>,
+    /// Health ping interval and timeout (None: keep the monitor's).
+    pub ping: Option<(Duration, Duration)>,
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1)
+}
+
+impl Tunables {
+    /// Publish new values.
+    pub fn set(&self, v: TunableValues) {
+        self.outlier_ns
+            .store(v.outlier_threshold.map_or(u64::MAX, ns), Ordering::Relaxed);
+        self.deadline_ns
+            .store(v.command_deadline.map_or(0, ns), Ordering::Relaxed);
+        let (i, t) = v.ping.map_or((0, 0), |(i, t)| (ns(i), ns(t)));
+        self.ping_interval_ns.store(i, Ordering::Relaxed);
+        self.ping_timeout_ns.store(t, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The generation: changes with every [`Tunables::set`] (0: never set).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The values last published.
+    #[must_use]
+    pub fn get(&self) -> TunableValues {
+        let o = self.outlier_ns.load(Ordering::Relaxed);
+        let d = self.deadline_ns.load(Ordering::Relaxed);
+        let (i, t) = (
+            self.ping_interval_ns.load(Ordering::Relaxed),
+            self.ping_timeout_ns.load(Ordering::Relaxed),
+        );
+        TunableValues {
+            outlier_threshold: (o != u64::MAX).then(|| Duration::from_nanos(o)),
+            command_deadline: (d != 0).then(|| Duration::from_nanos(d)),
+            ping: (i != 0).then(|| (Duration::from_nanos(i), Duration::from_nanos(t))),
         }
     }
 }

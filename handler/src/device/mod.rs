@@ -11,9 +11,11 @@
 //! holds it owns the command, so it is completed to the ring exactly once, by the device
 //! thread, when the box comes back.
 
+pub mod caw_retry;
 pub mod context;
 pub mod deadline;
 pub mod exec;
+pub mod health;
 pub mod link;
 pub mod outliers;
 pub mod range_lock;

@@ -66,6 +66,22 @@ impl RangeTable {
         true
     }
 
+    /// Make what context `slot` holds exclusive: its command was completed to the initiator
+    /// at its deadline but may still land in the backend, so no later command may write (or
+    /// compare) these blocks until it returns, or the late write could overwrite newer data.
+    pub fn fence(&mut self, slot: u16) {
+        if let Some(e) = self
+            .slots
+            .get_mut(usize::from(slot))
+            .and_then(Option::as_mut)
+        {
+            if !e.exclusive {
+                e.exclusive = true;
+                self.exclusive += 1;
+            }
+        }
+    }
+
     /// Release what context `slot` holds (no-op if nothing).
     pub fn release(&mut self, slot: u16) {
         if let Some(e) = self.slots.get_mut(usize::from(slot)).and_then(Option::take) {
@@ -95,6 +111,30 @@ pub fn range_of(cdb: &Cdb) -> Option<(u64, u64, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fenced_write_blocks_later_writes_to_its_blocks_only() {
+        let mut t = RangeTable::new(4);
+        assert!(t.try_acquire(0, 10, 4, false));
+        assert!(t.try_acquire(1, 12, 1, false), "plain writes share");
+        t.release(1);
+        t.fence(0);
+        assert!(
+            !t.try_acquire(1, 13, 1, false),
+            "a write to fenced blocks waits"
+        );
+        assert!(
+            !t.try_acquire(1, 13, 1, true),
+            "so does a COMPARE AND WRITE"
+        );
+        assert!(t.try_acquire(2, 14, 1, false), "other blocks are free");
+        t.fence(0);
+        t.release(0);
+        assert!(
+            t.try_acquire(1, 13, 1, true),
+            "released once the late write returned"
+        );
+    }
 
     #[test]
     fn shared_entries_do_not_conflict() {

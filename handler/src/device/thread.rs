@@ -48,6 +48,9 @@ pub struct DeviceConfig {
     pub outlier_threshold: Option<Duration>,
     /// This device's Prometheus series (None: no metrics).
     pub metrics: Option<DeviceMetrics>,
+    /// Watch the backend's health with this policy (pings, lost/recovering, reopen); None:
+    /// no monitor, the backend is always taken as healthy.
+    pub health: Option<tcmu_warden_supervisor::health::Policy>,
 }
 
 /// How to release a command's kept data buffer (writes its id to `action/free_kept_buf`).
@@ -72,6 +75,7 @@ impl Default for DeviceConfig {
             free_kept_buf: None,
             outlier_threshold: Some(Duration::from_secs(1)),
             metrics: None,
+            health: None,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct DeviceHandle {
     link: Arc<DeviceLink>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The health monitor (stopped with the device).
+    monitor: Option<super::health::Monitor>,
     /// The device's counters.
     pub stats: Arc<DeviceStats>,
 }
@@ -155,6 +161,7 @@ impl DeviceHandle {
     /// Stop and wait for the device thread to exit.
     pub fn join(mut self) {
         self.stop();
+        self.monitor = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -192,6 +199,7 @@ impl DeviceHandle {
 impl Drop for DeviceHandle {
     fn drop(&mut self) {
         self.stop();
+        self.monitor = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -229,6 +237,7 @@ pub fn spawn(
     )?;
     link.accounting = cfg.outlier_threshold.is_some() || cfg.metrics.is_some();
     link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
+    link.caw = super::caw_retry::CawRetry::new(total);
     if let Some(m) = &cfg.metrics {
         m.set_capacity(u64::from(ring.cmdr_size()), ring.data_area().len());
     }
@@ -279,14 +288,24 @@ pub fn spawn(
         last_batch: 0,
         uio_ready: true,
         wake_ready: true,
+        tunables_seen: 0,
     };
     let thread = std::thread::Builder::new()
         .name(format!("tcmu-d/{name}"))
         .spawn(move || dt.run())?;
+    let monitor = match cfg.health {
+        Some(policy) => Some(super::health::start(
+            Arc::clone(&link),
+            policy,
+            cfg.metrics.clone(),
+        )?),
+        None => None,
+    };
     Ok(DeviceHandle {
         link,
         stop,
         thread: Some(thread),
+        monitor,
         stats,
     })
 }
@@ -344,6 +363,8 @@ struct DeviceThread {
     uio_ready: bool,
     /// poll() reported the wake eventfd readable.
     wake_ready: bool,
+    /// The generation of `link.tunables` applied.
+    tunables_seen: u64,
 }
 
 impl DeviceThread {
@@ -369,6 +390,9 @@ impl DeviceThread {
             }
             self.reap();
             self.unpark();
+            if self.link.tunables.generation() != self.tunables_seen {
+                self.retune();
+            }
             let now = Instant::now();
             if self.deadlines.scan_due(now) {
                 self.expire(now);
@@ -410,6 +434,19 @@ impl DeviceThread {
             w.stop();
         }
         tracing::info!(device = %name, "stopped");
+    }
+
+    /// Apply settings a configuration reload changed.
+    fn retune(&mut self) {
+        self.tunables_seen = self.link.tunables.generation();
+        let v = self.link.tunables.get();
+        self.outlier_threshold = v.outlier_threshold;
+        self.deadlines.set_limit(v.command_deadline);
+        let ms = v
+            .command_deadline
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.stats.deadline_ms.store(ms, Ordering::Relaxed);
+        tracing::info!(device = %self.link.name, outlier_threshold = ?v.outlier_threshold, deadline = ?v.command_deadline, "new settings in force");
     }
 
     fn sleep(&mut self, stop_by: Option<Instant>) {
@@ -679,6 +716,10 @@ impl DeviceThread {
             | Cdb::Unmap { .. }
             | Cdb::WriteSame { .. }
             | Cdb::CompareAndWrite { .. } => self.check_data_command(ctx, &mut c),
+            // A path checker (multipathd's tur) sees a lost backend as a path in transition.
+            Cdb::TestUnitReady if self.link.health.is_lost() => {
+                Sense::not_ready_in_transition().into()
+            }
             _ => self.emulate(ctx, &c),
         };
         ctx.cdb = c;
@@ -686,7 +727,12 @@ impl DeviceThread {
     }
 
     /// Range, limit and length checks of a data command; it goes to a worker when they pass.
+    /// While the backend is lost it fails at once with the retryable NOT READY 04/0A.
     fn check_data_command(&self, ctx: &Ctx, c: &mut Cdb) -> Route {
+        if self.link.health.is_lost() {
+            self.link.health.failed_fast.fetch_add(1, Ordering::Relaxed);
+            return Sense::not_ready_in_transition().into();
+        }
         let lun = self.link.lun.read();
         if let Err(s) = lun.validate(c) {
             return s.into();
@@ -804,6 +850,20 @@ impl DeviceThread {
         }
         let can_keep = self.ring.caps().keep_buf && self.free_kept_buf.is_some();
         for e in &expired {
+            // Parked behind another command's range: it never reached the backend, so it can
+            // be completed now and dropped; running it later would be a late write the
+            // initiator was told had failed.
+            if let Some(pos) = self.parked.iter().position(|c| c.slot == e.slot) {
+                if let Some(mut ctx) = self.parked.remove(pos) {
+                    ctx.done(Outcome::error(ScsiError::from_errno(libc::ETIMEDOUT, true)));
+                    self.count_expiry(
+                        e,
+                        "parked behind a command on the same blocks, never sent to the backend",
+                    );
+                    self.finish(ctx);
+                }
+                continue;
+            }
             if !can_keep {
                 if !self.warned_no_keep_buf {
                     self.warned_no_keep_buf = true;
@@ -817,15 +877,18 @@ impl DeviceThread {
             match self.ring.complete(e.id, &rsp) {
                 Ok(()) => {
                     self.deadlines.mark_completed(e.slot, true, now);
-                    self.stats.deadline_expired.fetch_add(1, Ordering::Relaxed);
-                    if let Some(m) = &self.metrics {
-                        m.deadline_expired("handler");
+                    // Not started by a worker yet: it completes without running.
+                    if let Some(f) = self.link.aborted.get(usize::from(e.slot)) {
+                        f.store(true, Ordering::SeqCst);
+                    }
+                    // It may still land: no later command may write its blocks before it
+                    // returns (the initiator's retry, or a newer write, would be overwritten).
+                    self.ranges.fence(e.slot);
+                    if e.opcode == tcmu_scsi::opcodes::COMPARE_AND_WRITE {
+                        self.link.caw.expired(e.slot, e.lba, now);
                     }
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
-                        age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
-                        deadline_ms = self.deadlines.limit().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                        "backend did not answer in time: completed with a retryable status, data blocks kept until it does");
+                    self.count_expiry(e, "backend did not answer in time: completed with a retryable status, data blocks kept and writes to them held until it does");
                 }
                 Err(err) => {
                     tracing::error!(device = %self.link.name, cmd_id = e.id, "cannot complete at the deadline: {err}")
@@ -843,6 +906,18 @@ impl DeviceThread {
         self.expired = expired;
         self.stuck = stuck;
         self.publish();
+    }
+
+    fn count_expiry(&self, e: &super::deadline::Expired, what: &str) {
+        self.stats.deadline_expired.fetch_add(1, Ordering::Relaxed);
+        self.link.health.note_expired();
+        if let Some(m) = &self.metrics {
+            m.deadline_expired("handler");
+        }
+        tracing::warn!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
+            age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
+            deadline_ms = self.deadlines.limit().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            "{what}");
     }
 
     /// At the stop deadline: complete every command still with a worker or the backend with
@@ -906,7 +981,10 @@ impl DeviceThread {
                     sense: None,
                     read_len,
                 },
-                Err(e) => ScsiError::from_errno(e as i32, is_write).into(),
+                Err(e) => {
+                    self.link.health.note_error(e);
+                    ScsiError::from_errno(e as i32, is_write).into()
+                }
             },
         };
         if outcome.status != status::GOOD {

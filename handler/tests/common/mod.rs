@@ -102,6 +102,16 @@ impl Harness {
         self.done.drain().map(|(_, c)| c).collect()
     }
 
+    /// The completion of `id` if it has been reaped (call [`Harness::pump`] to reap).
+    pub fn take(&mut self, id: u16) -> Option<Completed> {
+        self.done.remove(&id)
+    }
+
+    /// Whether `id` has completed (and was not yet taken by [`Harness::wait`]).
+    pub fn is_done(&self, id: u16) -> bool {
+        self.done.contains_key(&id)
+    }
+
     pub fn run(&mut self, cdb: &[u8], dir: DataDir<'_>) -> Completed {
         let id = self.submit(cdb, dir);
         self.wait(id)

@@ -77,6 +77,8 @@ pub(super) struct Inner {
     pub wake_cv: Condvar,
     /// Facts for `diagnose` kept by the monitor (lock owner, stale watchers, last reopen).
     pub facts: Mutex<super::monitor::Facts>,
+    /// Serialises reopens (the monitor thread and the health monitor's `reopen`).
+    pub reopening: Mutex<()>,
 }
 
 /// The RBD backend of one LUN.
@@ -127,6 +129,7 @@ impl RbdBackend {
             }),
             wake_cv: Condvar::new(),
             facts: Mutex::new(super::monitor::Facts::default()),
+            reopening: Mutex::new(()),
         });
         let short = device.rsplit('/').next().unwrap_or(device);
         let mut threads = Vec::new();
@@ -433,7 +436,16 @@ impl Backend for RbdBackend {
         }
     }
 
+    /// Reopen on a fresh client if this one is blocklisted (the monitor thread normally has
+    /// done it already); otherwise a probe: a fresh client would not help a store that does
+    /// not answer, and would take every LUN sharing the client through a reconnect.
     fn reopen(&self) -> Result<(), Errno> {
+        if !self.inner.recovering.load(Ordering::Acquire) {
+            match self.ping() {
+                Err(Errno::ESHUTDOWN) => {}
+                r => return r,
+            }
+        }
         super::monitor::reopen(&self.inner)
     }
 

@@ -201,6 +201,10 @@ pub(super) fn scan_watchers(inner: &Inner, why: &str) -> Vec<(Watcher, WatcherKi
 /// # Errors
 /// The errno of connecting or opening; the caller retries with backoff.
 pub(super) fn reopen(inner: &Arc<Inner>) -> Result<(), Errno> {
+    let _one_at_a_time = inner.reopening.lock();
+    if !inner.recovering.load(Ordering::Acquire) {
+        return Ok(()); // another caller reopened while this one waited
+    }
     let old = Arc::clone(&inner.current.read());
     let t = Instant::now();
     let fresh = match client::fresh(&old.client) {

@@ -1,0 +1,359 @@
+//! [`GlfsBackend`]: a LUN in a file on a gluster volume, through gfapi's asynchronous calls.
+//!
+//! `submit` starts the gfapi call and returns; gfapi's callback posts the result to this
+//! LUN's completion thread (`glfs-cq`), which finishes the operation (a short transfer is
+//! continued, a FUA write gets its fdatasync, a read past the end of the file is zero-filled)
+//! and completes the [`Io`].
+//!
+//! Durability: the file is opened `O_DIRECT` and the connection sets write-behind's
+//! `strict-O_DIRECT`, so every acknowledged write has reached the brick: nothing
+//! acknowledged sits in a client-side cache that a failed connection could drop.
+
+use super::cfg::GlfsConfig;
+use super::metrics::{DeviceSeries, OpKind};
+use super::volumes::VolumeEntry;
+use crate::backend::io::{Io, IoOp};
+use crate::backend::{Backend, Caps};
+use gfapi::{Completed, CompletionQueue, Fd};
+use nix::errno::Errno;
+use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Flags the LUN's file is opened with.
+pub const OPEN_FLAGS: libc::c_int = libc::O_RDWR | libc::O_DIRECT;
+
+/// Operations one LUN may have in gfapi at once (more are refused with BUSY).
+const QUEUE_SLOTS: u32 = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Read,
+    Write { fua: bool },
+    FuaSync,
+    Flush,
+    Discard,
+    Zerofill,
+}
+
+/// One operation parked in gfapi.
+pub(super) struct Op {
+    io: Io,
+    stage: Stage,
+    done: u64,
+    started: Instant,
+}
+
+pub(super) struct Shared {
+    pub(super) cfg: GlfsConfig,
+    pub(super) vol: Arc<VolumeEntry>,
+    pub(super) fd: RwLock<Arc<Fd>>,
+    cq: CompletionQueue<Op>,
+    size: AtomicU64,
+    shutdown: AtomicBool,
+    series: Option<DeviceSeries>,
+    last_error: Mutex<Option<(Errno, Instant)>>,
+}
+
+/// See the module docs.
+pub struct GlfsBackend {
+    shared: Arc<Shared>,
+}
+
+fn is_connection_error(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ENOTCONN
+            | Errno::ETIMEDOUT
+            | Errno::ECONNREFUSED
+            | Errno::ECONNRESET
+            | Errno::EHOSTUNREACH
+            | Errno::ESHUTDOWN
+            | Errno::EBADFD
+    )
+}
+
+impl GlfsBackend {
+    pub(super) fn start(
+        cfg: GlfsConfig,
+        vol: Arc<VolumeEntry>,
+        fd: Fd,
+        size: u64,
+        series: Option<DeviceSeries>,
+    ) -> std::io::Result<GlfsBackend> {
+        let shared = Arc::new(Shared {
+            cfg,
+            vol,
+            fd: RwLock::new(Arc::new(fd)),
+            cq: CompletionQueue::new(QUEUE_SLOTS),
+            size: AtomicU64::new(size),
+            shutdown: AtomicBool::new(false),
+            series,
+            last_error: Mutex::new(None),
+        });
+        let s = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("glfs-cq".into())
+            .spawn(move || completion_loop(&s))?;
+        Ok(GlfsBackend { shared })
+    }
+}
+
+impl Shared {
+    fn note(&self, r: Result<(), Errno>) {
+        match r {
+            Ok(()) => {
+                if let Some(s) = &self.series {
+                    s.set_up(true);
+                }
+            }
+            Err(e) => {
+                *self.last_error.lock() = Some((e, Instant::now()));
+                if let Some(s) = &self.series {
+                    s.error(e);
+                    s.set_up(!is_connection_error(e));
+                }
+            }
+        }
+    }
+
+    /// Start (or continue) `op` in gfapi; on a refused start, complete it with the error.
+    fn issue(&self, op: Op) {
+        let fd = Arc::clone(&self.fd.read());
+        let offset = op.io.offset() + op.done;
+        let len = op.io.len() - op.done;
+        let r = match op.stage {
+            Stage::Read | Stage::Write { .. } => {
+                let iov = op.io.iovecs();
+                // Skip buffers a short transfer already filled (advanced to length 0).
+                let first = iov.iter().position(|v| v.iov_len != 0).unwrap_or(iov.len());
+                let (ptr, n) = (iov[first..].as_ptr(), iov.len() - first);
+                // SAFETY: `ptr..ptr+n` is the Io's own iovec vector, a heap buffer that stays
+                // where it is while the Io moves into the queue's slot; gfapi copies the vector
+                // before the call returns, and the buffers it describes (the ring's data area
+                // or a worker's bounce buffer) stay valid until the Io completes, which
+                // happens only after the completion is received (see `Io`).
+                let iov = unsafe { std::slice::from_raw_parts(ptr, n) };
+                if let Stage::Write { .. } = op.stage {
+                    // SAFETY: as above; the initiator's data is not written while the
+                    // command is in flight.
+                    unsafe { self.cq.pwritev(&fd, iov, offset, 0, op) }
+                } else {
+                    // SAFETY: as above; nothing reads the buffers before completion.
+                    unsafe { self.cq.preadv(&fd, iov, offset, op) }
+                }
+            }
+            Stage::FuaSync | Stage::Flush => self.cq.fdatasync(&fd, op),
+            Stage::Discard => self.cq.discard(&fd, offset, len, op),
+            Stage::Zerofill => self.cq.zerofill(&fd, offset, len, op),
+        };
+        if let Err((op, e)) = r {
+            self.note(Err(e));
+            op.io.complete(Err(e));
+        }
+    }
+
+    fn finish(&self, c: Completed<Op>) {
+        let Completed {
+            mut payload,
+            result,
+        } = c;
+        let n = match result {
+            Ok(n) => n as u64,
+            Err(e) => {
+                self.note(Err(e));
+                payload.io.complete(Err(e));
+                return;
+            }
+        };
+        self.note(Ok(()));
+        match payload.stage {
+            Stage::Read | Stage::Write { .. } => {
+                let remaining = payload.io.len() - payload.done;
+                if n > 0 && n < remaining {
+                    advance(payload.io.iovecs_mut(), n);
+                    payload.done += n;
+                    return self.issue(payload);
+                }
+                if n == 0 && remaining > 0 {
+                    if payload.stage == Stage::Read {
+                        // Past the end of the file: the rest reads as zeros.
+                        for v in payload.io.iovecs() {
+                            // SAFETY: each iovec is writable memory of iov_len bytes (the
+                            // Io's buffers, see `issue`).
+                            unsafe { std::ptr::write_bytes(v.iov_base.cast::<u8>(), 0, v.iov_len) };
+                        }
+                    } else {
+                        return payload.io.complete(Err(Errno::EIO));
+                    }
+                }
+                if payload.stage == (Stage::Write { fua: true }) {
+                    payload.stage = Stage::FuaSync;
+                    return self.issue(payload);
+                }
+            }
+            Stage::FuaSync | Stage::Flush | Stage::Discard | Stage::Zerofill => {}
+        }
+        if let Some(s) = &self.series {
+            let kind = match payload.stage {
+                Stage::Read => OpKind::Read,
+                Stage::Write { .. } | Stage::FuaSync => OpKind::Write,
+                Stage::Flush => OpKind::Fsync,
+                Stage::Discard => OpKind::Discard,
+                Stage::Zerofill => OpKind::Zerofill,
+            };
+            s.observe(kind, payload.started.elapsed().as_secs_f64());
+        }
+        payload.io.complete(Ok(()));
+    }
+}
+
+/// Advance iovecs over `n` bytes already transferred (emptied ones keep length 0).
+fn advance(iov: &mut [libc::iovec], mut n: u64) {
+    for v in iov {
+        if n == 0 {
+            break;
+        }
+        let l = v.iov_len as u64;
+        if l == 0 {
+            continue;
+        }
+        let step = l.min(n);
+        let Ok(s) = usize::try_from(step) else { break };
+        // SAFETY: step <= iov_len, so the advanced base stays within (or one past) the buffer.
+        v.iov_base = unsafe { v.iov_base.cast::<u8>().add(s) }.cast();
+        v.iov_len -= s;
+        n -= step;
+    }
+}
+
+fn completion_loop(s: &Arc<Shared>) {
+    loop {
+        match s.cq.recv() {
+            Some(c) => s.finish(c),
+            None if s.shutdown.load(Ordering::Acquire) && s.cq.in_flight() == 0 => return,
+            None => {}
+        }
+        if s.shutdown.load(Ordering::Acquire) && s.cq.in_flight() == 0 {
+            return;
+        }
+    }
+}
+
+impl Drop for GlfsBackend {
+    fn drop(&mut self) {
+        // The completion thread exits once nothing is in flight; it owns what is left
+        // (file, volume), so a brick that never answers delays only that thread.
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.cq.wake();
+    }
+}
+
+impl Backend for GlfsBackend {
+    fn describe(&self) -> String {
+        format!("glfs:{}", self.shared.cfg.describe())
+    }
+
+    fn size(&self) -> u64 {
+        self.shared.size.load(Ordering::Relaxed)
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            unmap: true,
+            write_zeroes: true,
+            thin: true,
+            non_rotational: false,
+        }
+    }
+
+    fn completes_inline(&self) -> bool {
+        false
+    }
+
+    /// Grow the file (never shrinks it).
+    fn resize(&self, new_size: u64) -> Result<(), Errno> {
+        let fd = Arc::clone(&self.shared.fd.read());
+        if fd.size()? < new_size {
+            fd.truncate(new_size)?;
+        }
+        self.shared.size.store(new_size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn submit(&self, io: Io) {
+        let stage = match io.op() {
+            IoOp::Read => Stage::Read,
+            IoOp::Write { fua } => Stage::Write { fua },
+            IoOp::Flush => Stage::Flush,
+            IoOp::Unmap | IoOp::WriteZeroes { unmap: true } => Stage::Discard,
+            IoOp::WriteZeroes { unmap: false } => Stage::Zerofill,
+        };
+        if io.is_empty() && matches!(stage, Stage::Read | Stage::Write { fua: false }) {
+            return io.complete(Ok(()));
+        }
+        self.shared.issue(Op {
+            io,
+            stage,
+            done: 0,
+            started: Instant::now(),
+        });
+    }
+
+    fn op_timeout(&self) -> Option<Duration> {
+        Some(self.shared.vol.ping_timeout)
+    }
+
+    /// `statvfs` of the volume's root: never answered from a client cache.
+    fn ping(&self) -> Result<(), Errno> {
+        let r = self.shared.vol.vol.statvfs("/").map(|_| ());
+        self.shared.note(r);
+        r
+    }
+
+    /// gfapi reconnects by itself once the bricks answer again; this checks that the
+    /// volume answers and that the file handle still works, and reopens the file when the
+    /// handle went bad (a brick replaced, the file recreated).
+    fn reopen(&self) -> Result<(), Errno> {
+        self.ping()?;
+        let fd = Arc::clone(&self.shared.fd.read());
+        match fd.stat() {
+            Ok(_) => Ok(()),
+            Err(e) if is_connection_error(e) => Err(e),
+            Err(e) => {
+                tracing::warn!(backend = %self.describe(), "file handle failed ({e}): reopening");
+                let new = self
+                    .shared
+                    .vol
+                    .vol
+                    .open(&self.shared.cfg.path, OPEN_FLAGS)?;
+                *self.shared.fd.write() = Arc::new(new);
+                if let Some(s) = &self.shared.series {
+                    s.reopened();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn diagnose(&self) -> Vec<String> {
+        let s = &self.shared;
+        let mut v = vec![format!(
+            "gluster volume {} via {}: backend tier {} s from {}; {} operation(s) in gfapi",
+            s.cfg.volume,
+            super::cfg::servers_list(&s.cfg.servers),
+            s.vol.ping_timeout.as_secs(),
+            s.vol.tier_source,
+            s.cq.in_flight()
+        )];
+        if let Some((e, at)) = *s.last_error.lock() {
+            v.push(format!(
+                "last gfapi error {e} ({}) {:.1} s ago",
+                e.desc(),
+                at.elapsed().as_secs_f64()
+            ));
+        }
+        v
+    }
+}

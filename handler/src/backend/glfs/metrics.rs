@@ -1,0 +1,190 @@
+//! Gluster series on the process's metrics endpoint (documented in `docs/metrics.md`).
+//!
+//! The vectors are registered once per registry (several LUNs share one process and one
+//! registry); each backend resolves its label children once when it opens, so a completion
+//! only touches atomics.
+
+use parking_lot::Mutex;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
+use std::sync::{Arc, Weak};
+use tcmu_warden_supervisor::metrics::{Metrics, LATENCY_BUCKETS, PREFIX};
+
+/// Operation classes of `tcmu_warden_glfs_op_duration_seconds`.
+pub const OPS: [&str; 5] = ["read", "write", "fsync", "discard", "zerofill"];
+
+/// Index into [`OPS`].
+#[derive(Debug, Clone, Copy)]
+pub enum OpKind {
+    /// Vectored read.
+    Read = 0,
+    /// Vectored write (FUA writes include their fdatasync).
+    Write = 1,
+    /// fdatasync (SYNCHRONIZE CACHE).
+    Fsync = 2,
+    /// discard (UNMAP, WRITE SAME with UNMAP).
+    Discard = 3,
+    /// zerofill (WRITE SAME of zeros).
+    Zerofill = 4,
+}
+
+struct Vecs {
+    up: IntGaugeVec,
+    reopens: IntCounterVec,
+    op: HistogramVec,
+    errors: IntCounterVec,
+    connections: IntGauge,
+}
+
+static REGISTERED: Mutex<Vec<(Weak<Metrics>, Arc<Vecs>)>> = Mutex::new(Vec::new());
+
+fn vecs(m: &Arc<Metrics>) -> Option<Arc<Vecs>> {
+    let mut reg = REGISTERED.lock();
+    reg.retain(|(w, _)| w.strong_count() > 0);
+    if let Some((_, v)) = reg
+        .iter()
+        .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(m)))
+    {
+        return Some(Arc::clone(v));
+    }
+    let n = |s: &str| format!("{PREFIX}_glfs_{s}");
+    let v = Vecs {
+        up: IntGaugeVec::new(
+            Opts::new(n("up"), "1 while the device's gluster volume answers (last I/O or probe succeeded or failed with a non-connection error), 0 after a connection error (ENOTCONN, ETIMEDOUT, ...)"),
+            &["device", "volume"],
+        )
+        .ok()?,
+        reopens: IntCounterVec::new(
+            Opts::new(n("reopens_total"), "Times the device's gluster file was reopened after its handle went bad"),
+            &["device", "volume"],
+        )
+        .ok()?,
+        op: HistogramVec::new(
+            HistogramOpts::new(n("op_duration_seconds"), "gfapi operation latency, from submit to completion callback")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["device", "op"],
+        )
+        .ok()?,
+        errors: IntCounterVec::new(
+            Opts::new(n("errors_total"), "gfapi operations that failed, by errno name"),
+            &["device", "errno"],
+        )
+        .ok()?,
+        connections: IntGauge::with_opts(Opts::new(
+            n("volume_connections"),
+            "Open gfapi connections (glfs_t), one per (volume, servers, ping_timeout) shared by its LUNs",
+        ))
+        .ok()?,
+    };
+    let r = m.registry();
+    let ok = r.register(Box::new(v.up.clone())).is_ok()
+        && r.register(Box::new(v.reopens.clone())).is_ok()
+        && r.register(Box::new(v.op.clone())).is_ok()
+        && r.register(Box::new(v.errors.clone())).is_ok()
+        && r.register(Box::new(v.connections.clone())).is_ok();
+    if !ok {
+        tracing::warn!("could not register the gluster metrics");
+        return None;
+    }
+    let v = Arc::new(v);
+    reg.push((Arc::downgrade(m), Arc::clone(&v)));
+    Some(v)
+}
+
+/// One connection's share of the gauge of open connections.
+pub struct Connection(IntGauge);
+
+impl Connection {
+    /// Count one connection in `m`'s registry.
+    pub fn new(m: Option<&Arc<Metrics>>) -> Option<Connection> {
+        let v = vecs(m?)?;
+        v.connections.inc();
+        Some(Connection(v.connections.clone()))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A device's resolved children.
+pub struct DeviceSeries {
+    vecs: Arc<Vecs>,
+    device: String,
+    volume: String,
+    up: IntGauge,
+    reopens: IntCounter,
+    ops: [Histogram; 5],
+}
+
+impl DeviceSeries {
+    /// Register (once) and resolve the series of `device` on `volume`.
+    pub fn new(m: Option<&Arc<Metrics>>, device: &str, volume: &str) -> Option<DeviceSeries> {
+        let vecs = vecs(m?)?;
+        let up = vecs.up.with_label_values(&[device, volume]);
+        up.set(1);
+        Some(DeviceSeries {
+            reopens: vecs.reopens.with_label_values(&[device, volume]),
+            ops: OPS.map(|op| vecs.op.with_label_values(&[device, op])),
+            up,
+            device: device.to_string(),
+            volume: volume.to_string(),
+            vecs,
+        })
+    }
+
+    /// An operation finished after `seconds`.
+    pub fn observe(&self, op: OpKind, seconds: f64) {
+        self.ops[op as usize].observe(seconds);
+    }
+
+    /// An operation failed (errors are rare: resolving the label here is fine).
+    pub fn error(&self, errno: nix::errno::Errno) {
+        self.vecs
+            .errors
+            .with_label_values(&[&self.device, &format!("{errno:?}")])
+            .inc();
+    }
+
+    /// Whether the volume answers.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    /// The file was reopened.
+    pub fn reopened(&self) {
+        self.reopens.inc();
+    }
+}
+
+impl Drop for DeviceSeries {
+    fn drop(&mut self) {
+        let v = &self.vecs;
+        let _ = v.up.remove_label_values(&[&self.device, &self.volume]);
+        let _ = v.reopens.remove_label_values(&[&self.device, &self.volume]);
+        for op in OPS {
+            let _ = v.op.remove_label_values(&[&self.device, op]);
+        }
+        // Error children of this device: remove the ones that exist.
+        for e in [
+            "ENOTCONN",
+            "ETIMEDOUT",
+            "EIO",
+            "ENOSPC",
+            "EAGAIN",
+            "EBADFD",
+            "EBADF",
+            "ESTALE",
+            "EROFS",
+            "EDQUOT",
+            "EINVAL",
+            "ECONNREFUSED",
+            "EOPNOTSUPP",
+        ] {
+            let _ = v.errors.remove_label_values(&[&self.device, e]);
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! A device's backend health: what the device thread reports, and the monitor thread that
+//! runs the supervisor's state machine ([`tcmu_warden_supervisor::health`]).
+//!
+//! The device thread only touches atomics ([`HealthCell`]): it counts connection-class
+//! backend errors and deadline expiries, and reads whether the backend is lost (then new data
+//! commands fail at once with NOT READY 04/0A, which initiators retry, instead of queueing
+//! behind a backend that does not answer).
+//!
+//! The monitor thread wakes a few times a second, turns those counters into signals, and runs
+//! the probes the state machine asks for (pings, reopen) on a separate **prober** thread, so
+//! that a probe that never returns (a frozen server) is noticed by its timeout instead of
+//! stopping the monitor. At most one probe runs at a time; a probe stuck for ever keeps its
+//! prober thread, and the device is reported lost until it returns.
+
+use super::link::DeviceLink;
+use crate::backend::Backend;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use nix::errno::Errno;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tcmu_warden_supervisor::health::{Health, Policy, Probe, Signal, Transition};
+use tcmu_warden_supervisor::metrics::{BackendState, DeviceMetrics};
+
+/// What the device thread, the monitor and `status` share about a backend's health.
+#[derive(Debug, Default)]
+pub struct HealthCell {
+    /// Index into [`BackendState::ALL`].
+    state: AtomicU8,
+    io_failures: AtomicU64,
+    fatal: AtomicU64,
+    expired: AtomicU64,
+    /// Reopen attempts since the device started.
+    pub reopens: AtomicU64,
+    /// Commands failed fast while the backend was lost.
+    pub failed_fast: AtomicU64,
+    /// The last transition, in words, with its time (for `status` and `diagnose`).
+    last: Mutex<Option<(std::time::SystemTime, String)>>,
+}
+
+impl HealthCell {
+    /// The current state.
+    #[must_use]
+    pub fn state(&self) -> BackendState {
+        BackendState::ALL
+            .get(usize::from(self.state.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(BackendState::Healthy)
+    }
+
+    /// Whether new commands should fail fast.
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        self.state() == BackendState::Lost
+    }
+
+    /// A backend operation failed with `e`: connection-class errors count against the
+    /// backend's health (ESHUTDOWN, a blocklisted client, needs a reopen).
+    pub fn note_error(&self, e: Errno) {
+        match e {
+            Errno::ESHUTDOWN => {
+                self.fatal.fetch_add(1, Ordering::Relaxed);
+            }
+            Errno::ETIMEDOUT
+            | Errno::ENOTCONN
+            | Errno::ECONNRESET
+            | Errno::ECONNREFUSED
+            | Errno::EHOSTUNREACH
+            | Errno::ENETUNREACH => {
+                self.io_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// A command passed the handler's deadline.
+    pub fn note_expired(&self) {
+        self.expired.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The last transition and when it happened.
+    #[must_use]
+    pub fn last_transition(&self) -> Option<(std::time::SystemTime, String)> {
+        self.last.lock().clone()
+    }
+
+    fn set(&self, state: BackendState, words: String) {
+        let i = BackendState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
+        self.state
+            .store(u8::try_from(i).unwrap_or(0), Ordering::Relaxed);
+        *self.last.lock() = Some((std::time::SystemTime::now(), words));
+    }
+}
+
+/// The monitor thread of one device; stops when dropped.
+pub struct Monitor {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+type ProbeResult = (Probe, Result<(), Errno>, Duration);
+
+/// Start monitoring `link`'s backend with `policy`.
+///
+/// # Errors
+/// When the threads cannot be started.
+pub fn start(
+    link: Arc<DeviceLink>,
+    policy: Policy,
+    metrics: Option<DeviceMetrics>,
+) -> std::io::Result<Monitor> {
+    let (req_tx, req_rx) = bounded::<(Probe, Arc<dyn Backend>)>(1);
+    let (res_tx, res_rx) = bounded::<ProbeResult>(1);
+    std::thread::Builder::new()
+        .name(format!("tcmu-p/{}", link.name))
+        .spawn(move || prober(&req_rx, &res_tx))?;
+    if let Some(m) = &metrics {
+        m.set_backend_state(BackendState::Healthy);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name(format!("tcmu-h/{}", link.name))
+        .spawn(move || {
+            let mut m = MonitorLoop {
+                health: Health::new(policy, Instant::now()),
+                link,
+                metrics,
+                req_tx,
+                res_rx,
+                running: None,
+                seen: (0, 0, 0),
+            };
+            m.run(&stop2);
+        })?;
+    Ok(Monitor {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Runs probes one at a time; exits when the monitor goes away.
+fn prober(req: &Receiver<(Probe, Arc<dyn Backend>)>, res: &Sender<ProbeResult>) {
+    while let Ok((probe, backend)) = req.recv() {
+        let t0 = Instant::now();
+        let r = match probe {
+            Probe::Ping => backend.ping(),
+            Probe::Reopen => backend.reopen().and_then(|()| backend.ping()),
+        };
+        if res.send((probe, r, t0.elapsed())).is_err() {
+            return;
+        }
+    }
+}
+
+struct Running {
+    probe: Probe,
+    started: Instant,
+    timed_out: bool,
+}
+
+struct MonitorLoop {
+    health: Health,
+    link: Arc<DeviceLink>,
+    metrics: Option<DeviceMetrics>,
+    req_tx: Sender<(Probe, Arc<dyn Backend>)>,
+    res_rx: Receiver<ProbeResult>,
+    running: Option<Running>,
+    /// Counter values already turned into signals: I/O failures, fatal ones, expiries.
+    seen: (u64, u64, u64),
+}
+
+impl MonitorLoop {
+    fn run(&mut self, stop: &AtomicBool) {
+        let p = self.health.policy();
+        let tick = (p.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let mut tunables = self.link.tunables.generation();
+        while !stop.load(Ordering::SeqCst) {
+            if self.link.tunables.generation() != tunables {
+                tunables = self.link.tunables.generation();
+                if let Some((interval, timeout)) = self.link.tunables.get().ping {
+                    let mut p = self.health.policy();
+                    p.interval = interval;
+                    p.timeout = timeout;
+                    p.settle = interval;
+                    self.health.set_policy(p, Instant::now());
+                    tracing::info!(device = %self.link.name, ?interval, ?timeout, "new health ping settings");
+                }
+            }
+            match self.res_rx.recv_timeout(tick) {
+                Ok(r) => self.probe_done(r),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            self.counters(now);
+            self.timeouts(now);
+            self.start_due(now);
+        }
+    }
+
+    fn counters(&mut self, now: Instant) {
+        let cell = &self.link.health;
+        let cur = (
+            cell.io_failures.load(Ordering::Relaxed),
+            cell.fatal.load(Ordering::Relaxed),
+            cell.expired.load(Ordering::Relaxed),
+        );
+        if cur.1 > self.seen.1 {
+            self.feed(Signal::IoFailed { fatal: true }, now);
+        }
+        if cur.0 > self.seen.0 {
+            self.feed(Signal::IoFailed { fatal: false }, now);
+        }
+        if cur.2 > self.seen.2 {
+            self.feed(Signal::DeadlineExpired, now);
+        }
+        self.seen = cur;
+    }
+
+    /// A probe past the backend timeout counts as failed; while it still has not returned,
+    /// every probe that falls due fails the same way (the backend still does not answer), so
+    /// the state machine keeps moving (degraded to lost, reopen backoff) without a second
+    /// probe piling up behind the stuck one.
+    fn timeouts(&mut self, now: Instant) {
+        let limit = self.health.policy().timeout;
+        let Some(r) = &mut self.running else { return };
+        let due = if r.timed_out {
+            match self.health.due(now) {
+                Some(p) => p,
+                None => return,
+            }
+        } else if now.saturating_duration_since(r.started) >= limit {
+            r.timed_out = true;
+            tracing::warn!(device = %self.link.name, probe = ?r.probe, timeout_ms = limit.as_millis(), "health probe did not answer within the backend timeout");
+            r.probe
+        } else {
+            return;
+        };
+        self.health.started(due, now);
+        let sig = match due {
+            Probe::Ping => Signal::PingTimedOut,
+            Probe::Reopen => Signal::ReopenFailed,
+        };
+        self.feed(sig, now);
+    }
+
+    fn probe_done(&mut self, (probe, result, took): ProbeResult) {
+        let now = Instant::now();
+        let late = self.running.take().is_some_and(|r| r.timed_out);
+        if let Some(m) = &self.metrics {
+            if probe == Probe::Ping || result.is_ok() {
+                m.ping_latency(took.as_secs_f64());
+            }
+        }
+        if late {
+            // Already counted as a failure when it timed out.
+            tracing::info!(device = %self.link.name, ?probe, ?result, took_ms = took.as_millis(), "a health probe that had timed out returned");
+            return;
+        }
+        let sig = match (probe, result) {
+            (Probe::Ping, Ok(())) => Signal::PingOk(took),
+            (Probe::Ping, Err(e)) => {
+                tracing::warn!(device = %self.link.name, "health ping failed: {e}");
+                Signal::PingFailed
+            }
+            (Probe::Reopen, Ok(())) => Signal::ReopenOk,
+            (Probe::Reopen, Err(e)) => {
+                tracing::warn!(device = %self.link.name, attempt = self.health.attempts(), "reopening the backend failed: {e}");
+                Signal::ReopenFailed
+            }
+        };
+        self.feed(sig, now);
+    }
+
+    fn start_due(&mut self, now: Instant) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some(probe) = self.health.due(now) else {
+            return;
+        };
+        if self.req_tx.try_send((probe, self.link.backend())).is_err() {
+            return;
+        }
+        if probe == Probe::Reopen {
+            self.link.health.reopens.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.reopen();
+            }
+            tracing::info!(device = %self.link.name, attempt = self.health.attempts(), "reopening the backend");
+        }
+        self.health.started(probe, now);
+        self.running = Some(Running {
+            probe,
+            started: now,
+            timed_out: false,
+        });
+    }
+
+    fn feed(&mut self, sig: Signal, now: Instant) {
+        if let Some(t) = self.health.on(sig, now) {
+            self.transition(&t);
+        }
+    }
+
+    fn transition(&mut self, t: &Transition) {
+        let backoff = self.health.backoff();
+        let words = match t.to {
+            BackendState::Lost => format!(
+                "{} (was {}): {}; new commands fail fast with NOT READY 04/0A (retryable); next reopen in about {:.1} s",
+                t.to.label(),
+                t.from.label(),
+                t.reason,
+                backoff.as_secs_f64()
+            ),
+            _ => format!("{} (was {}): {}", t.to.label(), t.from.label(), t.reason),
+        };
+        match t.to {
+            BackendState::Healthy | BackendState::Recovering => {
+                tracing::info!(device = %self.link.name, from = t.from.label(), to = t.to.label(), "backend {}", words);
+            }
+            BackendState::Degraded | BackendState::Lost => {
+                tracing::warn!(device = %self.link.name, from = t.from.label(), to = t.to.label(), "backend {}", words);
+            }
+        }
+        self.link.health.set(t.to, words);
+        if let Some(m) = &self.metrics {
+            m.set_backend_state(t.to);
+        }
+    }
+}

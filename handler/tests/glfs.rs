@@ -1,0 +1,469 @@
+//! The glfs backend against a real one-brick gluster volume, through the emulated ring.
+//!
+//! Ignored by default: `tests/gluster/run.sh` starts glusterd and the volume, exports
+//! `GLUSTER_VOLUME`, `GLUSTER_HOST`, `GLUSTER_DIR` and `GLUSTER_PING_TIMEOUT`, and runs these
+//! with `--include-ignored --test-threads=1` (the outage tests freeze or kill the one brick).
+#![cfg(feature = "glfs")]
+// Test arithmetic on small constants: lossless casts are clearer than try_from here.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+mod common;
+
+use common::{assert_good, cdbs, sense_of, Harness};
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tcmu_ring::emu::{DataDir, EmuConfig};
+use tcmu_warden::backend::glfs;
+use tcmu_warden::backend::registry::OpenCtx;
+use tcmu_warden::backend::Backend;
+use tcmu_warden::device::{DeviceConfig, FreeKeptBuf};
+
+const BS: usize = 512;
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run tests/gluster/run.sh"))
+}
+
+fn volume() -> String {
+    env("GLUSTER_VOLUME")
+}
+
+fn cfg(file: &str) -> String {
+    format!("{}@{}/{file}", volume(), env("GLUSTER_HOST"))
+}
+
+fn volume_sh(args: &[&str]) -> String {
+    let sh = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/gluster/volume.sh");
+    let dir = env("GLUSTER_DIR");
+    let out = std::process::Command::new(sh)
+        .arg(args[0])
+        .arg(&dir)
+        .args(&args[1..])
+        .output()
+        .expect("run volume.sh");
+    assert!(
+        out.status.success(),
+        "volume.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn brick_pid() -> i32 {
+    volume_sh(&["brick-pid"]).parse().expect("a brick pid")
+}
+
+fn open(file: &str, size: u64, options: &[(&str, &str)]) -> Arc<dyn Backend> {
+    let ctx = OpenCtx {
+        options,
+        ..OpenCtx::new("test/glfs", size)
+    };
+    glfs::open(&cfg(file), &ctx).unwrap_or_else(|e| panic!("open {file}: {e}"))
+}
+
+fn lun(backend: &dyn Backend, blocks: u64) -> tcmu_scsi::lun::LunInfo {
+    tcmu_warden::daemon::lun_info(
+        &tcmu_warden::configfs::DeviceAttrs {
+            dev_size: blocks * BS as u64,
+            block_size: BS as u32,
+            hw_max_sectors: 256,
+            write_cache: true,
+            serial: Some("glfs".into()),
+            cmd_time_out: None,
+            qfull_time_out: None,
+        },
+        backend,
+        "x",
+    )
+}
+
+fn span(lba: u64, n: u64) -> std::ops::Range<usize> {
+    lba as usize * BS..(lba + n) as usize * BS
+}
+
+#[test]
+#[ignore = "needs a gluster volume: tests/gluster/run.sh"]
+fn integrity_against_a_shadow_model() {
+    const BLOCKS: u64 = 8192;
+    let seed = std::env::var("TCMU_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("TCMU_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let file = format!("integrity-{seed}.img");
+    let backend = open(&file, BLOCKS * BS as u64, &[]);
+    assert!(!backend.completes_inline(), "an asynchronous backend");
+    let lun = lun(backend.as_ref(), BLOCKS);
+    assert!(lun.caps.unmap && lun.caps.write_zeroes);
+    let emu = EmuConfig {
+        data_size: 4 << 20,
+        scatter: true,
+        ..EmuConfig::default()
+    };
+    let dev = DeviceConfig {
+        max_inflight: 64,
+        ..DeviceConfig::default()
+    };
+    let mut h = Harness::new(Arc::clone(&backend), lun, emu, &dev);
+    let mut shadow = vec![0u8; BLOCKS as usize * BS];
+    let mut counts = [0usize; 5];
+    for _ in 0..120 {
+        let depth = rng.gen_range(1..=24);
+        let mut used = vec![false; BLOCKS as usize];
+        let mut batch = Vec::new();
+        for _ in 0..depth {
+            let n = rng.gen_range(1..=64u64);
+            let lba = rng.gen_range(0..=BLOCKS - n);
+            let r = lba as usize..(lba + n) as usize;
+            if used[r.clone()].iter().any(|u| *u) {
+                continue;
+            }
+            used[r].iter_mut().for_each(|u| *u = true);
+            let kind = rng.gen_range(0..100);
+            let (id, op) = match kind {
+                0..=34 => (
+                    h.submit(
+                        &cdbs::read16(lba, n as u32),
+                        DataDir::FromDevice(n as usize * BS),
+                    ),
+                    (0, lba, n, Vec::new()),
+                ),
+                35..=74 => {
+                    let mut d = vec![0u8; n as usize * BS];
+                    rng.fill(&mut d[..]);
+                    let fua = rng.gen_bool(0.2);
+                    let id = h.submit(&cdbs::write16(lba, n as u32, fua), DataDir::ToDevice(&d));
+                    (id, (1, lba, n, d))
+                }
+                75..=84 => {
+                    let p = cdbs::unmap_params(&[(lba, n as u32)]);
+                    let id = h.submit(&cdbs::unmap(p.len() as u16), DataDir::ToDevice(&p));
+                    (id, (2, lba, n, Vec::new()))
+                }
+                85..=94 => {
+                    let unmap = rng.gen_bool(0.5);
+                    let zero = vec![0u8; BS];
+                    let id = h.submit(
+                        &cdbs::write_same16(lba, n as u32, unmap, false),
+                        DataDir::ToDevice(&zero),
+                    );
+                    (id, (3, lba, n, Vec::new()))
+                }
+                _ => (
+                    h.submit(&cdbs::sync16(), DataDir::None),
+                    (4, 0, 0, Vec::new()),
+                ),
+            };
+            batch.push((id, op));
+        }
+        for (id, (kind, lba, n, data)) in batch {
+            let c = h.wait(id);
+            assert_good(&c);
+            counts[kind] += 1;
+            match kind {
+                0 => assert!(
+                    c.data_in == shadow[span(lba, n)],
+                    "READ lba {lba} n {n} differs from the shadow (seed {seed})"
+                ),
+                1 => shadow[span(lba, n)].copy_from_slice(&data),
+                2 | 3 => shadow[span(lba, n)].fill(0),
+                _ => {}
+            }
+        }
+    }
+    for lba in (0..BLOCKS).step_by(256) {
+        let c = h.run(&cdbs::read16(lba, 256), DataDir::FromDevice(256 * BS));
+        assert_good(&c);
+        assert!(
+            c.data_in == shadow[span(lba, 256)],
+            "final read at {lba} (seed {seed})"
+        );
+    }
+    h.stop();
+    eprintln!("reads/writes/unmaps/write-sames/syncs: {counts:?}");
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "every kind exercised: {counts:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs a gluster volume: tests/gluster/run.sh"]
+fn tier_is_the_volumes_ping_timeout_and_connections_are_shared() {
+    let ping: u64 = env("GLUSTER_PING_TIMEOUT").parse().unwrap();
+    let a = open("share-a.img", 1 << 20, &[]);
+    let before = glfs::volumes::open_connections();
+    let b = open("share-b.img", 1 << 20, &[]);
+    assert_eq!(
+        glfs::volumes::open_connections(),
+        before,
+        "a second LUN on the same volume reuses the connection"
+    );
+    assert_eq!(
+        a.op_timeout(),
+        Some(Duration::from_secs(ping)),
+        "read from the volfile"
+    );
+    assert_eq!(b.op_timeout(), a.op_timeout());
+    let c = open("share-c.img", 1 << 20, &[("ping_timeout", "3")]);
+    assert_eq!(
+        c.op_timeout(),
+        Some(Duration::from_secs(3)),
+        "the cfgstring's option wins"
+    );
+    assert_eq!(
+        glfs::volumes::open_connections(),
+        before + 1,
+        "another client option is another connection"
+    );
+    a.ping().unwrap();
+    a.reopen().unwrap();
+    assert!(
+        a.diagnose()[0].contains("network.ping-timeout"),
+        "{:?}",
+        a.diagnose()
+    );
+    // Online resize grows the file.
+    a.resize(2 << 20).unwrap();
+    assert_eq!(a.size(), 2 << 20);
+}
+
+#[test]
+#[ignore = "needs a gluster volume: tests/gluster/run.sh"]
+fn refusals_name_the_wrong_volume_host_or_path() {
+    let host = env("GLUSTER_HOST");
+    let vol = volume();
+    let t = Duration::from_secs(10);
+    let check = |c: &str, opts: &[(&str, &str)]| {
+        let ctx = OpenCtx {
+            options: opts,
+            ..OpenCtx::new("check", 0)
+        };
+        glfs::check_config(c, &ctx, t)
+    };
+    check(&format!("{vol}@{host}/ok.img"), &[]).unwrap();
+    let e = check(&format!("nosuchvol@{host}/a.img"), &[]).unwrap_err();
+    assert!(
+        e.contains("volume nosuchvol is not served by 127.0.0.1:24007"),
+        "{e}"
+    );
+    let e = check(&format!("{vol}@127.0.0.1:24999/a.img"), &[]).unwrap_err();
+    assert!(
+        e.contains("no volfile server") && e.contains("127.0.0.1:24999"),
+        "{e}"
+    );
+    let e = check(&format!("{vol}@no-such-host.invalid/a.img"), &[]).unwrap_err();
+    assert!(
+        e.contains("host no-such-host.invalid does not resolve"),
+        "{e}"
+    );
+    let e = check(&format!("{vol}@{host}/nodir/a.img"), &[]).unwrap_err();
+    assert!(
+        e.contains(&format!("directory /nodir does not exist on volume {vol}")),
+        "{e}"
+    );
+    let e = check(&format!("{vol}@{host}/a.img"), &[("ping_timout", "3")]).unwrap_err();
+    assert!(e.contains("unknown option ping_timout=3"), "{e}");
+    // A second server that answers makes a dead first one harmless.
+    check(&format!("{vol}@127.0.0.1:24999,{host}/ok.img"), &[]).unwrap();
+    // open refuses the same way.
+    let ctx = OpenCtx::new("test/glfs", 1 << 20);
+    let e = glfs::open(&format!("{vol}@{host}/nodir/a.img"), &ctx)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("directory /nodir does not exist"), "{e}");
+}
+
+/// What an outage test saw.
+#[derive(Debug, Default)]
+struct Seen {
+    good: usize,
+    retryable: usize,
+    worst: Duration,
+    first_good_after_restore: Option<Duration>,
+}
+
+/// Keep 16 writes in flight (each 4 KiB block written once, retried with the same data
+/// until GOOD, like an initiator with retries) while `disrupt` runs on another thread;
+/// `disrupt` returns when the volume has been restored. Then verify every block.
+fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static) -> Seen {
+    const BLOCKS: u64 = 64 * 1024; // 32 MiB
+    const PER: u64 = 8; // 4 KiB writes
+    let deadline = Duration::from_secs(3);
+    let backend = open(file, BLOCKS * BS as u64, &[]);
+    let lun = lun(backend.as_ref(), BLOCKS);
+    let freed = Arc::new(Mutex::new(Vec::new()));
+    let f = Arc::clone(&freed);
+    let dev = DeviceConfig {
+        max_inflight: 64,
+        command_deadline: Some(deadline),
+        free_kept_buf: Some(FreeKeptBuf(Arc::new(move |id| {
+            f.lock().push(id);
+            Ok(())
+        }))),
+        ..DeviceConfig::default()
+    };
+    let emu = EmuConfig {
+        data_size: 16 << 20,
+        ..EmuConfig::default()
+    };
+    let mut h = Harness::new(Arc::clone(&backend), lun, emu, &dev);
+    let data = |i: u64| -> Vec<u8> {
+        (0..PER as usize * BS)
+            .map(|k| (i as usize * 31 + k * 7 + (k >> 9)) as u8)
+            .collect()
+    };
+    let restored = Arc::new(Mutex::new(None::<Instant>));
+    let r2 = Arc::clone(&restored);
+    let t0 = Instant::now();
+    let outage = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        disrupt();
+        *r2.lock() = Some(Instant::now());
+    });
+    let mut seen = Seen::default();
+    let mut pending: HashMap<u16, (u64, Instant)> = HashMap::new();
+    let mut retry: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut acked = Vec::new();
+    let mut next = 0u64;
+    loop {
+        let restored_at = *restored.lock();
+        let issuing = restored_at.map_or(true, |r| r.elapsed() < Duration::from_secs(4));
+        while pending.len() < 16 {
+            let idx = match retry.front() {
+                Some(&(i, at)) if at <= Instant::now() => {
+                    retry.pop_front();
+                    i
+                }
+                _ if issuing && next < BLOCKS / PER => {
+                    next += 1;
+                    next - 1
+                }
+                _ => break,
+            };
+            let d = data(idx);
+            let id = h.submit(
+                &cdbs::write16(idx * PER, PER as u32, false),
+                DataDir::ToDevice(&d),
+            );
+            pending.insert(id, (idx, Instant::now()));
+        }
+        if pending.is_empty() && retry.is_empty() && !issuing {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the test did not finish in 120 s"
+        );
+        h.pump(Duration::from_millis(5));
+        for id in freed.lock().drain(..) {
+            h.emu.free_kept_buf(id).expect("free a kept buffer");
+        }
+        let ids: Vec<u16> = pending.keys().copied().collect();
+        for id in ids {
+            let Some(c) = h.take(id) else { continue };
+            let (idx, at) = pending.remove(&id).unwrap();
+            let took = at.elapsed();
+            seen.worst = seen.worst.max(took);
+            assert!(
+                took < deadline + Duration::from_millis(1500),
+                "a write took {took:?}, beyond its {deadline:?} deadline"
+            );
+            if c.status == 0 {
+                seen.good += 1;
+                acked.push(idx);
+                if let Some(r) = *restored.lock() {
+                    if seen.first_good_after_restore.is_none() && at > r {
+                        seen.first_good_after_restore = Some(r.elapsed());
+                    }
+                }
+            } else {
+                let retryable = c.status == 0x08
+                    || (c.status == 2 && {
+                        let (k, asc, ascq) = sense_of(&c);
+                        (k, asc) == (0x02, 0x04) && matches!(ascq, 0x0A | 0x01)
+                    });
+                assert!(
+                    retryable,
+                    "a write failed with a status the initiator does not retry: {:#x} {:02x?}",
+                    c.status,
+                    &c.sense[..18]
+                );
+                seen.retryable += 1;
+                retry.push_back((idx, Instant::now() + Duration::from_millis(200)));
+            }
+        }
+    }
+    outage.join().unwrap();
+    // Every block written and acknowledged reads back.
+    acked.sort_unstable();
+    for &idx in &acked {
+        let c = h.run(
+            &cdbs::read16(idx * PER, PER as u32),
+            DataDir::FromDevice(PER as usize * BS),
+        );
+        assert_good(&c);
+        assert!(
+            c.data_in == data(idx),
+            "block {idx} acknowledged but reads back differently"
+        );
+    }
+    backend
+        .ping()
+        .expect("the volume answers again without a reopen");
+    h.stop();
+    eprintln!("{file}: {seen:?}, {} blocks acknowledged", acked.len());
+    seen
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("signal the brick");
+}
+
+#[test]
+#[ignore = "needs a gluster volume: tests/gluster/run.sh"]
+fn brick_frozen_longer_than_ping_timeout_and_deadline() {
+    let ping: u64 = env("GLUSTER_PING_TIMEOUT").parse().unwrap();
+    let pid = brick_pid();
+    let freeze = Duration::from_secs(ping + 4);
+    let seen = writes_through_an_outage("freeze.img", move || {
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
+        std::thread::sleep(freeze);
+        signal(pid, nix::sys::signal::Signal::SIGCONT);
+    });
+    assert!(seen.retryable > 0, "the outage was felt: {seen:?}");
+    let back = seen
+        .first_good_after_restore
+        .expect("writes succeed after the thaw");
+    assert!(
+        back < Duration::from_secs(15),
+        "I/O resumed {back:?} after the thaw"
+    );
+}
+
+#[test]
+#[ignore = "needs a gluster volume: tests/gluster/run.sh"]
+fn brick_killed_and_restarted() {
+    let pid = brick_pid();
+    let vol = volume();
+    let seen = writes_through_an_outage("kill.img", move || {
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+        std::thread::sleep(Duration::from_secs(4));
+        volume_sh(&["cli", "volume", "start", &vol, "force"]);
+    });
+    assert!(seen.retryable > 0, "the outage was felt: {seen:?}");
+    let back = seen
+        .first_good_after_restore
+        .expect("writes succeed after the restart");
+    assert!(
+        back < Duration::from_secs(15),
+        "I/O resumed {back:?} after the restart"
+    );
+    assert_ne!(brick_pid(), pid, "a new brick process");
+}
