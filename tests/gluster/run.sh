@@ -20,7 +20,7 @@ set -a
 set +a
 
 rc=0
-cargo test -p tcmu-warden --all-features --test glfs -- --include-ignored --test-threads=1 || rc=1
+cargo test -p tcmu-warden --all-features --test glfs -- --include-ignored --test-threads=1 --nocapture || rc=1
 export BENCH_SECONDS=${BENCH_SECONDS:-3}
 release=()
 [ "${BENCH_RELEASE:-0}" = 1 ] && release=(--release)
