@@ -3,6 +3,8 @@
 //! Ignored by default: `tests/gluster/run.sh` starts glusterd and the volume, exports
 //! `GLUSTER_VOLUME`, `GLUSTER_HOST`, `GLUSTER_DIR` and `GLUSTER_PING_TIMEOUT`, and runs these
 //! with `--include-ignored --test-threads=1` (the outage tests freeze or kill the one brick).
+//! The health walk (`brick_frozen_walks_the_health_states_and_recovers_by_itself`) prints the
+//! states the device went through and when.
 #![cfg(feature = "glfs")]
 // Test arithmetic on small constants: lossless casts are clearer than try_from here.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -14,6 +16,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tcmu_ring::emu::{DataDir, EmuConfig};
@@ -21,6 +24,8 @@ use tcmu_warden::backend::glfs;
 use tcmu_warden::backend::registry::OpenCtx;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::device::{DeviceConfig, FreeKeptBuf};
+use tcmu_warden_supervisor::health::Policy;
+use tcmu_warden_supervisor::metrics::BackendState;
 
 const BS: usize = 512;
 
@@ -287,12 +292,53 @@ struct Seen {
     retryable: usize,
     worst: Duration,
     first_good_after_restore: Option<Duration>,
+    /// With the health monitor on: each state entered, with when (from the disruption's
+    /// start), and when the disruption ended.
+    states: Vec<(Duration, BackendState)>,
+    restored_after: Option<Duration>,
+    /// Writes submitted while the device was lost, and how many of them failed fast (NOT
+    /// READY 04/0A within [`FAIL_FAST`]).
+    submitted_while_lost: usize,
+    failed_fast_while_lost: usize,
+    /// Writes submitted while lost that failed, but not fast with NOT READY 04/0A.
+    failed_slowly_while_lost: usize,
+    /// The device's own count of commands failed fast.
+    failed_fast: u64,
+    reopens: u64,
+}
+
+/// How quickly a command sent to a lost device must be answered.
+const FAIL_FAST: Duration = Duration::from_millis(500);
+
+impl Seen {
+    fn entered(&self, s: BackendState) -> Option<Duration> {
+        self.states.iter().find(|(_, x)| *x == s).map(|(t, _)| *t)
+    }
+
+    /// The states in the order they were entered, and when, in words.
+    fn walk(&self) -> String {
+        self.states
+            .iter()
+            .map(|(t, s)| format!("{} at {:.1} s", s.label(), t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    }
 }
 
 /// Keep 16 writes in flight (each 4 KiB block written once, retried with the same data
 /// until GOOD, like an initiator with retries) while `disrupt` runs on another thread;
 /// `disrupt` returns when the volume has been restored. Then verify every block.
 fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static) -> Seen {
+    writes_through_an_outage_with(file, None, disrupt)
+}
+
+/// [`writes_through_an_outage`], optionally with the health monitor on (`health`): then
+/// every state change is recorded, and writes go on until the device is healthy again.
+fn writes_through_an_outage_with(
+    file: &str,
+    health: Option<fn(&dyn Backend) -> Policy>,
+    disrupt: impl FnOnce() + Send + 'static,
+) -> Seen {
     const BLOCKS: u64 = 64 * 1024; // 32 MiB
     const PER: u64 = 8; // 4 KiB writes
     let deadline = Duration::from_secs(3);
@@ -300,9 +346,11 @@ fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static)
     let lun = lun(backend.as_ref(), BLOCKS);
     let freed = Arc::new(Mutex::new(Vec::new()));
     let f = Arc::clone(&freed);
+    let policy = health.map(|h| h(backend.as_ref()));
     let dev = DeviceConfig {
         max_inflight: 64,
         command_deadline: Some(deadline),
+        health: policy,
         free_kept_buf: Some(FreeKeptBuf(Arc::new(move |id| {
             f.lock().push(id);
             Ok(())
@@ -322,19 +370,47 @@ fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static)
     let restored = Arc::new(Mutex::new(None::<Instant>));
     let r2 = Arc::clone(&restored);
     let t0 = Instant::now();
+    let started = t0 + Duration::from_secs(1);
     let outage = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(started.saturating_duration_since(Instant::now()));
         disrupt();
         *r2.lock() = Some(Instant::now());
     });
     let mut seen = Seen::default();
-    let mut pending: HashMap<u16, (u64, Instant)> = HashMap::new();
+    let state = |h: &Harness| h.dev.as_ref().unwrap().link().health.state();
+    if policy.is_some() {
+        seen.states.push((Duration::ZERO, state(&h)));
+    }
+    // Healthy again after the restore (with the monitor on), since when.
+    let mut healthy_again: Option<Instant> = None;
+    // Command id -> (block, submitted at, submitted while lost).
+    let mut pending: HashMap<u16, (u64, Instant, bool)> = HashMap::new();
     let mut retry: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut acked = Vec::new();
     let mut next = 0u64;
     loop {
         let restored_at = *restored.lock();
-        let issuing = restored_at.map_or(true, |r| r.elapsed() < Duration::from_secs(4));
+        if policy.is_some() {
+            let s = state(&h);
+            if seen.states.last().map(|(_, x)| *x) != Some(s) {
+                seen.states
+                    .push((Instant::now().saturating_duration_since(started), s));
+            }
+            healthy_again = match (restored_at, s) {
+                (Some(_), BackendState::Healthy) => healthy_again.or(Some(Instant::now())),
+                _ => None,
+            };
+        }
+        // Without the monitor, writes go on for 4 s after the restore; with it, until the
+        // device has been healthy again for 2 s.
+        let issuing = match (restored_at, policy) {
+            (None, _) => true,
+            (Some(r), None) => r.elapsed() < Duration::from_secs(4),
+            (Some(_), Some(_)) => {
+                healthy_again.map_or(true, |t| t.elapsed() < Duration::from_secs(2))
+            }
+        };
+        let lost = policy.is_some() && state(&h) == BackendState::Lost;
         while pending.len() < 16 {
             let idx = match retry.front() {
                 Some(&(i, at)) if at <= Instant::now() => {
@@ -352,7 +428,8 @@ fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static)
                 &cdbs::write16(idx * PER, PER as u32, false),
                 DataDir::ToDevice(&d),
             );
-            pending.insert(id, (idx, Instant::now()));
+            pending.insert(id, (idx, Instant::now(), lost));
+            seen.submitted_while_lost += usize::from(lost);
         }
         if pending.is_empty() && retry.is_empty() && !issuing {
             break;
@@ -368,8 +445,15 @@ fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static)
         let ids: Vec<u16> = pending.keys().copied().collect();
         for id in ids {
             let Some(c) = h.take(id) else { continue };
-            let (idx, at) = pending.remove(&id).unwrap();
+            let (idx, at, while_lost) = pending.remove(&id).unwrap();
             let took = at.elapsed();
+            if while_lost && c.status != 0 {
+                if took < FAIL_FAST && c.status == 2 && sense_of(&c) == (0x02, 0x04, 0x0A) {
+                    seen.failed_fast_while_lost += 1;
+                } else {
+                    seen.failed_slowly_while_lost += 1;
+                }
+            }
             seen.worst = seen.worst.max(took);
             assert!(
                 took < deadline + Duration::from_millis(1500),
@@ -401,6 +485,14 @@ fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static)
         }
     }
     outage.join().unwrap();
+    seen.restored_after = restored
+        .lock()
+        .map(|r| r.saturating_duration_since(started));
+    if policy.is_some() {
+        let link = h.dev.as_ref().unwrap().link();
+        seen.failed_fast = link.health.failed_fast.load(Ordering::Relaxed);
+        seen.reopens = link.health.reopens.load(Ordering::Relaxed);
+    }
     // Every block written and acknowledged reads back.
     acked.sort_unstable();
     for &idx in &acked {
@@ -418,7 +510,10 @@ fn writes_through_an_outage(file: &str, disrupt: impl FnOnce() + Send + 'static)
         .ping()
         .expect("the volume answers again without a reopen");
     h.stop();
-    eprintln!("{file}: {seen:?}, {} blocks acknowledged", acked.len());
+    eprintln!(
+        "{file}: {seen:?}, {} blocks acknowledged and verified",
+        acked.len()
+    );
     seen
 }
 
@@ -443,6 +538,86 @@ fn brick_frozen_longer_than_ping_timeout_and_deadline() {
         .expect("writes succeed after the thaw");
     assert!(
         back < Duration::from_secs(15),
+        "I/O resumed {back:?} after the thaw"
+    );
+}
+
+#[test]
+#[ignore = "needs a gluster volume: tests/gluster/run.sh"]
+fn brick_frozen_walks_the_health_states_and_recovers_by_itself() {
+    use BackendState::{Degraded, Healthy, Lost, Recovering};
+    let ping: u64 = env("GLUSTER_PING_TIMEOUT").parse().unwrap();
+    let pid = brick_pid();
+    // Longer than the ping-timeout by enough to see the device lost for a while.
+    let freeze = Duration::from_secs(ping + 5);
+    // The daemon's plan: pings bounded by the backend tier (here 500 ms apart).
+    let policy = |b: &dyn Backend| {
+        let tier = b.op_timeout().expect("glfs has a backend tier");
+        Policy::new(Duration::from_millis(500), tier)
+    };
+    let seen = writes_through_an_outage_with("health.img", Some(policy), move || {
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
+        std::thread::sleep(freeze);
+        signal(pid, nix::sys::signal::Signal::SIGCONT);
+    });
+    let thaw = seen.restored_after.expect("the brick was thawed");
+    eprintln!(
+        "health walk (brick frozen at 0 s, thawed at {:.1} s, ping-timeout {ping} s): {}; \
+         {} write(s) sent while lost, {} failed fast with NOT READY 04/0A, {} failed slowly; \
+         device counted {} failed fast, {} reopen attempt(s); first good write {:?} after the thaw",
+        thaw.as_secs_f64(),
+        seen.walk(),
+        seen.submitted_while_lost,
+        seen.failed_fast_while_lost,
+        seen.failed_slowly_while_lost,
+        seen.failed_fast,
+        seen.reopens,
+        seen.first_good_after_restore,
+    );
+    let order: Vec<BackendState> = seen.states.iter().map(|(_, s)| *s).collect();
+    assert!(
+        order.starts_with(&[Healthy, Degraded, Lost]),
+        "healthy, then degraded, then lost: {}",
+        seen.walk()
+    );
+    assert!(
+        order.ends_with(&[Recovering, Healthy]),
+        "back to healthy through recovering: {}",
+        seen.walk()
+    );
+    let tier = Duration::from_secs(ping);
+    let lost = seen.entered(Lost).unwrap();
+    assert!(
+        lost < tier * 2 + Duration::from_secs(1) && lost < thaw,
+        "lost within about one ping-timeout of the freeze, while frozen: {}",
+        seen.walk()
+    );
+    let recovering = seen.entered(Recovering).unwrap();
+    assert!(
+        recovering > thaw,
+        "not recovering while the brick is still frozen: {}",
+        seen.walk()
+    );
+    let healthy = seen.states.last().unwrap().0;
+    assert!(
+        healthy < thaw + Duration::from_secs(20),
+        "healthy again {:?} after the thaw (reopen backoff is capped at 10 s)",
+        healthy.saturating_sub(thaw)
+    );
+    assert!(
+        seen.submitted_while_lost > 0 && seen.failed_fast_while_lost > 0,
+        "writes sent while lost fail fast: {seen:?}"
+    );
+    assert_eq!(
+        seen.failed_slowly_while_lost, 0,
+        "every write sent while lost that failed did so at once, with NOT READY 04/0A: {seen:?}"
+    );
+    assert!(seen.failed_fast > 0 && seen.reopens > 0, "{seen:?}");
+    let back = seen
+        .first_good_after_restore
+        .expect("writes succeed after the thaw");
+    assert!(
+        back < Duration::from_secs(25),
         "I/O resumed {back:?} after the thaw"
     );
 }

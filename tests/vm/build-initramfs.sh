@@ -3,7 +3,7 @@
 # and their libraries) plus a small per-run archive (handler binary, /init, lib.sh,
 # scenarios, config). Concatenated newc archives unpack in order, later entries win.
 #
-# usage: build-initramfs.sh OUT BINARY|none CONFIG_FILE SCENARIO...
+# usage: [VM_EXTRA_FILES="PATH..."] build-initramfs.sh OUT BINARY|none CONFIG_FILE SCENARIO...
 #   OUT          initrd to write (base + per-run)
 #   BINARY       tcmu-warden to put at /bin/tcmu-warden, or "none"
 #   CONFIG_FILE  shell fragment copied to /vm/config (sourced by /init)
@@ -138,6 +138,14 @@ if [ "$binary" != none ]; then
     cp -L "$binary" "$run/bin/tcmu-warden"
     # shellcheck disable=SC2046
     copy_abs "$run" $(elf_libs "$binary")
+fi
+# VM_EXTRA_FILES: more host files or directories a scenario needs (plugins a library dlopens,
+# such as gluster's xlators), copied to the same paths with the libraries their ELFs need.
+if [ -n "${VM_EXTRA_FILES:-}" ]; then
+    # shellcheck disable=SC2086
+    extra=$(find $VM_EXTRA_FILES \( -type f -o -type l \))
+    # shellcheck disable=SC2046,SC2086
+    copy_abs "$run" $extra $(for f in $extra; do elf_libs "$f"; done | sort -u)
 fi
 mkcpio "$run" "$run.cpio"
 cat "$base" "$run.cpio" >"$out"
