@@ -10,7 +10,9 @@ use tcmu_warden::device::DeviceConfig;
 
 /// Userspace handler for LIO TCMU (`user:`) backstores, a drop-in for tcmu-runner.
 ///
-/// Serves the `file` subtype (cfgstring `file/<path>[;option=value...]`). With no `--uio` it
+/// Serves the subtypes `file` (`file/<path>`), `rbd` (`rbd/<pool>[/<ns>]/<image>[@<snap>]`)
+/// and `glfs` (`glfs/<volume>@<host>[,<host>...]/<path>`), each cfgstring optionally followed
+/// by `;option=value...`. With no `--uio` it
 /// joins the kernel's TCM-USER netlink group and serves every `tcm-user` device of its
 /// subtypes, present at start (after a ring reset) or added later; reconfigurations (size,
 /// write cache, cfgstring) and removals are followed. Settings come from the configuration
