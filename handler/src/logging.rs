@@ -77,7 +77,12 @@ impl Logging {
                 st.filter = filter.to_string();
                 st.filter_told = true;
                 drop(st);
-                tracing::info!("log level {filter} (from {source})");
+                // Where the level came from is worth seeing even at a quieter level.
+                if tracing::enabled!(tracing::Level::INFO) {
+                    tracing::info!("log level {filter} (from {source})");
+                } else {
+                    tracing::warn!("log level {filter} (from {source})");
+                }
                 tracing::debug!("debug logging on");
             }
             Err(e) => tracing::warn!("{e} (from {source}); keeping {}", st.filter),
@@ -100,12 +105,8 @@ impl Logging {
             return;
         };
         let path = dir.join(FILE_NAME);
-        let opened = std::fs::create_dir_all(dir).and_then(|()| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-        });
+        let opened = std::fs::create_dir_all(dir)
+            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
         match opened {
             Ok(f) => {
                 *self.file.lock() = Some(f);

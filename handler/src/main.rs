@@ -4,9 +4,9 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tcmu_warden::{config, dbus, logging, tcmu_conf};
 use tcmu_warden::daemon::{self, DaemonConfig};
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::{config, dbus, logging, tcmu_conf};
 
 /// Userspace handler for LIO TCMU (`user:`) backstores, a drop-in for tcmu-runner.
 ///

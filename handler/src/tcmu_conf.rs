@@ -294,7 +294,10 @@ mod tests {
         assert_eq!(c.log_dir, None);
         assert_eq!(c.problems.len(), 3, "{:?}", c.problems);
         assert!(c.problems[0].contains("line 1"));
-        assert_eq!(TcmuConf::parse("log_dir_path=/x").log_dir, Some("/x".into()));
+        assert_eq!(
+            TcmuConf::parse("log_dir_path=/x").log_dir,
+            Some("/x".into())
+        );
     }
 
     #[test]
@@ -312,11 +315,19 @@ mod tests {
         assert_eq!(resolve_level(&o, None, p).source, "default");
         let l = resolve_level(&o, Some(&conf), p);
         assert_eq!(l.value, "debug");
-        assert!(l.source.contains("tcmu.conf log_level = 4 (DEBUG)"), "{}", l.source);
+        assert!(
+            l.source.contains("tcmu.conf log_level = 4 (DEBUG)"),
+            "{}",
+            l.source
+        );
         o.ours = Some(("warn".into(), "/etc/tcmu-warden/config.toml".into()));
         let l = resolve_level(&o, Some(&conf), p);
         assert_eq!(l.value, "warn");
-        assert!(l.source.contains("config.toml [daemon] log_level"), "{}", l.source);
+        assert!(
+            l.source.contains("config.toml [daemon] log_level"),
+            "{}",
+            l.source
+        );
         assert!(l.source.contains("log_level = 4 not used"), "{}", l.source);
         o.debug = true;
         assert_eq!(resolve_level(&o, Some(&conf), p).value, "debug");

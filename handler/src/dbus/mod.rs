@@ -48,7 +48,7 @@ const START_WAIT: Duration = Duration::from_secs(5);
 /// One subtype's object.
 struct Handler {
     subtype: &'static str,
-    desc: &'static str,
+    desc: String,
     checks: Arc<AtomicUsize>,
     timeout: Duration,
 }
@@ -58,7 +58,7 @@ impl Handler {
     /// The cfgstring syntax of this subtype, for people.
     #[zbus(property(emits_changed_signal = "const"), name = "ConfigDesc")]
     fn config_desc(&self) -> String {
-        self.desc.to_string()
+        self.desc.clone()
     }
 
     /// Validate `<subtype>/<cfgstring>` as opening a device with it would.
@@ -129,6 +129,19 @@ impl Drop for Slot {
     }
 }
 
+/// `ConfigDesc` of `subtype`: the backend's description of its cfgstring
+/// ([`registry::config_desc`]), then how targetcli takes it (it adds `<subtype>/` itself) and
+/// the options every subtype takes.
+#[must_use]
+pub fn config_desc(subtype: &str) -> Option<String> {
+    let desc = registry::config_desc(subtype)?;
+    Some(format!(
+        "{desc}\ntargetcli adds the \"{subtype}/\" itself: give cfgstring= what follows it.\n\
+         Options of every subtype, appended as ;key=value: {} (tcmu-warden's docs/config.md).",
+        crate::config::DEVICE_KEYS.join(", ")
+    ))
+}
+
 /// `Ok` if the bus says the caller is uid 0.
 async fn caller_is_root(
     header: &zbus::message::Header<'_>,
@@ -147,7 +160,9 @@ async fn caller_is_root(
     if uid == 0 {
         Ok(())
     } else {
-        Err(format!("only root may check configurations (caller {sender} is uid {uid})"))
+        Err(format!(
+            "only root may check configurations (caller {sender} is uid {uid})"
+        ))
     }
 }
 
@@ -240,13 +255,18 @@ pub fn start(opts: &Options) -> Service {
         Ok(Ok(conn)) => {
             tracing::info!(
                 name = BUS_NAME,
-                unique = conn.unique_name().map(|n| n.to_string()).unwrap_or_default(),
+                unique = conn
+                    .unique_name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
                 "DBus service on the system bus"
             );
             Service { conn: Some(conn) }
         }
         Ok(Err(e)) => {
-            tracing::warn!("DBus service not available (targetcli will not list user: backstores): {e}");
+            tracing::warn!(
+                "DBus service not available (targetcli will not list user: backstores): {e}"
+            );
             Service { conn: None }
         }
         Err(_) => {
@@ -266,7 +286,7 @@ fn connect(opts: &Options) -> Result<Connection, String> {
         .serve_at(ROOT_PATH, zbus::fdo::ObjectManager)
         .map_err(|e| e.to_string())?;
     for &subtype in &opts.subtypes {
-        let Some(desc) = registry::config_desc(subtype) else {
+        let Some(desc) = config_desc(subtype) else {
             continue;
         };
         let h = Handler {
@@ -282,9 +302,11 @@ fn connect(opts: &Options) -> Result<Connection, String> {
     let conn = b.build().map_err(|e| format!("no system bus: {e}"))?;
     match conn.request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into()) {
         Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => Ok(conn),
-        Ok(RequestNameReply::Exists | RequestNameReply::InQueue) => Err(format!(
-            "{BUS_NAME} is owned by another process (tcmu-runner?); stop it, e.g. systemctl mask --now tcmu-runner"
-        )),
+        Ok(RequestNameReply::Exists | RequestNameReply::InQueue) | Err(zbus::Error::NameTaken) => {
+            Err(format!(
+                "{BUS_NAME} is owned by another process (tcmu-runner?); stop it, e.g. systemctl mask --now tcmu-runner"
+            ))
+        }
         Err(e) => Err(format!(
             "cannot own {BUS_NAME}: {e} (is the policy file org.kernel.TCMUService1.conf installed in /usr/share/dbus-1/system.d/ and are we root?)"
         )),
@@ -302,6 +324,15 @@ mod tests {
         assert_eq!(strip_subtype("file", "/tmp/a"), None);
         assert_eq!(strip_subtype("file", "filex//tmp/a"), None);
         assert_eq!(strip_subtype("rbd", "file//tmp/a"), None);
+    }
+
+    #[test]
+    fn config_desc_is_the_backends_and_says_how_targetcli_takes_it() {
+        let d = config_desc("file").unwrap();
+        assert!(d.starts_with(registry::config_desc("file").unwrap()), "{d}");
+        assert!(d.contains("targetcli adds the \"file/\" itself"), "{d}");
+        assert!(d.contains("appended as ;key=value: io_timeout,"), "{d}");
+        assert!(config_desc("qcow").is_none());
     }
 
     #[test]
