@@ -211,7 +211,8 @@ impl Default for Options {
     }
 }
 
-/// Keeps the service up; dropping it releases the name and closes the connection.
+/// Keeps the service up; dropping it closes the connection, and the bus releases the name
+/// (no call on the way out: a bus that does not answer cannot delay the daemon's stop).
 pub struct Service {
     conn: Option<Connection>,
 }
@@ -221,14 +222,6 @@ impl Service {
     #[must_use]
     pub fn is_serving(&self) -> bool {
         self.conn.is_some()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            let _ = c.release_name(BUS_NAME);
-        }
     }
 }
 
