@@ -5,6 +5,9 @@
 //!   submit + completion interface.
 //! - [`configfs`]: a backstore's attributes as the kernel exposes them.
 //! - [`daemon`]: finding devices, serving them, stopping within a deadline.
+//! - [`dbus`]: the `org.kernel.TCMUService1` service targetcli asks (subtypes, cfgstring
+//!   help and validation).
+//! - [`tcmu_conf`], [`logging`]: tcmu-runner's `/etc/tcmu/tcmu.conf` and the run-time log level.
 //!
 //! The ring itself is the `tcmu-ring` crate and SCSI is `tcmu-scsi` (no unsafe code).
 
@@ -12,7 +15,10 @@ pub mod backend;
 pub mod config;
 pub mod configfs;
 pub mod daemon;
+pub mod dbus;
 pub mod device;
 pub mod kernel_actions;
+pub mod logging;
 pub mod netlink;
 pub mod notify;
+pub mod tcmu_conf;

@@ -4,9 +4,9 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tcmu_warden::config;
 use tcmu_warden::daemon::{self, DaemonConfig};
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::{config, dbus, logging, tcmu_conf};
 
 /// Userspace handler for LIO TCMU (`user:`) backstores, a drop-in for tcmu-runner.
 ///
@@ -75,9 +75,21 @@ struct Cli {
     )]
     sysfs_uio: PathBuf,
     /// Debug logging (same as tcmu-runner's -d; RUST_LOG overrides) [config:
-    /// daemon.log_level].
+    /// daemon.log_level; tcmu.conf: log_level].
     #[arg(short = 'd', long)]
     debug: bool,
+    /// Also write the log to DIR/tcmu-warden.log (tcmu-runner's -l) [tcmu.conf: log_dir;
+    /// default: no log file, stderr/the journal only].
+    #[arg(short = 'l', long, value_name = "DIR")]
+    tcmu_log_dir: Option<PathBuf>,
+    /// tcmu-runner's configuration file, read if present and followed while running
+    /// (log_level, log_dir).
+    #[arg(long, value_name = "FILE", default_value = tcmu_warden::tcmu_conf::DEFAULT_PATH)]
+    tcmu_conf: PathBuf,
+    /// Do not offer the DBus service org.kernel.TCMUService1 on the system bus (targetcli
+    /// then lists no user: backstores).
+    #[arg(long)]
+    no_dbus: bool,
 }
 
 /// Without a subcommand, tcmu-warden runs the daemon.
@@ -88,6 +100,17 @@ enum Cmd {
     /// Ask the running daemon to explain each device: in-flight commands and the oldest one's
     /// age, timeout tiers and their verdict, ring use, counters and the latest outliers.
     Diagnose,
+}
+
+/// Block the signals `daemon::run` takes from its signalfd, in this (the main) thread, so
+/// every thread started from now on inherits the mask.
+fn block_stop_signals() -> nix::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()
 }
 
 fn main() -> std::process::ExitCode {
@@ -119,12 +142,39 @@ fn main() -> std::process::ExitCode {
         }
     };
     let d = &file.daemon;
-    let level = if cli.debug {
-        "debug".to_string()
-    } else {
-        d.log_level.clone()
+    // The threads started below (tcmu.conf, DBus) must not take the stop signals, which
+    // `daemon::run` reads from a signalfd: block them before any thread exists.
+    if let Err(e) = block_stop_signals() {
+        eprintln!("tcmu-warden: blocking signals: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    // Log level: RUST_LOG, -d, our config file's log_level, tcmu.conf's, `info`.
+    let overrides = tcmu_conf::Overrides {
+        env: std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()),
+        debug: cli.debug,
+        ours: {
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| config::DEFAULT_PATH.into());
+            tcmu_conf::our_log_level(&path).map(|l| (l, path))
+        },
+        log_dir: cli.tcmu_log_dir.clone(),
     };
-    let log_level = init_logging(level, cli.debug);
+    let logging = logging::init(overrides.env.as_deref().unwrap_or(&d.log_level));
+    // A SIGHUP reload may change config.toml's log_level, unless RUST_LOG or -d fixed it.
+    let log_level: Option<daemon::LogLevelSetter> =
+        (overrides.env.is_none() && !cli.debug).then(|| {
+            let l = std::sync::Arc::clone(&logging);
+            std::sync::Arc::new(move |level: &str| {
+                l.set_filter(level, "config.toml [daemon] log_level, reloaded");
+                Ok(())
+            }) as daemon::LogLevelSetter
+        });
+    tcmu_conf::watch(logging, overrides, cli.tcmu_conf.clone());
+    // The bus name is taken before any device is opened: DBus activation (targetcli) never
+    // waits for a slow backend.
+    let _dbus = (!cli.no_dbus).then(|| dbus::start(&dbus::Options::default()));
     let metrics_addr = match cli.metrics_addr.as_deref() {
         None => Some(d.metrics_addr),
         Some("off") => None,
@@ -169,30 +219,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// Log to stderr with the filter `level` (`RUST_LOG` overrides it). Returns how to change the
-/// filter later (a configuration reload), unless `RUST_LOG` or `--debug` fixed it.
-fn init_logging(level: String, debug: bool) -> Option<daemon::LogLevelSetter> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{reload, EnvFilter};
-    let from_env = EnvFilter::try_from_default_env().ok();
-    let fixed = from_env.is_some() || debug;
-    let (filter, handle) = reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(level)));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_writer(std::io::stderr),
-        )
-        .init();
-    if fixed {
-        return None;
-    }
-    Some(std::sync::Arc::new(move |level: &str| {
-        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(f).map_err(|e| e.to_string())
-    }))
 }

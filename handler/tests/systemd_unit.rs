@@ -140,6 +140,25 @@ fn unit_has_the_directives_the_daemon_and_kernel_need() {
         words(&d, "Install", "WantedBy"),
         vec!["multi-user.target".to_string()]
     );
+    // The DBus name targetcli asks for, and the activation file that starts this unit.
+    assert_eq!(one(&d, "Service", "BusName"), "org.kernel.TCMUService1");
+    let act = std::fs::read_to_string(repo_file("systemd/org.kernel.TCMUService1.service"))
+        .expect("DBus activation file");
+    let a = directives(&act);
+    assert_eq!(one(&a, "D-BUS Service", "Name"), "org.kernel.TCMUService1");
+    assert_eq!(one(&a, "D-BUS Service", "SystemdService"), UNIT_NAME);
+    assert_eq!(one(&a, "D-BUS Service", "User"), "root");
+    assert_eq!(one(&a, "D-BUS Service", "Exec"), INSTALLED_EXEC);
+    // The policy: only root owns the name and talks to it.
+    let policy = std::fs::read_to_string(repo_file("systemd/org.kernel.TCMUService1.conf"))
+        .expect("DBus policy file");
+    for rule in [
+        r#"<policy user="root">"#,
+        r#"<allow own="org.kernel.TCMUService1"/>"#,
+        r#"<deny send_destination="org.kernel.TCMUService1"/>"#,
+    ] {
+        assert!(policy.contains(rule), "{rule} in the DBus policy");
+    }
     // The module is loaded at boot so the netlink family exists when the daemon starts.
     let modules = std::fs::read_to_string(repo_file("systemd/modules-load.d/tcmu-warden.conf"))
         .expect("modules-load.d file");

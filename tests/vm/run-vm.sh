@@ -56,6 +56,13 @@ CFG
 
 t0=$(date +%s.%N)
 "$here/build-initramfs.sh" "$out/initrd" "$binary" "$out/config" "$@"
+# Extra layers a scenario asks for with "# vm-layer: NAME" (layers/NAME.sh builds and caches
+# the archive and prints its path), appended once each, after the base and per-run archives.
+for layer in $(sed -n 's/^# vm-layer: *\([a-z0-9-]*\).*/\1/p' "$@" | sort -u); do
+    [ -x "$here/layers/$layer.sh" ] || die "a scenario needs layer $layer: no $here/layers/$layer.sh"
+    lcpio=$("$here/layers/$layer.sh") || die "building layer $layer failed"
+    cat "$lcpio" >>"$out/initrd"
+done
 t1=$(date +%s.%N)
 
 qrc=0

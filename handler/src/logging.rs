@@ -1,0 +1,155 @@
+//! The process's log: stderr (the journal under systemd) and optionally a file, with a
+//! filter that changes at run time (tcmu.conf's `log_level`, see [`crate::tcmu_conf`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+
+/// The log file's name inside the log directory.
+pub const FILE_NAME: &str = "tcmu-warden.log";
+
+/// Handle on the installed logger: change the filter and the log file while running.
+pub struct Logging {
+    filter: reload::Handle<EnvFilter, Registry>,
+    file: Arc<parking_lot::Mutex<Option<File>>>,
+    state: parking_lot::Mutex<State>,
+}
+
+struct State {
+    filter: String,
+    /// The filter's source has been logged (the first `set_filter` always logs).
+    filter_told: bool,
+    dir: Option<PathBuf>,
+    dir_told: bool,
+}
+
+/// Install the global logger with filter `initial` (falls back to `info` if it does not
+/// parse). Call once, before anything logs.
+#[must_use]
+pub fn init(initial: &str) -> Arc<Logging> {
+    let (filter, handle) =
+        reload::Layer::new(parse_filter(initial).unwrap_or_else(|_| EnvFilter::new("info")));
+    let file = Arc::new(parking_lot::Mutex::new(None));
+    let to_file = fmt::layer()
+        .with_ansi(false)
+        .with_writer(FileSink(Arc::clone(&file)));
+    let to_stderr = fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(to_stderr)
+        .with(to_file)
+        .init();
+    Arc::new(Logging {
+        filter: handle,
+        file,
+        state: parking_lot::Mutex::new(State {
+            filter: initial.to_string(),
+            filter_told: false,
+            dir: None,
+            dir_told: false,
+        }),
+    })
+}
+
+fn parse_filter(f: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(f).map_err(|e| format!("bad log filter {f:?}: {e}"))
+}
+
+impl Logging {
+    /// Use `filter` from now on; `source` says where it came from (logged). No-op if unchanged.
+    pub fn set_filter(&self, filter: &str, source: &str) {
+        let mut st = self.state.lock();
+        if st.filter_told && st.filter == filter {
+            return;
+        }
+        match parse_filter(filter) {
+            Ok(f) => {
+                if let Err(e) = self.filter.reload(f) {
+                    tracing::warn!("cannot change the log level: {e}");
+                    return;
+                }
+                st.filter = filter.to_string();
+                st.filter_told = true;
+                drop(st);
+                // Where the level came from is worth seeing even at a quieter level.
+                if tracing::enabled!(tracing::Level::INFO) {
+                    tracing::info!("log level {filter} (from {source})");
+                } else {
+                    tracing::warn!("log level {filter} (from {source})");
+                }
+                tracing::debug!("debug logging on");
+            }
+            Err(e) => tracing::warn!("{e} (from {source}); keeping {}", st.filter),
+        }
+    }
+
+    /// Also write the log to `dir/tcmu-warden.log` (None: no file); `source` is logged.
+    /// A directory that cannot be written is a warning: the log still goes to stderr.
+    pub fn set_log_dir(&self, dir: Option<&Path>, source: &str) {
+        let mut st = self.state.lock();
+        if st.dir_told && st.dir.as_deref() == dir {
+            return;
+        }
+        st.dir = dir.map(Path::to_path_buf);
+        st.dir_told = true;
+        drop(st);
+        let Some(dir) = dir else {
+            *self.file.lock() = None;
+            tracing::info!("no log file ({source})");
+            return;
+        };
+        let path = dir.join(FILE_NAME);
+        let opened = std::fs::create_dir_all(dir)
+            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
+        match opened {
+            Ok(f) => {
+                *self.file.lock() = Some(f);
+                tracing::info!(path = %path.display(), "logging to {} (from {source})", path.display());
+            }
+            Err(e) => {
+                *self.file.lock() = None;
+                tracing::warn!(path = %path.display(), "cannot write the log file {}: {e} (from {source}); logging to stderr only", path.display());
+            }
+        }
+    }
+
+    /// The filter in use.
+    #[must_use]
+    pub fn filter(&self) -> String {
+        self.state.lock().filter.clone()
+    }
+}
+
+/// `MakeWriter` for the optional log file.
+struct FileSink(Arc<parking_lot::Mutex<Option<File>>>);
+
+impl<'a> fmt::MakeWriter<'a> for FileSink {
+    type Writer = FileWriter<'a>;
+    fn make_writer(&'a self) -> FileWriter<'a> {
+        FileWriter(&self.0)
+    }
+}
+
+/// Writes to the log file if there is one, else discards.
+struct FileWriter<'a>(&'a parking_lot::Mutex<Option<File>>);
+
+impl Write for FileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.lock().as_mut() {
+            Some(f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.lock().as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
