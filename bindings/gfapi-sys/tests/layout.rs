@@ -75,34 +75,10 @@ fn pkg_config_cflags() -> Vec<String> {
 }
 
 fn c_values() -> HashMap<String, u64> {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("layout.c");
-    let bin = dir.path().join("layout");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .arg("-Werror=incompatible-pointer-types")
-        .arg("-Werror")
-        .arg(&src)
-        .arg("-o")
-        .arg(&bin)
-        .args(pkg_config_cflags())
-        .output()
-        .expect("run the C compiler");
-    assert!(
-        out.status.success(),
-        "compiling against glfs.h failed (a prototype changed?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(&bin).output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
+    let flags = pkg_config_cflags();
+    let mut args = vec!["-Werror=incompatible-pointer-types", "-Werror"];
+    args.extend(flags.iter().map(String::as_str));
+    c_probe::c_values(PROGRAM, &args, "glfs.h")
 }
 
 #[test]

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
-use std::process::Command;
 
 const PROGRAM: &str = r#"
 #include <stdio.h>
@@ -73,33 +72,17 @@ fn c_values() -> HashMap<String, u64> {
             "{h} is missing: install librbd-dev librados-dev (scripts/install-ceph-deps.sh)"
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("layout.c");
-    let bin = dir.path().join("layout");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .args(["-Wall", "-Werror", "-Wno-unused-variable"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&bin)
-        .args(["-lrbd", "-lrados"])
-        .output()
-        .expect("run the C compiler");
-    assert!(
-        out.status.success(),
-        "compiling against librbd.h failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(&bin).output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
+    c_probe::c_values(
+        PROGRAM,
+        &[
+            "-Wall",
+            "-Werror",
+            "-Wno-unused-variable",
+            "-lrbd",
+            "-lrados",
+        ],
+        "librbd.h",
+    )
 }
 
 #[test]

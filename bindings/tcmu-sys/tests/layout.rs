@@ -2,7 +2,6 @@
 //! `/usr/include/linux/target_core_user.h` by compiling a C program with the system
 //! compiler and comparing what `offsetof`/`sizeof`/the macros print.
 use std::collections::HashMap;
-use std::process::Command;
 
 const HEADER: &str = "/usr/include/linux/target_core_user.h";
 
@@ -72,33 +71,9 @@ int main(void) {
 fn c_values() -> HashMap<String, u64> {
     assert!(
         std::path::Path::new(HEADER).exists(),
-        "{HEADER} is missing: install Debian's linux-libc-dev (scripts/setup-dev.sh does)"
+        "{HEADER} is missing: install Debian's linux-libc-dev (scripts/setup.sh does)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("layout.c");
-    let bin = dir.path().join("layout");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .arg(&src)
-        .arg("-o")
-        .arg(&bin)
-        .output()
-        .expect("run the C compiler");
-    assert!(
-        out.status.success(),
-        "compiling against {HEADER} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(&bin).output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
+    c_probe::c_values(PROGRAM, &[], HEADER)
 }
 
 #[test]
