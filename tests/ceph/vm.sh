@@ -94,8 +94,8 @@ if [ "$brk" = 1 ]; then
             t0=$(date +%s.%N)
             $T rbd "${C[@]}" lock rm "$pool/$image" "$id" "$locker"
             log "lock '$id' of $locker at $addr broken with blocklisting in $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }") s"
-            $T ceph "${C[@]}" osd blocklist ls 2>&1 | grep -q "^$addr" ||
-                { log "$addr is not on the blocklist after the break"; break; }
+            # No check that $addr is on the blocklist now: the daemon may already have
+            # reopened and removed its own entry. The guest checks that it was blocklisted.
             victim=$addr
             broke=1
             break
