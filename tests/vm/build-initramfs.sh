@@ -3,7 +3,7 @@
 # and their libraries) plus a small per-run archive (handler binary, /init, lib.sh,
 # scenarios, config). Concatenated newc archives unpack in order, later entries win.
 #
-# usage: [VM_EXTRA_FILES="PATH..."] build-initramfs.sh OUT BINARY|none CONFIG_FILE SCENARIO...
+# usage: [VM_EXTRA_FILES="PATH..."] [VM_EXTRA_ROOT=DIR] build-initramfs.sh OUT BINARY|none CONFIG_FILE SCENARIO...
 #   OUT          initrd to write (base + per-run)
 #   BINARY       tcmu-warden to put at /bin/tcmu-warden, or "none"
 #   CONFIG_FILE  shell fragment copied to /vm/config (sourced by /init)
@@ -146,6 +146,12 @@ if [ -n "${VM_EXTRA_FILES:-}" ]; then
     extra=$(find $VM_EXTRA_FILES \( -type f -o -type l \))
     # shellcheck disable=SC2046,SC2086
     copy_abs "$run" $extra $(for f in $extra; do elf_libs "$f"; done | sort -u)
+fi
+# VM_EXTRA_ROOT: a directory whose tree is copied to the guest's / as is (generated files
+# such as a client configuration, which have no host path to copy from).
+if [ -n "${VM_EXTRA_ROOT:-}" ]; then
+    [ -d "$VM_EXTRA_ROOT" ] || die "VM_EXTRA_ROOT $VM_EXTRA_ROOT is not a directory"
+    cp -a "$VM_EXTRA_ROOT/." "$run/"
 fi
 mkcpio "$run" "$run.cpio"
 cat "$base" "$run.cpio" >"$out"

@@ -120,6 +120,20 @@ pub fn live() -> Vec<(u64, String)> {
         .unwrap_or_default()
 }
 
+/// The value of a configuration option on every live client (for tests and `diagnose`).
+#[must_use]
+pub fn live_option(option: &str) -> Vec<String> {
+    let clients: Vec<Arc<Client>> = REGISTRY
+        .lock()
+        .as_ref()
+        .map(|m| m.values().filter_map(Weak::upgrade).collect())
+        .unwrap_or_default();
+    clients
+        .iter()
+        .map(|c| c.cluster.conf_get(option).unwrap_or_default())
+        .collect()
+}
+
 /// How many clients are alive (for the metric and the tests of sharing).
 #[must_use]
 pub fn count() -> usize {
@@ -144,6 +158,14 @@ fn connect(key: &ClientKey) -> Result<Client, ceph_rbd::Error> {
             "rbd_disable_zero_copy_writes".to_string(),
             "true".to_string(),
         ),
+        // librbd's cache off: after the first flush (every FUA write, which is every write
+        // when the LUN's write cache is off) it switches from write-through to write-around,
+        // which acknowledges writes before the OSD has them and reports their failure only
+        // to a later flush. Writes in flight when the client is blocklisted were then
+        // acknowledged GOOD and lost (tests/vm/scenarios/rbd.sh: fio read zeros back).
+        // Without the cache a write completes when the OSD has committed it, with its own
+        // error.
+        ("rbd_cache".to_string(), "false".to_string()),
         // The handler reads its own data through the ring; no read-ahead.
         ("rbd_readahead_max_bytes".to_string(), "0".to_string()),
     ];
