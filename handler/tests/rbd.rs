@@ -821,3 +821,225 @@ fn a_frozen_osd_gives_retryable_completions_within_the_tier() {
     assert_reads_back(&mut h, &shadow);
     h.stop();
 }
+
+/// Write `data` at `off` through a plain librbd handle (synchronously).
+fn librbd_write(img: &Image, off: u64, data: &[u8]) -> i64 {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let target = ceph_rbd::AioTarget::new(1, tx);
+    let iov = [libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    }];
+    let mut comp = ceph_rbd::AioCompletion::new(&target).unwrap();
+    // SAFETY: `data` stays alive and unchanged until the completion is received below.
+    unsafe { img.aio_writev(&iov, off, &mut comp) }.unwrap();
+    let done = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("write completes");
+    comp.fired();
+    done.ret
+}
+
+/// The sum of the series whose line starts with `prefix` (name and labels).
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn acquired(m: &Metrics) -> u64 {
+    metric(
+        &m.encode(),
+        "tcmu_warden_rbd_lock_transitions_total{device=\"user_0/rbdlun\",subtype=\"rbd\",to=\"acquired\"}",
+    )
+}
+
+/// Two gateways (two LUNs on two RADOS clients) write the same image alternately. librbd's
+/// own cooperative lock moves on every alternation (measured first with two plain librbd
+/// handles); with the explicit lock and `lock_hold`, the lock changes hands at most about
+/// once per hold, the peers' early requests are counted as damped, and everything written
+/// through both verifies.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
+    let admin = admin();
+    let name = unique("pingpong");
+    let size: u64 = 4 << 20;
+    create_image(&admin, "rbd", None, &name, size);
+    let run_for = Duration::from_secs(3);
+    // Without damping: librbd's cooperative handover, two separate clients.
+    let undamped = {
+        let (c1, c2) = (admin.clone(), self::admin());
+        let i1 = IoCtx::new(&c1, "rbd", None).unwrap();
+        let i2 = IoCtx::new(&c2, "rbd", None).unwrap();
+        let a = Image::open(&i1, &name, None, false).unwrap();
+        let b = Image::open(&i2, &name, None, false).unwrap();
+        let (mut transitions, mut writes, mut last) = (0u64, 0u64, None);
+        let t = Instant::now();
+        while t.elapsed() < run_for {
+            for (who, img) in [(0, &a), (1, &b)] {
+                assert!(librbd_write(img, 0, &[who as u8; 4096]) >= 0);
+                writes += 1;
+                if img.is_lock_owner().unwrap() && last != Some(who) {
+                    transitions += 1;
+                    last = Some(who);
+                }
+            }
+        }
+        eprintln!(
+            "librbd's cooperative lock, two clients writing alternately for {run_for:?}: \
+             {writes} writes, {transitions} lock transitions"
+        );
+        transitions
+    };
+    // With damping: two LUNs, on two clients (a different osd_op_timeout: not shared).
+    let hold = Duration::from_secs(1);
+    let (ma, mb) = (Metrics::new(), Metrics::new());
+    let c = conf();
+    let a = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=30;lock_hold=1"),
+        size,
+        Some(&ma),
+    );
+    let b = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=31;lock_hold=1"),
+        size,
+        Some(&mb),
+    );
+    assert_eq!(client::count(), 2, "two gateways, two clients");
+    let mut ha = harness(Arc::clone(&a), size);
+    let mut hb = harness(Arc::clone(&b), size);
+    let mut rng = StdRng::seed_from_u64(55);
+    let mut shadow = vec![0u8; size as usize];
+    shadow[..4096].fill(1); // the undamped run's last write (client b)
+    let blocks = size / BS as u64;
+    let (mut writes, mut busy) = ([0u32; 2], 0u32);
+    let mut slowest = Duration::ZERO;
+    let t = Instant::now();
+    while t.elapsed() < run_for {
+        for (i, h) in [&mut ha, &mut hb].into_iter().enumerate() {
+            let n = rng.gen_range(1..=32u64);
+            let lba = rng.gen_range(0..blocks - n);
+            let mut d = vec![0u8; n as usize * BS];
+            rng.fill(&mut d[..]);
+            let t0 = Instant::now();
+            let (c, retries) = run_retrying(
+                h,
+                &cdbs::write16(lba, n as u32, false),
+                DataDir::ToDevice(&d),
+                Duration::from_secs(30),
+            );
+            assert_good(&c);
+            slowest = slowest.max(t0.elapsed());
+            busy += retries;
+            writes[i] += 1;
+            shadow[span(lba, n)].copy_from_slice(&d);
+        }
+    }
+    let elapsed = t.elapsed();
+    let (acq_a, acq_b) = (acquired(&ma), acquired(&mb));
+    let requests = |m: &Metrics, r: &str| {
+        metric(
+            &m.encode(),
+            &format!(
+                "tcmu_warden_rbd_lock_requests_total{{device=\"user_0/rbdlun\",result=\"{r}\""
+            ),
+        )
+    };
+    let damped = requests(&ma, "damped") + requests(&mb, "damped");
+    let yielded = requests(&ma, "yielded") + requests(&mb, "yielded");
+    eprintln!(
+        "damped (lock_hold={hold:?}) for {elapsed:?}: writes {writes:?}, lock acquisitions \
+         {acq_a} + {acq_b}, peer requests damped {damped}, yielded {yielded}, {busy} BUSY \
+         retries, slowest write {slowest:?}; undamped: {undamped} transitions"
+    );
+    let bound = elapsed.as_secs_f64() / hold.as_secs_f64() + 2.0;
+    assert!(
+        (acq_a + acq_b) as f64 <= bound,
+        "at most one handover per hold: {} acquisitions in {elapsed:?}",
+        acq_a + acq_b
+    );
+    assert!(acq_a >= 1 && acq_b >= 1, "both gateways got the lock");
+    assert!(damped >= 1, "early requests were held back");
+    assert!(yielded >= 1, "and answered after the hold");
+    assert!(
+        undamped >= 3 * (acq_a + acq_b),
+        "librbd's own handover moves the lock far more often ({undamped}) than the damped one ({})",
+        acq_a + acq_b
+    );
+    // Everything both gateways wrote is there, read through either.
+    assert_reads_back(&mut hb, &shadow);
+    ha.stop();
+    hb.stop();
+    drop((ha, hb, a, b));
+    verify_with_librbd(&name, &shadow);
+}
+
+/// A write through a gateway whose peer holds the lock (and does not hand it over before
+/// its `lock_hold`) completes with BUSY after `lock_timeout`, not later; retried, it
+/// succeeds once the peer has handed the lock over.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn a_write_waiting_for_the_lock_past_the_bound_gets_busy() {
+    let admin = admin();
+    let name = unique("lockwait");
+    let size: u64 = 4 << 20;
+    create_image(&admin, "rbd", None, &name, size);
+    let c = conf();
+    let mb = Metrics::new();
+    let a = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=30;lock_hold=4"),
+        size,
+        None,
+    );
+    let b = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=31;lock_timeout=1"),
+        size,
+        Some(&mb),
+    );
+    let mut ha = harness(Arc::clone(&a), size);
+    let mut hb = harness(Arc::clone(&b), size);
+    let da = vec![0xaau8; 8 * BS];
+    let db = vec![0xbbu8; 8 * BS];
+    let t_hold = Instant::now();
+    assert_good(&ha.run(&cdbs::write16(0, 8, false), DataDir::ToDevice(&da)));
+    let t0 = Instant::now();
+    let w = hb.run(&cdbs::write16(8, 8, false), DataDir::ToDevice(&db));
+    let took = t0.elapsed();
+    eprintln!(
+        "the waiting write completed after {took:?}: status {:#x}",
+        w.status
+    );
+    assert_eq!(w.status, 0x08, "BUSY (retried by the initiator)");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "after lock_timeout (1 s), not later: {took:?}"
+    );
+    assert_eq!(
+        metric(&mb.encode(), "tcmu_warden_rbd_lock_wait_timeouts_total{"),
+        1
+    );
+    // Retried like Linux does, it goes through once A's 4 s hold is over.
+    let (w, retries) = run_retrying(
+        &mut hb,
+        &cdbs::write16(8, 8, false),
+        DataDir::ToDevice(&db),
+        Duration::from_secs(20),
+    );
+    assert_good(&w);
+    let got_at = t_hold.elapsed();
+    eprintln!("the retried write succeeded {got_at:?} after A took the lock ({retries} retries)");
+    assert!(
+        got_at >= Duration::from_millis(3900),
+        "not before A's lock_hold: {got_at:?}"
+    );
+    assert_eq!(acquired(&mb), 1);
+    let d = b.diagnose().join("\n");
+    assert!(d.contains("exclusive lock: held by this daemon"), "{d}");
+    let r = ha.run(&cdbs::read16(0, 16), DataDir::FromDevice(16 * BS));
+    assert_good(&r);
+    assert_eq!(r.data_in, [da, db].concat());
+    ha.stop();
+    hb.stop();
+}

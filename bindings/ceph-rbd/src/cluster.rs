@@ -321,6 +321,53 @@ impl IoCtx {
         Ok(size)
     }
 
+    /// Set extended attribute `name` of object `oid` to `value` (one write op).
+    ///
+    /// # Errors
+    /// `ETIMEDOUT`, `ESHUTDOWN`, `EPERM`, ...
+    pub fn set_xattr(&self, oid: &str, name: &str, value: &[u8]) -> Result<()> {
+        let o = cstr("rados_setxattr", oid)?;
+        let n = cstr("rados_setxattr", name)?;
+        // SAFETY: live ioctx, NUL-terminated names, `value` readable for its length.
+        check("rados_setxattr", unsafe {
+            sys::rados_setxattr(
+                self.h,
+                o.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+            )
+        })
+        .map(drop)
+    }
+
+    /// Extended attribute `name` of object `oid` (at most `max` bytes); `None` when the
+    /// attribute (or the object) does not exist.
+    ///
+    /// # Errors
+    /// `ETIMEDOUT`, `ESHUTDOWN`, ...
+    pub fn get_xattr(&self, oid: &str, name: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        let o = cstr("rados_getxattr", oid)?;
+        let n = cstr("rados_getxattr", name)?;
+        let mut buf = vec![0u8; max];
+        // SAFETY: live ioctx, NUL-terminated names, `buf` writable for its length.
+        let r = unsafe {
+            sys::rados_getxattr(
+                self.h,
+                o.as_ptr(),
+                n.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if r == -libc::ENODATA || r == -libc::ENOENT {
+            return Ok(None);
+        }
+        let len = check("rados_getxattr", r)?;
+        buf.truncate(usize::try_from(len).unwrap_or(0).min(max));
+        Ok(Some(buf))
+    }
+
     /// Create an image of `size` bytes (default features: layering, exclusive-lock,
     /// object-map, fast-diff, deep-flatten on Pacific).
     ///

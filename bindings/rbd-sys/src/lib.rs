@@ -104,6 +104,22 @@ extern "C" {
         psize: *mut u64,
         pmtime: *mut libc::time_t,
     ) -> c_int;
+    /// Set extended attribute `name` of object `o` (creates the object if needed).
+    pub fn rados_setxattr(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        name: *const c_char,
+        buf: *const c_char,
+        len: size_t,
+    ) -> c_int;
+    /// Length read, or `-ENODATA` when the attribute does not exist.
+    pub fn rados_getxattr(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        name: *const c_char,
+        buf: *mut c_char,
+        len: size_t,
+    ) -> c_int;
     /// `nspace` NULL or "" is the default namespace.
     pub fn rados_ioctx_set_namespace(io: rados_ioctx_t, nspace: *const c_char);
     /// `outbuf`/`outs` are freed with `rados_buffer_free`.

@@ -79,6 +79,8 @@ pub(super) struct Inner {
     pub facts: Mutex<super::monitor::Facts>,
     /// Serialises reopens (the monitor thread and the health monitor's `reopen`).
     pub reopening: Mutex<()>,
+    /// The explicit exclusive lock's write gate (`None`: read-only, or `lock_hold=0`).
+    pub gate: Option<super::lock::Gate>,
 }
 
 /// The RBD backend of one LUN.
@@ -112,6 +114,15 @@ impl RbdBackend {
             .rev()
             .collect();
         let read_only = cfg.snap.is_some();
+        let gate = if read_only || cfg.lock_hold.is_zero() {
+            None
+        } else if opened.header.is_empty() {
+            tracing::warn!(device, image = %cfg.spec(),
+                "rbd: no header object (old image format?): librbd's cooperative lock handover, not damped");
+            None
+        } else {
+            Some(super::lock::Gate::new(cfg.lock_hold, cfg.lock_timeout))
+        };
         let inner = Arc::new(Inner {
             cfg,
             device: device.to_string(),
@@ -130,6 +141,7 @@ impl RbdBackend {
             wake_cv: Condvar::new(),
             facts: Mutex::new(super::monitor::Facts::default()),
             reopening: Mutex::new(()),
+            gate,
         });
         let short = device.rsplit('/').next().unwrap_or(device);
         let mut threads = Vec::new();
@@ -147,10 +159,30 @@ impl RbdBackend {
             Ok(t) => threads.push(t),
             Err(e) => {
                 let _ = tx.send(AioDone { tag: STOP, ret: 0 });
+                inner.wake.lock().stop = true;
+                inner.wake_cv.notify_all();
                 for t in threads {
                     let _ = t.join();
                 }
                 return Err(e);
+            }
+        }
+        if inner.gate.is_some() {
+            let i = Arc::clone(&inner);
+            match std::thread::Builder::new()
+                .name(format!("rbd-lock-{short}"))
+                .spawn(move || super::lock::run(&i))
+            {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    let _ = tx.send(AioDone { tag: STOP, ret: 0 });
+                    inner.wake.lock().stop = true;
+                    inner.wake_cv.notify_all();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(RbdBackend { inner, tx, threads })
@@ -162,6 +194,38 @@ impl RbdBackend {
             io.complete(Err(Errno::ESHUTDOWN));
             return;
         }
+        if inner.read_only && io.op().is_write() {
+            io.complete(Err(Errno::EROFS));
+            return;
+        }
+        if let Some(g) = &inner.gate {
+            match io.op() {
+                // librbd's cache is off: every acknowledged write is on the OSDs already, and
+                // without the lock librbd would refuse the flush (EROFS).
+                IoOp::Flush if !g.is_owner() => {
+                    io.complete(Ok(()));
+                    return;
+                }
+                IoOp::Write { .. } | IoOp::Unmap | IoOp::WriteZeroes { .. } => {
+                    let _s = g.submit.read();
+                    if g.is_owner() {
+                        inner.submit_now(io);
+                    } else {
+                        g.park(io);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
+        inner.submit_now(io);
+    }
+}
+
+impl Inner {
+    /// Start `io` on librbd (the lock, if the gate is used, is held).
+    pub(super) fn submit_now(&self, io: Io) {
+        let inner = self;
         let (opn, fua) = match io.op() {
             IoOp::Read => (op::READ, false),
             IoOp::Write { fua } => (op::WRITE, fua),
@@ -169,10 +233,6 @@ impl RbdBackend {
             IoOp::Unmap => (op::DISCARD, false),
             IoOp::WriteZeroes { .. } => (op::WRITE_ZEROES, false),
         };
-        if inner.read_only && io.op().is_write() {
-            io.complete(Err(Errno::EROFS));
-            return;
-        }
         let Some(slot) = inner.free.lock().pop() else {
             io.complete(Err(Errno::EAGAIN));
             return;
@@ -224,13 +284,27 @@ impl RbdBackend {
                 if e.is_blocklisted() {
                     inner.blocklisted(&f.opened);
                 }
-                f.io.complete(Err(e.errno));
+                let r = inner.lock_errno(f.op, Err(e.errno));
+                f.io.complete(r);
             }
         }
     }
-}
 
-impl Inner {
+    /// In explicit-lock mode, librbd answers EROFS to a write (or flush) made without the
+    /// lock: a write is retried (BUSY), a flush has nothing to make durable (cache off).
+    fn lock_errno(&self, op: usize, r: Result<(), Errno>) -> Result<(), Errno> {
+        match r {
+            Err(Errno::EROFS) if self.gate.is_some() => {
+                if op == op::FLUSH {
+                    Ok(())
+                } else {
+                    Err(Errno::EAGAIN)
+                }
+            }
+            r => r,
+        }
+    }
+
     /// An operation on `opened` failed with ESHUTDOWN: start recovery once per client.
     pub fn blocklisted(&self, opened: &Arc<Opened>) {
         if !Arc::ptr_eq(opened, &self.current.read()) {
@@ -273,7 +347,15 @@ impl Inner {
 
 fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
     let mut stopping: Option<Instant> = None;
+    let mut expired_at = Instant::now();
     loop {
+        // The lock thread may be blocked in a librbd call: the wait bound holds regardless.
+        if let Some(g) = &inner.gate {
+            if expired_at.elapsed() >= Duration::from_millis(100) {
+                expired_at = Instant::now();
+                g.expire(inner);
+            }
+        }
         if let Some(t) = stopping {
             if inner.inflight.load(Ordering::Acquire) == 0 || t.elapsed() > Duration::from_secs(60)
             {
@@ -334,6 +416,7 @@ fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
     if r == Err(Errno::ESHUTDOWN) {
         inner.blocklisted(&f.opened);
     }
+    let r = inner.lock_errno(f.op, r);
     let InFlight {
         io,
         completion,
@@ -357,6 +440,9 @@ impl Drop for RbdBackend {
             w.stop = true;
         }
         self.inner.wake_cv.notify_all();
+        if let Some(g) = &self.inner.gate {
+            g.stop();
+        }
         let _ = self.tx.send(AioDone { tag: STOP, ret: 0 });
         let me = std::thread::current().id();
         for t in self.threads.drain(..) {

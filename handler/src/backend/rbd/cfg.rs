@@ -1,6 +1,7 @@
 //! The `rbd` cfgstring, as tcmu-runner's rbd handler accepts it, plus namespaces and
 //! snapshots: `<pool>[/<namespace>]/<image>[@<snapshot>]`, with the backend's options
-//! `osd_op_timeout=<secs>`, `conf=<path>`, `id=<user>` (split off by the daemon).
+//! `osd_op_timeout=<secs>`, `conf=<path>`, `id=<user>` (split off by the daemon), and the
+//! exclusive lock's `lock_hold=<secs>` and `lock_timeout=<secs>` (see [`super::lock`]).
 
 use crate::backend::registry::OpenCtx;
 use crate::backend::OpenError;
@@ -8,7 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The options this backend takes from the cfgstring.
-pub const OPTIONS: &[&str] = &["osd_op_timeout", "conf", "id"];
+pub const OPTIONS: &[&str] = &["osd_op_timeout", "conf", "id", "lock_hold", "lock_timeout"];
+
+/// Default minimum time the exclusive lock is held before it is handed to a peer that asks.
+pub const DEFAULT_LOCK_HOLD: Duration = Duration::from_secs(2);
+/// Default bound on a write's wait for the exclusive lock (then BUSY, retried).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A parsed `rbd` cfgstring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +33,12 @@ pub struct RbdConfig {
     pub id: Option<String>,
     /// `rados_osd_op_timeout` for the client (`None`: the cluster configuration's).
     pub osd_op_timeout: Option<Duration>,
+    /// Minimum hold of the exclusive lock once taken (`lock_hold=`); zero: librbd's
+    /// cooperative handover on every request (no explicit lock, no bound on the wait).
+    pub lock_hold: Duration,
+    /// How long a write waits for the exclusive lock before completing with BUSY
+    /// (`lock_timeout=`).
+    pub lock_timeout: Duration,
 }
 
 impl RbdConfig {
@@ -100,6 +112,20 @@ pub fn parse(cfgstring: &str, ctx: &OpenCtx) -> Result<RbdConfig, OpenError> {
         conf: None,
         id: None,
         osd_op_timeout: None,
+        lock_hold: DEFAULT_LOCK_HOLD,
+        lock_timeout: DEFAULT_LOCK_TIMEOUT,
+    };
+    let secs = |k: &str, v: &str, zero_ok: bool| -> Result<Duration, OpenError> {
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && (*s > 0.0 || (zero_ok && *s == 0.0)) && *s <= 3600.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{k}={v}: expected seconds (decimals allowed), {} and at most 3600",
+                    if zero_ok { "0 or more" } else { "more than 0" }
+                ))
+            })
     };
     for (k, v) in ctx.options {
         match *k {
@@ -124,6 +150,8 @@ pub fn parse(cfgstring: &str, ctx: &OpenCtx) -> Result<RbdConfig, OpenError> {
                 }
                 cfg.id = Some(id.to_string());
             }
+            "lock_hold" => cfg.lock_hold = secs(k, v, true)?,
+            "lock_timeout" => cfg.lock_timeout = secs(k, v, false)?,
             _ => {}
         }
     }
@@ -162,6 +190,11 @@ mod tests {
             Some(std::path::Path::new("/etc/ceph/c.conf"))
         );
         assert_eq!(c.id.as_deref(), Some("admin"));
+        assert_eq!(c.lock_hold, DEFAULT_LOCK_HOLD);
+        assert_eq!(c.lock_timeout, DEFAULT_LOCK_TIMEOUT);
+        let c = p("rbd/img", &[("lock_hold", "0"), ("lock_timeout", "1.5")]).unwrap();
+        assert_eq!(c.lock_hold, Duration::ZERO);
+        assert_eq!(c.lock_timeout, Duration::from_millis(1500));
         let c = p("pool/ns/img@snap1", &[("id", "client.iscsi")]).unwrap();
         assert_eq!(c.namespace.as_deref(), Some("ns"));
         assert_eq!(c.snap.as_deref(), Some("snap1"));
@@ -183,7 +216,14 @@ mod tests {
             .contains("namespace is empty"));
         let e = p("rbd/img", &[("osd_op_timeot", "5")]).unwrap_err();
         assert!(e.contains("unknown option osd_op_timeot=5"), "{e}");
-        assert!(e.contains("osd_op_timeout, conf, id"), "{e}");
+        assert!(
+            e.contains("osd_op_timeout, conf, id, lock_hold, lock_timeout"),
+            "{e}"
+        );
+        let e = p("rbd/img", &[("lock_hold", "-1")]).unwrap_err();
+        assert!(e.contains("lock_hold=-1: expected seconds"), "{e}");
+        let e = p("rbd/img", &[("lock_timeout", "0")]).unwrap_err();
+        assert!(e.contains("lock_timeout=0: expected seconds"), "{e}");
         let e = p("rbd/img", &[("osd_op_timeout", "5.0")]).unwrap_err();
         assert!(e.contains("whole number of seconds"), "{e}");
         assert!(p("rbd/img\n", &[]).unwrap_err().contains("newline"));

@@ -34,6 +34,8 @@ struct Vecs {
     blocklist_cleanup: IntCounterVec,
     lock_owner: IntGaugeVec,
     lock_transitions: IntCounterVec,
+    lock_requests: IntCounterVec,
+    lock_wait_timeouts: IntCounterVec,
     watchers: IntGaugeVec,
     op_latency: HistogramVec,
     clients: IntGaugeVec,
@@ -78,8 +80,18 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
         )
         .ok()?,
         lock_transitions: IntCounterVec::new(
-            Opts::new(n("lock_transitions_total"), "Exclusive lock transitions seen, by direction (acquired, lost)."),
+            Opts::new(n("lock_transitions_total"), "Exclusive lock transitions of this LUN's client, by direction (acquired; released: handed to a peer that asked, after the minimum hold; lost: taken away, e.g. broken)."),
             &dev_and("to"),
+        )
+        .ok()?,
+        lock_requests: IntCounterVec::new(
+            Opts::new(n("lock_requests_total"), "Peers' requests for the exclusive lock seen while this LUN held it, by result (damped: held back until the minimum hold time lock_hold had passed; yielded: answered by releasing the lock)."),
+            &dev_and("result"),
+        )
+        .ok()?,
+        lock_wait_timeouts: IntCounterVec::new(
+            Opts::new(n("lock_wait_timeouts_total"), "Writes completed with BUSY (retried by the initiator) after waiting for the exclusive lock longer than lock_timeout."),
+            dev,
         )
         .ok()?,
         watchers: IntGaugeVec::new(
@@ -100,12 +112,14 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
         .ok()?,
     };
     let r = m.registry();
-    let cs: [Box<dyn prometheus::core::Collector>; 8] = [
+    let cs: [Box<dyn prometheus::core::Collector>; 10] = [
         Box::new(v.blocklisted.clone()),
         Box::new(v.reopens.clone()),
         Box::new(v.blocklist_cleanup.clone()),
         Box::new(v.lock_owner.clone()),
         Box::new(v.lock_transitions.clone()),
+        Box::new(v.lock_requests.clone()),
+        Box::new(v.lock_wait_timeouts.clone()),
         Box::new(v.watchers.clone()),
         Box::new(v.op_latency.clone()),
         Box::new(v.clients.clone()),
@@ -143,6 +157,14 @@ pub struct RbdMetrics {
     pub lock_acquired: IntCounter,
     /// Lock lost transitions.
     pub lock_lost: IntCounter,
+    /// Lock released to a peer (after the minimum hold).
+    pub lock_released: IntCounter,
+    /// Peer requests held back by the minimum hold.
+    pub lock_damped: IntCounter,
+    /// Peer requests answered by releasing.
+    pub lock_yielded: IntCounter,
+    /// Writes that waited for the lock past lock_timeout.
+    pub lock_wait_timeouts: IntCounter,
     /// Watchers: own, other, possibly stale.
     pub watchers: [IntGauge; 3],
     /// Latency per op ([`OPS`]).
@@ -175,6 +197,10 @@ impl RbdMetrics {
             lock_owner: v.lock_owner.with_label_values(&[device, "rbd"]),
             lock_acquired: v.lock_transitions.with_label_values(&l(device, "acquired")),
             lock_lost: v.lock_transitions.with_label_values(&l(device, "lost")),
+            lock_released: v.lock_transitions.with_label_values(&l(device, "released")),
+            lock_damped: v.lock_requests.with_label_values(&l(device, "damped")),
+            lock_yielded: v.lock_requests.with_label_values(&l(device, "yielded")),
+            lock_wait_timeouts: v.lock_wait_timeouts.with_label_values(&[device, "rbd"]),
             watchers: WATCHER_KINDS.map(|k| v.watchers.with_label_values(&l(device, k))),
             latency: OPS
                 .iter()
@@ -200,6 +226,10 @@ impl RbdMetrics {
             lock_owner: g(),
             lock_acquired: c(),
             lock_lost: c(),
+            lock_released: c(),
+            lock_damped: c(),
+            lock_yielded: c(),
+            lock_wait_timeouts: c(),
             watchers: [g(), g(), g()],
             latency: OPS
                 .iter()
@@ -229,9 +259,13 @@ impl Drop for RbdMetrics {
         for r in ["ok", "denied", "failed"] {
             let _ = v.blocklist_cleanup.remove_label_values(&[d, "rbd", r]);
         }
-        for t in ["acquired", "lost"] {
+        for t in ["acquired", "lost", "released"] {
             let _ = v.lock_transitions.remove_label_values(&[d, "rbd", t]);
         }
+        for r in ["damped", "yielded"] {
+            let _ = v.lock_requests.remove_label_values(&[d, "rbd", r]);
+        }
+        let _ = v.lock_wait_timeouts.remove_label_values(&[d, "rbd"]);
         for k in WATCHER_KINDS {
             let _ = v.watchers.remove_label_values(&[d, "rbd", k]);
         }

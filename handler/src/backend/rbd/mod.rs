@@ -6,7 +6,9 @@
 //! - [`image`]: opening an image, with errors naming the pool, image or snapshot.
 //! - [`backend`]: asynchronous vectored I/O straight from the ring's data area, the
 //!   completion thread, blocklist detection.
-//! - [`monitor`]: reopen after blocklisting, exclusive lock, watchers, `diagnose`.
+//! - [`lock`]: the exclusive lock taken explicitly on the first write, a minimum hold before
+//!   handing it to a peer (ping-pong damping), a bounded wait for it.
+//! - [`monitor`]: reopen after blocklisting, lock state, watchers, `diagnose`.
 //! - [`metrics`]: the `tcmu_warden_rbd_*` series.
 //!
 //! COMPARE AND WRITE goes through the handler's generic path (read, compare, write under the
@@ -16,6 +18,7 @@ pub mod backend;
 pub mod cfg;
 pub mod client;
 pub mod image;
+pub mod lock;
 pub mod metrics;
 pub mod monitor;
 
@@ -25,8 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The cfgstring syntax, for people.
-pub const CONFIG_DESC: &str = "rbd/<pool>[/<namespace>]/<image>[@<snapshot>][;osd_op_timeout=<secs>][;conf=<ceph.conf>][;id=<user>]: \
+pub const CONFIG_DESC: &str = "rbd/<pool>[/<namespace>]/<image>[@<snapshot>][;osd_op_timeout=<secs>][;conf=<ceph.conf>][;id=<user>][;lock_hold=<secs>][;lock_timeout=<secs>]: \
 an RBD image (a snapshot is served read-only). osd_op_timeout is the backend tier (rados_osd_op_timeout); \
+the exclusive lock is taken on the first write and held at least lock_hold (default 2; 0: librbd's cooperative handover) \
+before a peer that asks gets it; a write waits for it at most lock_timeout (default 5), then BUSY; \
 LUNs with the same conf, id and osd_op_timeout share one RADOS client. Example: rbd/rbd/lun0;osd_op_timeout=30";
 
 /// Open an RBD image as a LUN of `ctx.size` bytes (the image may be larger, not smaller).

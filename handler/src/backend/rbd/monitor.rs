@@ -102,6 +102,10 @@ fn poll_lock(inner: &Inner) -> Option<bool> {
     if inner.read_only {
         return None;
     }
+    if let Some(g) = &inner.gate {
+        // Explicit lock: the lock thread follows it and counts its transitions.
+        return Some(g.is_owner());
+    }
     let cur = Arc::clone(&inner.current.read());
     let owner = match cur.image.is_lock_owner() {
         Ok(o) => o,
@@ -231,6 +235,11 @@ pub(super) fn reopen(inner: &Arc<Inner>) -> Result<(), Errno> {
     let new_client = format!("{:?}", opened.client);
     let same_client = Arc::ptr_eq(&opened.client, &old.client);
     *inner.current.write() = Arc::new(opened);
+    if let Some(g) = &inner.gate {
+        // The fresh handle holds nothing; the lock thread takes the lock for the next write.
+        g.reset();
+        inner.metrics.lock_owner.set(0);
+    }
     inner.recovering.store(false, Ordering::Release);
     inner.metrics.reopen_ok.inc();
     let words = format!(
@@ -320,6 +329,21 @@ pub(super) fn diagnose(inner: &Inner) -> Vec<String> {
         out.push(
             "blocklisted: reopening on a fresh client; commands complete with NOT READY (retried) \
              until then"
+                .into(),
+        );
+    }
+    if let Some(g) = &inner.gate {
+        out.push(format!(
+            "exclusive lock: taken explicitly on the first write, held at least {:.1} s before              it is handed to a peer that asks (lock_hold); writes wait for it at most {:.1} s              (lock_timeout), then BUSY; {} write(s) waiting; handed over {} time(s), requests              damped {} time(s)",
+            g.hold.as_secs_f64(),
+            g.timeout.as_secs_f64(),
+            g.waiting(),
+            inner.metrics.lock_released.get(),
+            inner.metrics.lock_damped.get()
+        ));
+    } else if !inner.read_only {
+        out.push(
+            "exclusive lock: librbd's cooperative handover (lock_hold=0): not damped, writes              wait for it without bound"
                 .into(),
         );
     }
