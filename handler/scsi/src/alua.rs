@@ -165,31 +165,7 @@ impl Alua {
     /// TEST UNIT READY is refused in standby, as by LIO: a path checker
     /// (multipathd's `tur`) reads 02/04/0B as a standby ("ghost") path.
     pub fn check(&self, cdb: &Cdb) -> Result<(), Sense> {
-        let Some(s) = self.local_state() else {
-            return Ok(());
-        };
-        let always = matches!(
-            cdb,
-            Cdb::Inquiry { .. } | Cdb::RequestSense { .. } | Cdb::ReportTargetPortGroups { .. }
-        );
-        match s {
-            state::STANDBY
-                if !always
-                    && !matches!(
-                        cdb,
-                        Cdb::ModeSense { .. }
-                            | Cdb::ModeSelect { .. }
-                            | Cdb::ReadCapacity10
-                            | Cdb::ReadCapacity16 { .. }
-                    ) =>
-            {
-                Err(Sense::alua_standby())
-            }
-            state::UNAVAILABLE if !always => Err(Sense::alua_unavailable()),
-            state::TRANSITIONING if !always => Err(Sense::not_ready_in_transition()),
-            state::OFFLINE if !always => Err(Sense::alua_offline()),
-            _ => Ok(()),
-        }
+        check_state(self.local_state(), cdb)
     }
 
     /// REPORT TARGET PORT GROUPS parameter data (SPC-4 6.27), length-only
@@ -197,7 +173,11 @@ impl Alua {
     /// local group's implicit transition time). Each descriptor carries PREF,
     /// the state, the supported-states bits, the group id, the status code,
     /// the port count and each port's relative target port identifier.
-    /// RETURN DATA LENGTH counts the descriptors, as LIO does.
+    /// RETURN DATA LENGTH is n - 3 in both formats (SPC-4 tables 262/263: the
+    /// bytes after the field, so it includes bytes 4-7 of the extended
+    /// header), which is how sg_rtpg and Linux's scsi_dh_alua read it. (LIO's
+    /// own emulation counts only the descriptors, 4 bytes short with the
+    /// extended header.)
     ///
     /// Writes what fits in `out`; returns the full length (the caller
     /// truncates to the allocation length).
@@ -229,8 +209,54 @@ impl Alua {
                 pos += 4;
             }
         }
-        put32(out, 0, u32::try_from(pos - header).unwrap_or(u32::MAX));
+        put32(out, 0, u32::try_from(pos - 4).unwrap_or(u32::MAX));
         pos
+    }
+}
+
+/// [`Alua::check`] for a known (cached) state; None allows everything.
+///
+/// # Errors
+/// The NOT READY sense of the state, for a command it does not allow.
+pub fn check_state(state: Option<u8>, cdb: &Cdb) -> Result<(), Sense> {
+    let Some(s) = state else {
+        return Ok(());
+    };
+    let always = matches!(
+        cdb,
+        Cdb::Inquiry { .. } | Cdb::RequestSense { .. } | Cdb::ReportTargetPortGroups { .. }
+    );
+    match s {
+        state::STANDBY
+            if !always
+                && !matches!(
+                    cdb,
+                    Cdb::ModeSense { .. }
+                        | Cdb::ModeSelect { .. }
+                        | Cdb::ReadCapacity10
+                        | Cdb::ReadCapacity16 { .. }
+                ) =>
+        {
+            Err(Sense::alua_standby())
+        }
+        state::UNAVAILABLE if !always => Err(Sense::alua_unavailable()),
+        state::TRANSITIONING if !always => Err(Sense::not_ready_in_transition()),
+        state::OFFLINE if !always => Err(Sense::alua_offline()),
+        _ => Ok(()),
+    }
+}
+
+/// The name LIO gives an access state.
+pub fn state_name(s: u8) -> &'static str {
+    match s {
+        state::ACTIVE_OPTIMIZED => "Active/Optimized",
+        state::ACTIVE_NON_OPTIMIZED => "Active/NonOptimized",
+        state::STANDBY => "Standby",
+        state::UNAVAILABLE => "Unavailable",
+        state::LBA_DEPENDENT => "LBA Dependent",
+        state::OFFLINE => "Offline",
+        state::TRANSITIONING => "Transitioning",
+        _ => "Unknown",
     }
 }
 

@@ -64,7 +64,7 @@ fn rtpg_extended_header() {
     let mut out = [0u8; 64];
     let n = a.report(true, &mut out);
     assert_eq!(n, 28);
-    assert_eq!(be32(&out, 0), 20);
+    assert_eq!(be32(&out, 0), 24, "n - 3: includes bytes 4-7 of the header");
     assert_eq!(out[4], 0x10, "format type 001b");
     assert_eq!(out[5], 7, "implicit transition time of the local group");
     assert_eq!(out[8 + 8], 0x81);
