@@ -7,6 +7,7 @@
 //! on any input.
 #![forbid(unsafe_code)]
 
+pub mod alua;
 pub mod cdb;
 pub mod emulate;
 pub mod error;

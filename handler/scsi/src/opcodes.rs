@@ -69,7 +69,7 @@ pub const WRITE_12: u8 = 0xAA;
 
 /// SERVICE ACTION IN(16) service action: READ CAPACITY(16).
 pub const SAI_READ_CAPACITY_16: u16 = 0x10;
-/// MAINTENANCE IN service action: REPORT TARGET PORT GROUPS (not decoded yet).
+/// MAINTENANCE IN service action: REPORT TARGET PORT GROUPS.
 pub const MI_REPORT_TARGET_PORT_GROUPS: u16 = 0x0A;
 /// MAINTENANCE IN service action: REPORT SUPPORTED OPERATION CODES.
 pub const MI_REPORT_SUPPORTED_OPCODES: u16 = 0x0C;
@@ -83,6 +83,9 @@ pub enum Needs {
     Unmap,
     /// Only when `Caps::compare_and_write` (COMPARE AND WRITE).
     CompareAndWrite,
+    /// Only when the LUN has ALUA target port groups (REPORT TARGET PORT
+    /// GROUPS).
+    Alua,
 }
 
 /// One supported command, as reported by REPORT SUPPORTED OPERATION CODES.
@@ -303,6 +306,27 @@ pub const SUPPORTED: &[OpInfo] = &[
             CTL,
         ],
     ),
+    OpInfo {
+        needs: Needs::Alua,
+        ..op_sa(
+            MAINTENANCE_IN,
+            MI_REPORT_TARGET_PORT_GROUPS,
+            &[
+                MAINTENANCE_IN,
+                0xE0 | 0x0A,
+                0,
+                0,
+                0,
+                0,
+                FF,
+                FF,
+                FF,
+                FF,
+                0,
+                CTL,
+            ],
+        )
+    },
     op_sa(
         MAINTENANCE_IN,
         MI_REPORT_SUPPORTED_OPCODES,

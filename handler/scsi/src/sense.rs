@@ -184,6 +184,21 @@ impl Sense {
         Sense::new(key::NOT_READY, 0x04, 0x0A)
     }
 
+    /// 02/04/0B LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE.
+    pub const fn alua_standby() -> Sense {
+        Sense::new(key::NOT_READY, 0x04, 0x0B)
+    }
+
+    /// 02/04/0C LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN UNAVAILABLE STATE.
+    pub const fn alua_unavailable() -> Sense {
+        Sense::new(key::NOT_READY, 0x04, 0x0C)
+    }
+
+    /// 02/04/12 LOGICAL UNIT NOT READY, OFFLINE (the ALUA offline state).
+    pub const fn alua_offline() -> Sense {
+        Sense::new(key::NOT_READY, 0x04, 0x12)
+    }
+
     /// 02/04/01 LOGICAL UNIT IS IN PROCESS OF BECOMING READY. Retryable.
     pub const fn not_ready_becoming_ready() -> Sense {
         Sense::new(key::NOT_READY, 0x04, 0x01)

@@ -18,6 +18,7 @@ fn lun(all: bool) -> LunInfo {
             thin: true,
             compare_and_write: true,
         };
+        l.alua = Some(tcmu_scsi::alua::Alua::default());
     }
     l
 }
@@ -97,6 +98,10 @@ fn rsoc_hides_commands_the_lun_lacks() {
     assert!(!l
         .iter()
         .any(|e| e.0 == opcodes::UNMAP || e.0 == opcodes::COMPARE_AND_WRITE));
+    assert!(!l
+        .iter()
+        .any(|e| e.0 == opcodes::MAINTENANCE_IN
+            && e.1 == Some(opcodes::MI_REPORT_TARGET_PORT_GROUPS)));
     assert!(l.iter().any(|e| e.0 == opcodes::READ_16));
 }
 

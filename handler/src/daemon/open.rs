@@ -217,7 +217,9 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         Some(f) => Arc::clone(f) as Arc<dyn Backend>,
         None => backend,
     };
-    let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
+    let mut lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
+    let target_root = configfs::target_root(&cfg.configfs_root);
+    lun.alua = configfs::read_alua(&dir, &target_root);
     let plan = plan(
         attrs.cmd_time_out,
         cfg.replacement_timeout,
@@ -251,6 +253,14 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             .free_kept_buf(&kept_dir, id)
             .map_err(|e| std::io::Error::other(e.to_string()))
     })));
+    let (alua_dir, alua_root) = (dir.clone(), target_root);
+    dev_cfg.alua = Some(device::AluaSource(Arc::new(move || {
+        configfs::read_alua(&alua_dir, &alua_root)
+    })));
+    if let Some(a) = &lun.alua {
+        tracing::info!(device = %name, groups = a.groups.len(), local_group = ?a.local_group().map(|g| g.id),
+            local_port = ?a.local_port(), state = ?a.local_state().map(tcmu_scsi::alua::state_name), "ALUA target port groups");
+    }
     tracing::info!(device = %name, deadline = ?dev_cfg.command_deadline, "command deadline");
     let handle = device::spawn(&name, ring, Box::new(uio), backend, lun, &dev_cfg)?;
     if let Some(r) = restart {

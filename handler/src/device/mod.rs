@@ -23,4 +23,6 @@ pub mod thread;
 pub mod workers;
 
 pub use link::UnitAttention;
-pub use thread::{spawn, Change, DeviceConfig, DeviceHandle, DeviceStats, FreeKeptBuf};
+pub use thread::{
+    spawn, AluaSource, Change, DeviceConfig, DeviceHandle, DeviceStats, FreeKeptBuf, ALUA_REFRESH,
+};

@@ -51,7 +51,28 @@ pub struct DeviceConfig {
     /// Watch the backend's health with this policy (pings, lost/recovering, reopen); None:
     /// no monitor, the backend is always taken as healthy.
     pub health: Option<tcmu_warden_supervisor::health::Policy>,
+    /// Re-reads the LUN's ALUA target port groups (configfs); None: the groups in the
+    /// `LunInfo` never change.
+    pub alua: Option<AluaSource>,
 }
+
+/// How to read a LUN's ALUA target port groups again (configfs `alua/`, see
+/// [`crate::configfs::read_alua`]). Called on the device thread on every REPORT TARGET PORT
+/// GROUPS and INQUIRY, and before any other command once [`ALUA_REFRESH`] has passed since
+/// the last read, so an admin's `echo N > alua/<group>/alua_access_state` is seen within
+/// that time.
+#[derive(Clone)]
+pub struct AluaSource(pub Arc<dyn Fn() -> Option<tcmu_scsi::alua::Alua> + Send + Sync>);
+
+impl std::fmt::Debug for AluaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AluaSource")
+    }
+}
+
+/// Longest a cached ALUA access state is used for other commands before configfs is read
+/// again.
+pub const ALUA_REFRESH: Duration = Duration::from_secs(1);
 
 /// How to release a command's kept data buffer (writes its id to `action/free_kept_buf`).
 #[derive(Clone)]
@@ -76,6 +97,7 @@ impl Default for DeviceConfig {
             outlier_threshold: Some(Duration::from_secs(1)),
             metrics: None,
             health: None,
+            alua: None,
         }
     }
 }
@@ -258,7 +280,11 @@ pub fn spawn(
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     stats.deadline_ms.store(deadline_ms, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
+    let alua_state = link.lun.read().alua.as_ref().and_then(|a| a.local_state());
     let mut dt = DeviceThread {
+        alua_source: cfg.alua.clone(),
+        alua_read_at: Instant::now(),
+        alua_state,
         link: Arc::clone(&link),
         ring,
         doorbell,
@@ -323,6 +349,12 @@ impl From<Sense> for Route {
 
 struct DeviceThread {
     link: Arc<DeviceLink>,
+    /// Re-reads the ALUA groups; None: never.
+    alua_source: Option<AluaSource>,
+    /// When the groups were last read.
+    alua_read_at: Instant,
+    /// The access state that applies to every command (`Alua::local_state`), cached.
+    alua_state: Option<u8>,
     ring: Ring,
     doorbell: Arc<dyn Doorbell>,
     workers: Option<Workers>,
@@ -699,6 +731,16 @@ impl DeviceThread {
                 return ua.sense().into();
             }
         }
+        if self.alua_source.is_some() {
+            let fresh = matches!(c, Cdb::ReportTargetPortGroups { .. } | Cdb::Inquiry { .. });
+            if fresh || self.alua_read_at.elapsed() >= ALUA_REFRESH {
+                self.refresh_alua();
+            }
+        }
+        // Commands the LUN's target port group state does not allow (SPC-4 5.15.2.4).
+        if let Err(s) = tcmu_scsi::alua::check_state(self.alua_state, &c) {
+            return s.into();
+        }
         ctx.class = class_of(&c);
         let mut c = c;
         let r = match c {
@@ -724,6 +766,24 @@ impl DeviceThread {
         };
         ctx.cdb = c;
         r
+    }
+
+    /// Read the ALUA groups again and put them in force; a change of the LUN's access state
+    /// is logged.
+    fn refresh_alua(&mut self) {
+        let Some(src) = &self.alua_source else { return };
+        let alua = (src.0)();
+        self.alua_read_at = Instant::now();
+        let state = alua.as_ref().and_then(tcmu_scsi::alua::Alua::local_state);
+        if state != self.alua_state {
+            tracing::info!(device = %self.link.name, from = ?self.alua_state.map(tcmu_scsi::alua::state_name),
+                to = ?state.map(tcmu_scsi::alua::state_name), "ALUA access state of the LUN's target port group changed");
+            self.alua_state = state;
+        }
+        let mut lun = self.link.lun.write();
+        if lun.alua != alua {
+            lun.alua = alua;
+        }
     }
 
     /// Range, limit and length checks of a data command; it goes to a worker when they pass.

@@ -75,9 +75,9 @@ fn range16(c: &[u8]) -> (u64, u32) {
 /// * unknown opcode, 0x7F variable-length CDBs: INVALID COMMAND OPERATION CODE;
 /// * NACA=1 in the control byte, RD/WR/VRPROTECT != 0, unsupported BYTCHK,
 ///   ANCHOR=1, WRITE SAME PBDATA/LBDATA, INQUIRY CMDDT, unknown SERVICE
-///   ACTION IN(16)/MAINTENANCE IN service actions (including REPORT TARGET
-///   PORT GROUPS for now), RSOC reporting options > 3: INVALID FIELD IN CDB
-///   with the field pointer set.
+///   ACTION IN(16)/MAINTENANCE IN service actions, REPORT TARGET PORT GROUPS
+///   parameter data formats other than 000b/001b, RSOC reporting options
+///   > 3: INVALID FIELD IN CDB with the field pointer set.
 ///
 /// Reserved bits and the GROUP NUMBER are ignored. Never panics.
 pub fn decode(c: &[u8]) -> Result<Cdb, Sense> {
@@ -206,6 +206,14 @@ pub fn decode(c: &[u8]) -> Result<Cdb, Sense> {
         },
         op::MAINTENANCE_IN => match u16::from(b1 & 0x1F) {
             op::MI_REPORT_SUPPORTED_OPCODES => decode_rsoc(c)?,
+            op::MI_REPORT_TARGET_PORT_GROUPS => match b1 >> 5 {
+                // PARAMETER DATA FORMAT: 000b length only, 001b extended.
+                f @ (0 | 1) => Cdb::ReportTargetPortGroups {
+                    extended: f == 1,
+                    alloc_len: be32(c, 6),
+                },
+                _ => return Err(bad(1, 7)),
+            },
             _ => return Err(bad(1, 4)),
         },
         _ => return Err(Sense::invalid_opcode()),

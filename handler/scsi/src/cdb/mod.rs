@@ -160,6 +160,13 @@ pub enum Cdb {
         /// ALLOCATION LENGTH.
         alloc_len: u32,
     },
+    /// REPORT TARGET PORT GROUPS (MAINTENANCE IN / 0x0A).
+    ReportTargetPortGroups {
+        /// PARAMETER DATA FORMAT 001b: extended header.
+        extended: bool,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// FORMAT UNIT.
     FormatUnit {
         /// FMTDATA bit (a parameter list follows).
@@ -213,9 +220,9 @@ pub fn data_in_len(cdb: &Cdb, block_size: u32) -> u64 {
         Cdb::RequestSense { alloc_len, .. } => u64::from(alloc_len),
         Cdb::Inquiry { alloc_len, .. } | Cdb::ModeSense { alloc_len, .. } => u64::from(alloc_len),
         Cdb::ReadCapacity10 => 8,
-        Cdb::ReadCapacity16 { alloc_len } | Cdb::ReportSupportedOpcodes { alloc_len, .. } => {
-            u64::from(alloc_len)
-        }
+        Cdb::ReadCapacity16 { alloc_len }
+        | Cdb::ReportSupportedOpcodes { alloc_len, .. }
+        | Cdb::ReportTargetPortGroups { alloc_len, .. } => u64::from(alloc_len),
         _ => 0,
     }
 }

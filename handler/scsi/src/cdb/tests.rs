@@ -345,8 +345,16 @@ fn service_actions() {
     assert_eq!(c, Cdb::ReadCapacity16 { alloc_len: 32 });
     let e = decode(&cdb16(&[op::SERVICE_ACTION_IN_16, 0x11])).unwrap_err();
     assert_eq!(field(e), Some((1, Some(4))));
-    let e = decode(&[op::MAINTENANCE_IN, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
+    let e = decode(&[op::MAINTENANCE_IN, 0x0B, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
     assert_eq!(field(e), Some((1, Some(4))));
+    let c = decode(&[op::MAINTENANCE_IN, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0]).unwrap();
+    assert_eq!(
+        c,
+        Cdb::ReportTargetPortGroups {
+            extended: false,
+            alloc_len: 0x40
+        }
+    );
     let c = decode(&[
         op::MAINTENANCE_IN,
         0x0C,

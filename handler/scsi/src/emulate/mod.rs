@@ -15,7 +15,8 @@ pub use vpd::SUPPORTED_VPD_PAGES;
 /// Answer an emulated command: TEST UNIT READY, REQUEST SENSE, INQUIRY
 /// (standard data and VPD pages 0x00, 0x80, 0x83, 0x86, 0xB0, 0xB1, 0xB2),
 /// READ CAPACITY(10/16), MODE SENSE(6/10) (caching, control, all pages),
-/// REPORT SUPPORTED OPERATION CODES, START STOP UNIT, FORMAT UNIT (without
+/// REPORT SUPPORTED OPERATION CODES, REPORT TARGET PORT GROUPS (when the LUN
+/// has ALUA groups), START STOP UNIT, FORMAT UNIT (without
 /// a parameter list) and PREVENT ALLOW MEDIUM REMOVAL.
 ///
 /// `out` is zeroed, then the response is written into it (truncated to its
@@ -67,6 +68,11 @@ pub fn respond(cdb: &Cdb, lun: &LunInfo, out: &mut [u8]) -> Result<usize, Sense>
             service_action,
             ..
         } => rsoc::respond(rctd, options, opcode, service_action, lun, out),
+        Cdb::ReportTargetPortGroups { extended, .. } => match &lun.alua {
+            Some(alua) => Ok(alua.report(extended, out)),
+            // No target port groups known: the service action is refused as before.
+            None => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        },
         _ => Err(Sense::invalid_opcode()),
     }
 }

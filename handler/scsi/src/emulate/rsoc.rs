@@ -19,6 +19,7 @@ pub fn available(info: &OpInfo, lun: &LunInfo) -> bool {
         Needs::Always => true,
         Needs::Unmap => lun.caps.unmap,
         Needs::CompareAndWrite => lun.caps.compare_and_write,
+        Needs::Alua => lun.alua.is_some(),
     }
 }
 

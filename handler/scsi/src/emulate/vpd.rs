@@ -47,7 +47,11 @@ fn unit_serial(lun: &LunInfo, out: &mut [u8]) -> usize {
 
 /// Device identification: an NAA IEEE Registered Extended designator and a
 /// T10 vendor ID designator (vendor + unit serial), both associated with the
-/// logical unit. Port designators are the kernel's business.
+/// logical unit; with ALUA, a target port group designator when every
+/// enabled port of the LUN is in one group, and a relative target port
+/// designator when the LUN has exactly one enabled port (TCMU does not say
+/// which port a command came through, so nothing is reported otherwise).
+/// Both have PIV=0: the protocol is not known here.
 fn device_identification(lun: &LunInfo, out: &mut [u8]) -> usize {
     let mut pos = 4usize;
     // NAA: code set binary (1), association LU (0), type NAA (3).
@@ -65,6 +69,20 @@ fn device_identification(lun: &LunInfo, out: &mut [u8]) -> usize {
     put_slice(out, pos + 4, &lun.vendor);
     put_slice(out, pos + 4 + lun.vendor.len(), s);
     pos += 4 + len;
+    if let Some(alua) = &lun.alua {
+        if let Some(rtpi) = alua.local_port() {
+            // Association target port (01b), type 4: relative target port.
+            put_slice(out, pos, &[0x01, 0x14, 0x00, 4]);
+            put16(out, pos + 6, rtpi);
+            pos += 8;
+        }
+        if let Some(g) = alua.local_group() {
+            // Association target port (01b), type 5: target port group.
+            put_slice(out, pos, &[0x01, 0x15, 0x00, 4]);
+            put16(out, pos + 6, g.id);
+            pos += 8;
+        }
+    }
     pos - 4
 }
 

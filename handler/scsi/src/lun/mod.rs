@@ -57,6 +57,9 @@ pub struct LunInfo {
     pub max_compare_write_blocks: u8,
     /// Rotating medium (false reports a non-rotating medium in VPD 0xB1).
     pub rotational: bool,
+    /// The ALUA target port groups, when known (None: no ALUA: TPGS 0,
+    /// REPORT TARGET PORT GROUPS refused).
+    pub alua: Option<crate::alua::Alua>,
 }
 
 /// LIO's IEEE OUI used in NAA designators.
@@ -86,6 +89,7 @@ impl LunInfo {
             max_write_same_blocks: 65536,
             max_compare_write_blocks: 1,
             rotational: false,
+            alua: None,
         }
     }
 
