@@ -191,6 +191,12 @@ impl Backend for FileBackend {
         Ok(())
     }
 
+    /// A stat of the open file: on a local disk it always answers; on a network filesystem
+    /// whose server is gone it fails or hangs, which the health monitor's timeout catches.
+    fn ping(&self) -> Result<(), Errno> {
+        self.file.metadata().map(|_| ()).map_err(|e| errno_of(&e))
+    }
+
     fn submit(&self, mut io: Io) {
         let r = match io.op() {
             IoOp::Read => self.read(&mut io),
@@ -273,4 +279,21 @@ fn probe_punch_hole(file: &File, end: u64) -> bool {
         )
     };
     r == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_answers_while_the_file_is_open_even_after_it_is_unlinked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun.img");
+        let b = FileBackend::open(&path, 1 << 20).unwrap();
+        assert_eq!(b.ping(), Ok(()));
+        // The LUN keeps its open file: removing the name does not make it unreachable.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(b.ping(), Ok(()));
+        assert_eq!(b.size(), 1 << 20);
+    }
 }
