@@ -331,6 +331,10 @@ impl KernelEmu {
     }
 
     fn alloc_blocks(&mut self, n: usize, out: &mut Vec<u32>) {
+        // Lowest free first: every block below `low` is in use (taken earlier in this call or
+        // before it), so the search resumes there instead of rescanning from block 0 for each
+        // block (quadratic for a 1 MiB command, and the emulator shares the bench's CPU).
+        let mut low = 0;
         for _ in 0..n {
             let mut pick = None;
             if self.cfg.scatter && self.rand() % 2 == 0 {
@@ -340,7 +344,11 @@ impl KernelEmu {
                     .find(|&b| !self.blocks[b]);
             }
             let b = pick
-                .or_else(|| self.blocks.iter().position(|&u| !u))
+                .or_else(|| {
+                    let b = low + self.blocks[low..].iter().position(|&u| !u)?;
+                    low = b + 1;
+                    Some(b)
+                })
                 .expect("free block counted");
             self.blocks[b] = true;
             self.free_blocks -= 1;

@@ -702,6 +702,12 @@ impl Backend for FaultBackend {
         false
     }
 
+    /// Faults never wait in `submit`; an operation no rule takes goes to the inner backend
+    /// from the caller's thread, so this is the inner backend's answer.
+    fn submit_returns_at_once(&self) -> bool {
+        self.shared.inner.submit_returns_at_once()
+    }
+
     fn op_timeout(&self) -> Option<Duration> {
         self.shared.inner.op_timeout()
     }

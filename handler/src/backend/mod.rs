@@ -61,6 +61,14 @@ pub trait Backend: Send + Sync + 'static {
     fn completes_inline(&self) -> bool {
         true
     }
+    /// Whether `submit` only starts the operation and returns without waiting for anything
+    /// (an asynchronous library call such as `rbd_aio_writev`), so the device thread may call
+    /// it itself for a READ or WRITE instead of handing the command to a worker that would do
+    /// nothing but that call. False by default: a synchronous backend, or one whose submit
+    /// may wait, keeps the workers between it and the ring.
+    fn submit_returns_at_once(&self) -> bool {
+        false
+    }
     /// Start one operation. The backend completes `io` exactly once, from any thread.
     fn submit(&self, io: Io);
     /// The backend tier: how long the backend's own library waits for one operation before

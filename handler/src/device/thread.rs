@@ -636,7 +636,7 @@ impl DeviceThread {
                     super::exec::run(job, &mut self.inline_state);
                     self.reap();
                 } else {
-                    self.send(ctx);
+                    self.dispatch(ctx);
                 }
             }
         }
@@ -684,6 +684,25 @@ impl DeviceThread {
             && self.link.backend().completes_inline()
     }
 
+    /// Start a command that needs the backend: a READ or WRITE on a backend whose submit
+    /// returns at once is submitted from here (it completes through the done channel like a
+    /// worker's, and the aborted flag was just cleared by `start` or is checked by
+    /// `exec::run`); anything else goes to a worker. Saves the hand-off device thread →
+    /// worker per command, and the worker's wake-up, for asynchronous backends.
+    fn dispatch(&mut self, ctx: Box<Ctx>) {
+        if matches!(ctx.cdb, Cdb::Read(_) | Cdb::Write(_))
+            && self.link.backend().submit_returns_at_once()
+        {
+            let job = Job {
+                ctx,
+                link: Arc::clone(&self.link),
+            };
+            super::exec::run(job, &mut self.inline_state);
+        } else {
+            self.send(ctx);
+        }
+    }
+
     fn send(&self, ctx: Box<Ctx>) {
         if let Some(w) = &self.workers {
             w.send(Job {
@@ -712,7 +731,7 @@ impl DeviceThread {
                 break;
             };
             if self.take_range(&mut ctx) {
-                self.send(ctx);
+                self.dispatch(ctx);
             } else {
                 self.parked.push_back(ctx);
             }

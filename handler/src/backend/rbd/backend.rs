@@ -493,6 +493,12 @@ impl Backend for RbdBackend {
         false
     }
 
+    /// `rbd_aio_*` queue the operation and return; a write while another client holds the
+    /// exclusive lock is parked in the gate, not waited for.
+    fn submit_returns_at_once(&self) -> bool {
+        true
+    }
+
     fn submit(&self, io: Io) {
         self.start_io(io);
     }
