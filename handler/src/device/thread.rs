@@ -336,6 +336,10 @@ pub fn spawn(
     })
 }
 
+/// Most data in flight on a device for which READ and WRITE are still submitted from the
+/// device thread to a backend whose submit returns at once (see `DeviceThread::dispatch`).
+const DIRECT_SUBMIT_MAX_BYTES: u64 = 32 << 20;
+
 enum Route {
     Done(Outcome),
     Worker,
@@ -689,8 +693,14 @@ impl DeviceThread {
     /// worker's, and the aborted flag was just cleared by `start` or is checked by
     /// `exec::run`); anything else goes to a worker. Saves the hand-off device thread →
     /// worker per command, and the worker's wake-up, for asynchronous backends.
+    ///
+    /// Only while the data in flight stays under [`DIRECT_SUBMIT_MAX_BYTES`]: beyond that a
+    /// library may throttle (librbd's objecter blocks the caller past ~100 MiB in flight),
+    /// and a throttled call must block a worker, never the device thread, which completes
+    /// everything else and enforces the deadlines.
     fn dispatch(&mut self, ctx: Box<Ctx>) {
         if matches!(ctx.cdb, Cdb::Read(_) | Cdb::Write(_))
+            && self.data_in_flight <= DIRECT_SUBMIT_MAX_BYTES
             && self.link.backend().submit_returns_at_once()
         {
             let job = Job {
