@@ -420,6 +420,17 @@ fio_loop_stop() {
 }
 
 # ---------------------------------------------------------------- cleanup (run by /init)
+# fio_verify_basic DEV: 4 KiB random writes (QD16, 4 MiB) and 1 MiB sequential writes (QD4,
+# 16 MiB at offset 16 MiB) through DEV, each verified with crc32c; results r4k_* and s1m_*.
+fio_verify_basic() {
+    fio_run r4k --name=r4k --filename="$1" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
+        --iodepth=16 --size=4m --verify=crc32c --do_verify=1 --verify_fatal=1 ||
+        die "fio 4k randwrite+verify failed"
+    fio_run s1m --name=s1m --filename="$1" --ioengine=libaio --direct=1 --rw=write --bs=1m \
+        --iodepth=4 --offset=16m --size=16m --verify=crc32c --do_verify=1 --verify_fatal=1 ||
+        die "fio 1m write+verify failed"
+}
+
 # Make host services on the host's 127.0.0.1:PORT reachable as the guest's 127.0.0.1:PORT
 # (qemu's user-mode network maps 10.0.2.2 to the host's loopback). Services that hand out
 # their own address (Ceph's monmap and OSD addresses, gluster's brick host) then work

@@ -39,12 +39,7 @@ result open_ms "$(( $(now_ms) - t ))"
 dev=$(loop_lun_create rbd)
 
 # 1. Plain I/O through the kernel: 4 KiB random and 1 MiB sequential writes, verified.
-fio_run r4k --name=r4k --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
-    --iodepth=16 --size=4m --verify=crc32c --do_verify=1 --verify_fatal=1 ||
-    die "fio 4k randwrite+verify failed"
-fio_run s1m --name=s1m --filename="$dev" --ioengine=libaio --direct=1 --rw=write --bs=1m \
-    --iodepth=4 --offset=16m --size=16m --verify=crc32c --do_verify=1 --verify_fatal=1 ||
-    die "fio 1m write+verify failed"
+fio_verify_basic "$dev"
 grep -q 'blocklisted (ESHUTDOWN)' "$HANDLER_LOG" && die "blocklisted before the break"
 
 # 2. The lock broken with blocklisting from the host under fio.
