@@ -20,8 +20,9 @@ use tcmu_sys::{
 };
 
 use crate::doorbell::Doorbell;
+use crate::error::RingError;
 use crate::mapping::Mapping;
-use crate::ring::{scsi_command_size, RingError, STATUS_CHECK_CONDITION};
+use crate::ring::{scsi_command_size, STATUS_CHECK_CONDITION};
 
 const PAGE: usize = 4096;
 const CMDR_OFF: u32 = 128;

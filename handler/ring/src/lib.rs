@@ -13,15 +13,17 @@ pub mod data;
 pub mod doorbell;
 #[cfg(feature = "test-utils")]
 pub mod emu;
+pub mod error;
 pub mod mapping;
 pub mod ring;
 pub mod uio;
 
 pub use data::{DataArea, DataSeg};
 pub use doorbell::Doorbell;
+pub use error::RingError;
 pub use mapping::Mapping;
 pub use ring::{
-    scsi_command_size, Caps, CmdCopy, Entry, EntryError, Response, Ring, RingError, TmrCopy,
+    scsi_command_size, Caps, CmdCopy, Entry, EntryError, Response, Ring, TmrCopy,
     STATUS_CHECK_CONDITION, STATUS_GOOD,
 };
 pub use uio::{parse_map_size, parse_uio_name, Uio, UioName};

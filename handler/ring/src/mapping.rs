@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sys::mman::{mmap, mprotect, munmap, MapFlags, ProtFlags};
 
-use crate::ring::RingError;
+use crate::error::RingError;
 
 /// A `MAP_SHARED` read/write mapping of a whole uio region (or of an emulation memfd).
 ///

@@ -7,8 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::doorbell::Doorbell;
+use crate::error::RingError;
 use crate::mapping::Mapping;
-use crate::ring::RingError;
 
 /// Default sysfs class directory of uio devices.
 pub const SYSFS_CLASS_UIO: &str = "/sys/class/uio";
