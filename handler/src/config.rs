@@ -20,9 +20,10 @@
 //! built-in default.
 //!
 //! Durations are strings: a number (decimals allowed) with a unit, `ns`, `us`, `ms`, `s`,
-//! `m`, `h`, possibly chained (`1m30s`); see [`parse_duration`].
+//! `m`, `h`, possibly chained (`1m30s`); see [`crate::duration`].
 
 use crate::backend::fault::{self, Rule};
+use crate::duration::{format_duration, parse_duration};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -620,103 +621,6 @@ pub fn split_cfgstring_options(cfg: &str) -> (&str, Vec<(&str, &str)>) {
     (cfg, Vec::new())
 }
 
-/// Why a duration string is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad duration {text:?}: {reason}")]
-pub struct DurationError {
-    /// The text.
-    pub text: String,
-    /// What is wrong.
-    pub reason: &'static str,
-}
-
-/// Parse a duration: a number (decimals allowed) followed by a unit, `ns`, `us`, `ms`, `s`,
-/// `m` or `h`, possibly chained without spaces (`1m30s`, `1.5s`, `250ms`, `0s`). Blanks
-/// around it are ignored. A bare number is refused: the unit is required.
-///
-/// # Errors
-/// [`DurationError`] naming the text and the reason.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let err = |reason| DurationError {
-        text: text.to_string(),
-        reason,
-    };
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(err("empty; expected a number and a unit, e.g. 30s"));
-    }
-    let mut total: u128 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        if num.is_empty() {
-            return Err(err(
-                "expected a number before the unit (negative durations are not allowed)",
-            ));
-        }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let scale: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => return Err(err("missing unit; write e.g. 30s, 250ms or 2m")),
-            _ => return Err(err("unknown unit; expected ns, us, ms, s, m or h")),
-        };
-        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
-            return Err(err("malformed number"));
-        }
-        let int_v: u128 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| err("number too large"))?
-        };
-        let mut part = int_v.checked_mul(scale).ok_or_else(|| err("too large"))?;
-        if !frac.is_empty() {
-            // Exact for up to 18 decimals; beyond a nanosecond the digits cannot matter.
-            let digits = &frac[..frac.len().min(18)];
-            let f: u128 = digits.parse().map_err(|_| err("malformed number"))?;
-            let den = 10u128.pow(u32::try_from(digits.len()).unwrap_or(18));
-            part += f * scale / den;
-        }
-        total = total.checked_add(part).ok_or_else(|| err("too large"))?;
-        rest = next;
-    }
-    let nanos = u64::try_from(total).map_err(|_| err("too large (at most about 584 years)"))?;
-    Ok(Duration::from_nanos(nanos))
-}
-
-/// Format a duration the way [`parse_duration`] reads it, in the largest unit that is exact:
-/// `2m`, `90s`, `250ms`, `0s`.
-#[must_use]
-pub fn format_duration(d: Duration) -> String {
-    let n = d.as_nanos();
-    if n == 0 {
-        return "0s".into();
-    }
-    for (unit, scale) in [
-        ("h", 3_600_000_000_000u128),
-        ("m", 60_000_000_000),
-        ("s", 1_000_000_000),
-        ("ms", 1_000_000),
-        ("us", 1_000),
-    ] {
-        if n % scale == 0 {
-            return format!("{}{unit}", n / scale);
-        }
-    }
-    format!("{n}ns")
-}
-
 fn positive(d: Duration) -> Result<Duration, String> {
     if d.is_zero() {
         Err("must be greater than 0".into())
@@ -1059,56 +963,6 @@ faults = ""
             &["unknown field `workerz`"],
         );
         refused("[daemon]\nworkers = \n", 2, &[]);
-    }
-
-    #[test]
-    fn durations_parse_with_units_and_refuse_the_rest() {
-        let ok = [
-            ("30s", Duration::from_secs(30)),
-            ("250ms", Duration::from_millis(250)),
-            ("2m", Duration::from_secs(120)),
-            ("1h", Duration::from_secs(3600)),
-            ("1m30s", Duration::from_secs(90)),
-            ("1.5s", Duration::from_millis(1500)),
-            (".5s", Duration::from_millis(500)),
-            ("2.s", Duration::from_secs(2)),
-            ("0s", Duration::ZERO),
-            ("10us", Duration::from_micros(10)),
-            ("7ns", Duration::from_nanos(7)),
-            (" 3s ", Duration::from_secs(3)),
-            ("0.0000000019s", Duration::from_nanos(1)),
-        ];
-        for (t, d) in ok {
-            assert_eq!(parse_duration(t), Ok(d), "{t}");
-        }
-        for (t, why) in [
-            ("", "empty"),
-            ("   ", "empty"),
-            ("30", "missing unit"),
-            ("s", "expected a number"),
-            ("-1s", "expected a number"),
-            ("10 s", "unknown unit"),
-            ("5x", "unknown unit"),
-            ("5sec", "unknown unit"),
-            ("1.2.3s", "malformed"),
-            (".s", "malformed"),
-            ("99999999999999999999999999999999999999999h", "large"),
-            ("600000000h", "too large"),
-        ] {
-            let e = parse_duration(t).expect_err(t);
-            assert!(e.to_string().contains(why), "{t:?}: {e}");
-        }
-        for d in [
-            Duration::ZERO,
-            Duration::from_secs(90),
-            Duration::from_secs(7200),
-            Duration::from_millis(1500),
-            Duration::from_nanos(1_000_001),
-        ] {
-            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
-        }
-        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
-        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`daemon`]: finding devices, serving them, stopping within a deadline.
 //! - [`dbus`]: the `org.kernel.TCMUService1` service targetcli asks (subtypes, cfgstring
 //!   help and validation).
+//! - [`config`], [`duration`]: the configuration file and the duration syntax it shares with
+//!   cfgstring options and fault rules.
 //! - [`tcmu_conf`], [`logging`]: tcmu-runner's `/etc/tcmu/tcmu.conf` and the run-time log level.
 //!
 //! The ring itself is the `tcmu-ring` crate and SCSI is `tcmu-scsi` (no unsafe code).
@@ -17,6 +19,7 @@ pub mod configfs;
 pub mod daemon;
 pub mod dbus;
 pub mod device;
+pub mod duration;
 pub mod kernel_actions;
 pub mod logging;
 pub mod netlink;

@@ -45,7 +45,7 @@
 
 use super::io::{Io, IoOp};
 use super::{Backend, Caps};
-use crate::config::{format_duration, parse_duration};
+use crate::duration::{format_duration, parse_duration};
 use nix::errno::Errno;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::cmp::Ordering as CmpOrdering;
