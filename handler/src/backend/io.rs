@@ -1,13 +1,13 @@
 //! [`Io`]: one backend operation in flight, and the ways it comes back.
 //!
 //! An `Io` is moved into [`Backend::submit`](super::Backend::submit) and completed exactly
-//! once with [`Io::complete`]. Where the completion goes is decided by whoever created it:
-//! straight back to the device thread that owns the command (a plain READ or WRITE), or to a
-//! worker that waits for it (the steps of COMPARE AND WRITE, VERIFY, WRITE SAME). Nothing here
-//! allocates: the iovec vector and the command context move through and come back.
+//! once with [`Io::complete`]. Where the completion goes is decided by whoever created it,
+//! and the backend does not know who that is: an [`IoOwner`] the creator provides (the device
+//! gives the command's own context, which knows its way home and stamps its timings), or a
+//! [`Waiter`] a thread blocks on (a worker running the steps of COMPARE AND WRITE, VERIFY,
+//! WRITE SAME). Nothing here allocates: the iovec vector and the owner move through and come
+//! back. This module, like the rest of `backend/`, knows nothing of devices.
 
-use crate::device::context::Ctx;
-use crate::device::link::DeviceLink;
 use nix::errno::Errno;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
@@ -44,6 +44,17 @@ impl IoOp {
 /// The result of an operation: `Ok` or a typed errno.
 pub type IoResult = Result<(), Errno>;
 
+/// Whoever started an [`Io`], and gets it back when the backend completes it.
+///
+/// The owner is boxed by its creator (a `Box<T>` becomes a `Box<dyn IoOwner>` without
+/// allocating), so a command context that is already a `Box` can be its own owner.
+pub trait IoOwner: Send {
+    /// The operation finished with `result`; `iov` is the vector the `Io` was built with.
+    /// Called exactly once per `Io`, on whichever thread completes it (a backend's callback
+    /// thread, a worker, or the thread that drops a forgotten `Io`). Must not block.
+    fn io_done(self: Box<Self>, result: IoResult, iov: Vec<libc::iovec>);
+}
+
 /// One operation handed to a backend. See the module docs.
 pub struct Io {
     op: IoOp,
@@ -53,50 +64,36 @@ pub struct Io {
     done: Option<Done>,
 }
 
-// SAFETY: the only non-Send fields are the raw pointers inside `iov`. They point either into
-// the ring's data area, whose mapping is kept alive by the `DeviceLink` (an `Arc<Mapping>`
-// via its `DataArea`) that travels in `Done::Device`, or into a worker's scratch buffer, and
-// that worker blocks in `Waiter::wait` until the `Io` completes. Only one thread uses an `Io`
-// at a time because it is moved, never shared.
+// SAFETY: the only fields that are not Send are the raw pointers inside `iov`. Whoever builds
+// an `Io` keeps the memory they point to valid until the `Io` comes back to it: an
+// `IoOwner` holds what keeps it alive (the device's context holds the device, whose data
+// area holds the ring mapping), and a worker that waits on a `Waiter` blocks in
+// `Waiter::wait` until completion. Only one thread uses an `Io` at a time because it is
+// moved, never shared.
 unsafe impl Send for Io {}
 
 enum Done {
-    /// Return the command context to its device thread.
-    Device(Box<Ctx>, Arc<DeviceLink>),
+    /// Hand the result back to the owner.
+    Owner(Box<dyn IoOwner>),
     /// Wake a worker blocked on this waiter.
     Wait(Arc<Waiter>),
 }
 
 impl Io {
-    /// An operation whose completion goes back to the owning device thread, carrying `ctx`.
-    /// The iovecs are taken from `ctx.iov` and returned to it on completion.
-    pub(crate) fn for_device(
+    /// An operation whose completion goes to `owner` ([`IoOwner::io_done`]) with `iov`.
+    pub fn new(
         op: IoOp,
         offset: u64,
         len: u64,
-        mut ctx: Box<Ctx>,
-        link: Arc<DeviceLink>,
+        iov: Vec<libc::iovec>,
+        owner: Box<dyn IoOwner>,
     ) -> Io {
-        if link.accounting {
-            ctx.stamps.submit = Some(std::time::Instant::now());
-        }
-        Io::for_device_stamped(op, offset, len, ctx, link)
-    }
-
-    fn for_device_stamped(
-        op: IoOp,
-        offset: u64,
-        len: u64,
-        mut ctx: Box<Ctx>,
-        link: Arc<DeviceLink>,
-    ) -> Io {
-        let iov = std::mem::take(&mut ctx.iov);
         Io {
             op,
             offset,
             len,
             iov,
-            done: Some(Done::Device(ctx, link)),
+            done: Some(Done::Owner(owner)),
         }
     }
 
@@ -162,14 +159,7 @@ impl Io {
     fn finish(&mut self, result: IoResult) {
         let iov = std::mem::take(&mut self.iov);
         match self.done.take() {
-            Some(Done::Device(mut ctx, link)) => {
-                if link.accounting {
-                    ctx.stamps.done = Some(std::time::Instant::now());
-                }
-                ctx.iov = iov;
-                ctx.backend_result = result;
-                link.complete_from_backend(ctx);
-            }
+            Some(Done::Owner(owner)) => owner.io_done(result, iov),
             Some(Done::Wait(w)) => w.post(result, iov),
             None => {}
         }

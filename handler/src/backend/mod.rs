@@ -131,3 +131,41 @@ pub enum OpenError {
 pub fn errno_of(e: &std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
+
+#[cfg(test)]
+mod layering {
+    /// `backend/` stands alone: no file under it names the device layer, so it could become
+    /// a crate of its own (docs/DESIGN.md, "Modules").
+    #[test]
+    fn the_backends_know_nothing_of_devices() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).expect("backend source directory") {
+                let p = e.expect("directory entry").path();
+                if p.is_dir() {
+                    walk(&p, found);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).expect("source file");
+                    for (i, line) in text.lines().enumerate() {
+                        let code = line.split("//").next().unwrap_or("");
+                        // Built at run time so that this test's own text does not match.
+                        let (a, b) = (
+                            ["crate", "::device"].concat(),
+                            ["super::super", "::device"].concat(),
+                        );
+                        if code.contains(&a) || code.contains(&b) {
+                            found.push(format!("{}:{}: {line}", p.display(), i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend");
+        walk(&dir, &mut found);
+        assert!(
+            found.is_empty(),
+            "backend/ uses the device layer:\n{}",
+            found.join("\n")
+        );
+    }
+}

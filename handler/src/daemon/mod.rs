@@ -97,7 +97,7 @@ pub fn reclaim_safety() {
         );
     }
     // MCL_ONFAULT locks pages as they are touched; our own buffers are touched when a device
-    // starts (`workers::resident`). The uio mappings are never locked or populated (see
+    // starts (`device::warm::resident`). The uio mappings are never locked or populated (see
     // `tcmu_ring::Mapping::map_shared`).
     // SAFETY: mlockall takes flags only.
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } != 0 {

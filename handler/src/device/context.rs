@@ -1,6 +1,12 @@
-//! Preallocated command contexts.
+//! Preallocated command contexts, and how one goes to the backend and comes back.
+//!
+//! A context is its own [`IoOwner`]: [`Ctx::into_io`] puts it inside the [`Io`] it builds,
+//! and when the backend completes that `Io` the context stamps the backend's finish time and
+//! sends itself to its device thread. The backend never sees the device.
 
-use crate::backend::io::IoResult;
+use super::link::DeviceLink;
+use crate::backend::io::{Io, IoOp, IoOwner, IoResult};
+use std::sync::Arc;
 use tcmu_ring::{CmdCopy, Response};
 use tcmu_scsi::cdb::Cdb;
 use tcmu_scsi::error::ScsiError;
@@ -103,6 +109,10 @@ pub struct Ctx {
     pub stamps: Stamps,
     /// The command's operation class for metrics (set when it is routed).
     pub class: tcmu_warden_supervisor::metrics::OpClass,
+    /// The device to return to, held only while the context is inside an [`Io`] (a context
+    /// waiting in the device's completion channel must not hold the device that owns the
+    /// channel).
+    home: Option<Arc<DeviceLink>>,
 }
 
 /// Per-stage timestamps of one command.
@@ -136,12 +146,52 @@ impl Ctx {
             range_locked: false,
             stamps: Stamps::default(),
             class: tcmu_warden_supervisor::metrics::OpClass::Other,
+            home: None,
         })
+    }
+
+    /// Hand the command to the backend as one operation: the `Io` takes this context's
+    /// iovecs (`self.iov`) and the context itself, which comes back to `link`'s device thread
+    /// with the result when the backend completes it. Stamps the submit time when the device
+    /// accounts.
+    #[must_use]
+    pub fn into_io(
+        mut self: Box<Self>,
+        op: IoOp,
+        offset: u64,
+        len: u64,
+        link: Arc<DeviceLink>,
+    ) -> Io {
+        if link.accounting {
+            self.stamps.submit = Some(std::time::Instant::now());
+        }
+        let iov = std::mem::take(&mut self.iov);
+        self.home = Some(link);
+        Io::new(op, offset, len, iov, self)
     }
 
     /// Finish with `outcome`.
     pub fn done(&mut self, outcome: Outcome) {
         self.stage = Stage::Done;
         self.outcome = outcome;
+    }
+}
+
+impl IoOwner for Ctx {
+    fn io_done(mut self: Box<Self>, result: IoResult, iov: Vec<libc::iovec>) {
+        self.iov = iov;
+        self.backend_result = result;
+        let Some(link) = self.home.take() else {
+            // Only `into_io` builds an `Io` owned by a context, and it sets `home`.
+            tracing::error!(
+                cmd_id = self.cmd.cmd_id,
+                "backend completion of a context with no device"
+            );
+            return;
+        };
+        if link.accounting {
+            self.stamps.done = Some(std::time::Instant::now());
+        }
+        link.complete_from_backend(self);
     }
 }

@@ -8,8 +8,8 @@
 use super::caw_retry;
 use super::context::{Ctx, Outcome, Stage};
 use super::link::DeviceLink;
-use super::workers::{Job, WorkerState};
-use crate::backend::io::{Io, IoResult};
+use super::warm::resident;
+use crate::backend::io::{Io, IoResult, Waiter};
 use crate::backend::IoOp;
 use std::sync::Arc;
 use tcmu_ring::DataSeg;
@@ -17,6 +17,43 @@ use tcmu_scsi::cdb::{Cdb, Rw};
 use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::params;
 use tcmu_scsi::sense::Sense;
+
+/// One data command for a worker.
+pub struct Job {
+    /// The command; the worker owns it until it hands it back.
+    pub ctx: Box<Ctx>,
+    /// The device it belongs to.
+    pub link: Arc<DeviceLink>,
+}
+
+/// Per-worker buffers, allocated once when the worker starts.
+pub struct WorkerState {
+    /// Bounce buffer for reads that are compared or patterns that are replicated.
+    pub scratch: Vec<u8>,
+    /// Second buffer for the data a comparison is made against.
+    pub compare: Vec<u8>,
+    /// Iovecs for operations the worker waits on.
+    pub iov: Vec<libc::iovec>,
+    /// Where those operations complete.
+    pub waiter: Arc<Waiter>,
+}
+
+// SAFETY: `iov` holds raw pointers only between building an Io and its completion, both on
+// this worker's thread; the state itself moves into the worker thread once.
+unsafe impl Send for WorkerState {}
+
+impl WorkerState {
+    /// Buffers of `bytes` each.
+    #[must_use]
+    pub fn new(bytes: usize) -> WorkerState {
+        WorkerState {
+            scratch: resident(bytes),
+            compare: resident(bytes),
+            iov: Vec::with_capacity(256),
+            waiter: Waiter::new(),
+        }
+    }
+}
 
 /// Run one job to the point where its context is on its way back.
 pub fn run(job: Job, w: &mut WorkerState) {
@@ -44,7 +81,7 @@ pub fn run(job: Job, w: &mut WorkerState) {
             };
             ctx.iov.clear();
             let b = link.backend();
-            b.submit(Io::for_device(IoOp::Flush, 0, 0, ctx, link));
+            b.submit(ctx.into_io(IoOp::Flush, 0, 0, link));
         }
         cdb => {
             if link.accounting {
@@ -84,7 +121,7 @@ fn single(mut ctx: Box<Ctx>, link: Arc<DeviceLink>, op: IoOp, rw: Rw, bs: u64) {
     let Ctx { cmd, iov, .. } = &mut *ctx;
     link.data.iovecs(cmd.data_out(), 0, len, iov);
     let b = link.backend();
-    b.submit(Io::for_device(op, rw.lba * bs, len, ctx, link));
+    b.submit(ctx.into_io(op, rw.lba * bs, len, link));
 }
 
 /// Where the buffers of a waited-on operation come from.

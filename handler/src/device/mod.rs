@@ -20,6 +20,7 @@ pub mod link;
 pub mod outliers;
 pub mod range_lock;
 pub mod thread;
+pub mod warm;
 pub mod workers;
 
 pub use link::UnitAttention;

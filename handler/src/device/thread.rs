@@ -3,9 +3,11 @@
 
 use super::context::{Ctx, Outcome, Stage, Stamps};
 use super::deadline::{Deadlines, Expired, Returned};
+use super::exec::{Job, WorkerState};
 use super::link::{DeviceLink, UnitAttention};
 use super::range_lock::{range_of, RangeTable};
-use super::workers::{Job, WorkerState, Workers};
+use super::warm;
+use super::workers::Workers;
 use crate::backend::Backend;
 use crossbeam_channel::{bounded, Receiver};
 use std::collections::VecDeque;
@@ -303,7 +305,7 @@ pub fn spawn(
         total,
         done_rx,
         tmr: TmrCopy::new(),
-        scratch: super::workers::resident(65536 + 512),
+        scratch: warm::resident(65536 + 512),
         sense: [0; 96],
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),
@@ -405,7 +407,7 @@ struct DeviceThread {
 
 impl DeviceThread {
     fn run(&mut self) {
-        super::workers::warm_thread();
+        warm::warm_thread();
         let name = self.link.name.clone();
         tracing::info!(device = %name, contexts = self.total, "serving");
         let mut stop_by: Option<Instant> = None;

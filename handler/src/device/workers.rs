@@ -1,49 +1,9 @@
 //! The bounded pool of worker threads that runs a device's data commands.
 
-use super::context::Ctx;
-use super::exec;
-use super::link::DeviceLink;
-use crate::backend::io::Waiter;
+use super::exec::{self, Job, WorkerState};
+use super::warm::warm_thread;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::sync::Arc;
 use std::thread::JoinHandle;
-
-/// One data command for a worker.
-pub struct Job {
-    /// The command; the worker owns it until it hands it back.
-    pub ctx: Box<Ctx>,
-    /// The device it belongs to.
-    pub link: Arc<DeviceLink>,
-}
-
-/// Per-worker buffers, allocated once when the worker starts.
-pub struct WorkerState {
-    /// Bounce buffer for reads that are compared or patterns that are replicated.
-    pub scratch: Vec<u8>,
-    /// Second buffer for the data a comparison is made against.
-    pub compare: Vec<u8>,
-    /// Iovecs for operations the worker waits on.
-    pub iov: Vec<libc::iovec>,
-    /// Where those operations complete.
-    pub waiter: Arc<Waiter>,
-}
-
-// SAFETY: `iov` holds raw pointers only between building an Io and its completion, both on
-// this worker's thread; the state itself moves into the worker thread once.
-unsafe impl Send for WorkerState {}
-
-impl WorkerState {
-    /// Buffers of `bytes` each.
-    #[must_use]
-    pub fn new(bytes: usize) -> WorkerState {
-        WorkerState {
-            scratch: resident(bytes),
-            compare: resident(bytes),
-            iov: Vec::with_capacity(256),
-            waiter: Waiter::new(),
-        }
-    }
-}
 
 /// A running pool.
 pub struct Workers {
@@ -111,31 +71,4 @@ impl Workers {
             let _ = t.join();
         }
     }
-}
-
-/// A zeroed buffer whose pages are faulted in now, so that (with `mlockall(MCL_ONFAULT)`) they
-/// are resident and locked before any I/O needs them: the I/O path never takes a page fault
-/// that could wait on memory reclaim.
-#[must_use]
-pub fn resident(bytes: usize) -> Vec<u8> {
-    let mut v = vec![0u8; bytes];
-    for page in v.chunks_mut(4096) {
-        // SAFETY: `page` is a valid, exclusive slice of at least one byte; a volatile write
-        // keeps the compiler from eliding the store to memory it knows is zero.
-        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
-    }
-    v
-}
-
-/// Create this thread's lazily allocated synchronisation state now, at start, rather than on
-/// the first command that blocks: crossbeam-channel's per-thread waiting context and
-/// parking_lot's per-thread parking data (which may also grow its global table). Called
-/// first thing on every device and worker thread, so the I/O path never allocates.
-pub fn warm_thread() {
-    let (_tx, rx) = crossbeam_channel::bounded::<()>(1);
-    let _ = rx.recv_timeout(std::time::Duration::from_micros(1));
-    let m = parking_lot::Mutex::new(());
-    let cv = parking_lot::Condvar::new();
-    let mut g = m.lock();
-    let _ = cv.wait_for(&mut g, std::time::Duration::from_micros(1));
 }
