@@ -10,20 +10,29 @@
 //! A command's context (`Box<Ctx>`) is preallocated and *moves* along this path: whoever
 //! holds it owns the command, so it is completed to the ring exactly once, by the device
 //! thread, when the box comes back.
+//!
+//! What is decided per command ([`dispatch`]) and how a finished command is counted
+//! ([`accounting`]) do not depend on how the loop that serves the ring is organised (the
+//! `thread` module: one thread per LUN); the map of the modules is in docs/DESIGN.md.
 
+pub mod accounting;
 pub mod caw_retry;
 pub mod context;
 pub mod deadline;
+pub mod dispatch;
 pub mod exec;
+pub mod handle;
 pub mod health;
 pub mod link;
 pub mod outliers;
 pub mod range_lock;
-pub mod thread;
+pub mod stats;
+mod thread;
 pub mod warm;
 pub mod workers;
 
-pub use link::UnitAttention;
-pub use thread::{
-    spawn, AluaSource, Change, DeviceConfig, DeviceHandle, DeviceStats, FreeKeptBuf, ALUA_REFRESH,
+pub use handle::{
+    spawn, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf, ALUA_REFRESH,
 };
+pub use link::UnitAttention;
+pub use stats::DeviceStats;

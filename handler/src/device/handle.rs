@@ -1,0 +1,248 @@
+//! Starting a device and controlling it while it runs: its configuration, its handle
+//! (stop, reconfigure), and [`spawn`], which sizes everything a device needs once.
+
+use super::link::{DeviceLink, UnitAttention};
+use super::stats::DeviceStats;
+use super::workers::Workers;
+use crate::backend::Backend;
+use crossbeam_channel::bounded;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tcmu_ring::{Doorbell, Ring};
+use tcmu_scsi::lun::LunInfo;
+use tcmu_warden_supervisor::metrics::DeviceMetrics;
+
+/// How a device is run.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Worker threads for data commands.
+    pub workers: usize,
+    /// Most commands in flight at once (contexts preallocated); further commands wait in the
+    /// ring until one completes.
+    pub max_inflight: usize,
+    /// Size of each worker's two bounce buffers.
+    pub scratch_bytes: usize,
+    /// How long a stop waits for commands in flight.
+    pub stop_deadline: Duration,
+    /// Run a READ or WRITE on the device thread itself when it is the only command in flight
+    /// (queue depth 1), saving two thread hand-offs; deeper queues always use the workers.
+    pub inline_qd1: bool,
+    /// The handler's own deadline per command (see [`super::deadline`]); None: no deadline.
+    pub command_deadline: Option<Duration>,
+    /// Releases a kept data buffer (`action/free_kept_buf`); without it, and without
+    /// KEEP_BUF in the mailbox, commands are never completed early at their deadline.
+    pub free_kept_buf: Option<FreeKeptBuf>,
+    /// Commands slower than this are kept and logged as outliers (per-stage accounting is on
+    /// while this is set).
+    pub outlier_threshold: Option<Duration>,
+    /// This device's Prometheus series (None: no metrics).
+    pub metrics: Option<DeviceMetrics>,
+    /// Watch the backend's health with this policy (pings, lost/recovering, reopen); None:
+    /// no monitor, the backend is always taken as healthy.
+    pub health: Option<tcmu_warden_supervisor::health::Policy>,
+    /// Re-reads the LUN's ALUA target port groups (configfs); None: the groups in the
+    /// `LunInfo` never change.
+    pub alua: Option<AluaSource>,
+}
+
+/// How to read a LUN's ALUA target port groups again (configfs `alua/`, see
+/// [`crate::configfs::read_alua`]). Called on the device thread on every REPORT TARGET PORT
+/// GROUPS and INQUIRY, and before any other command once [`ALUA_REFRESH`] has passed since
+/// the last read, so an admin's `echo N > alua/<group>/alua_access_state` is seen within
+/// that time.
+#[derive(Clone)]
+pub struct AluaSource(pub Arc<dyn Fn() -> Option<tcmu_scsi::alua::Alua> + Send + Sync>);
+
+impl std::fmt::Debug for AluaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AluaSource")
+    }
+}
+
+/// Longest a cached ALUA access state is used for other commands before configfs is read
+/// again.
+pub const ALUA_REFRESH: Duration = Duration::from_secs(1);
+
+/// How to release a command's kept data buffer (writes its id to `action/free_kept_buf`).
+#[derive(Clone)]
+pub struct FreeKeptBuf(pub Arc<dyn Fn(u16) -> std::io::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for FreeKeptBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FreeKeptBuf")
+    }
+}
+
+impl Default for DeviceConfig {
+    fn default() -> DeviceConfig {
+        DeviceConfig {
+            workers: 4,
+            max_inflight: 256,
+            scratch_bytes: 1 << 20,
+            stop_deadline: Duration::from_secs(10),
+            inline_qd1: true,
+            command_deadline: None,
+            free_kept_buf: None,
+            outlier_threshold: Some(Duration::from_secs(1)),
+            metrics: None,
+            health: None,
+            alua: None,
+        }
+    }
+}
+
+/// A change the kernel asks for while the device runs.
+pub enum Change {
+    /// New LUN size in bytes (`attrib/dev_size`).
+    Size(u64),
+    /// Write cache on or off (`attrib/emulate_write_cache`).
+    WriteCache(bool),
+    /// A new backend opened from a new cfgstring (`attrib/dev_config`).
+    Backend(Arc<dyn Backend>),
+}
+
+/// Control of a running device.
+pub struct DeviceHandle {
+    link: Arc<DeviceLink>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// The health monitor (stopped with the device).
+    monitor: Option<super::health::Monitor>,
+    /// The device's counters.
+    pub stats: Arc<DeviceStats>,
+}
+
+impl DeviceHandle {
+    /// Ask the device to stop: it stops reading the ring, waits up to its deadline for
+    /// commands in flight, then exits. Safe to call more than once.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.link.wake_now();
+    }
+
+    /// Stop and wait for the device thread to exit.
+    pub fn join(mut self) {
+        self.stop();
+        self.monitor = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Apply a reconfiguration from the kernel (netlink RECONFIG_DEVICE).
+    ///
+    /// # Errors
+    /// When the backend cannot take the new size; the old value stays in force.
+    pub fn reconfigure(&self, change: Change) -> Result<(), String> {
+        match change {
+            Change::Size(bytes) => {
+                self.link
+                    .backend()
+                    .resize(bytes)
+                    .map_err(|e| format!("resize to {bytes} bytes: {e}"))?;
+                let mut lun = self.link.lun.write();
+                lun.num_blocks = bytes / u64::from(lun.block_size);
+                drop(lun);
+                self.link.raise(UnitAttention::CapacityChanged);
+            }
+            Change::WriteCache(on) => self.link.lun.write().write_cache = on,
+            Change::Backend(b) => self.link.set_backend(b),
+        }
+        Ok(())
+    }
+
+    /// The shared state (for reconfiguration).
+    #[must_use]
+    pub fn link(&self) -> &Arc<DeviceLink> {
+        &self.link
+    }
+}
+
+impl Drop for DeviceHandle {
+    fn drop(&mut self) {
+        self.stop();
+        self.monitor = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start serving `ring` with `backend`.
+///
+/// # Errors
+/// When threads or the eventfd cannot be created.
+pub fn spawn(
+    name: &str,
+    ring: Ring,
+    doorbell: Box<dyn Doorbell>,
+    backend: Arc<dyn Backend>,
+    lun: LunInfo,
+    cfg: &DeviceConfig,
+) -> std::io::Result<DeviceHandle> {
+    // Contexts: bounded by the config, by what the ring can hold and by the id space.
+    let ring_slots =
+        usize::try_from(ring.cmdr_size()).unwrap_or(usize::MAX) / tcmu_sys::CMD_ENTRY_SIZE;
+    let total = cfg
+        .max_inflight
+        .min(ring_slots)
+        .clamp(1, usize::from(u16::MAX));
+    let (done_tx, done_rx) = bounded(total);
+    let doorbell: Arc<dyn Doorbell> = Arc::from(doorbell);
+    let mut link = DeviceLink::new(
+        name.to_string(),
+        backend,
+        ring.data_area(),
+        lun,
+        done_tx,
+        Arc::clone(&doorbell),
+    )?;
+    link.accounting = cfg.outlier_threshold.is_some() || cfg.metrics.is_some();
+    link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
+    link.caw = super::caw_retry::CawRetry::new(total);
+    if let Some(m) = &cfg.metrics {
+        m.set_capacity(u64::from(ring.cmdr_size()), ring.data_area().len());
+    }
+    let link = Arc::new(link);
+    let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
+    let stats = Arc::new(DeviceStats::default());
+    stats
+        .ring_size
+        .store(u64::from(ring.cmdr_size()), Ordering::Relaxed);
+    stats
+        .data_size
+        .store(ring.data_area().len(), Ordering::Relaxed);
+    let deadline_ms = cfg
+        .command_deadline
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    stats.deadline_ms.store(deadline_ms, Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = super::thread::start(
+        ring,
+        doorbell,
+        Arc::clone(&link),
+        workers,
+        total,
+        done_rx,
+        cfg,
+        Arc::clone(&stats),
+        Arc::clone(&stop),
+    )?;
+    let monitor = match cfg.health {
+        Some(policy) => Some(super::health::start(
+            Arc::clone(&link),
+            policy,
+            cfg.metrics.clone(),
+        )?),
+        None => None,
+    };
+    Ok(DeviceHandle {
+        link,
+        stop,
+        thread: Some(thread),
+        monitor,
+        stats,
+    })
+}

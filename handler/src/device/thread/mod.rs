@@ -1,0 +1,421 @@
+//! The device thread: one per LUN. Its loop waits for the kernel's doorbell or a completion,
+//! reaps completions, enforces deadlines, drains the ring, and publishes completions to the
+//! kernel in batches. What it does with each command lives beside it:
+//!
+//! - `commands.rs`: routing a command (the pure decisions of [`super::dispatch`] applied to
+//!   this device's state), parking, and handing it to the backend or a worker;
+//! - `expiry.rs`: completing commands at their deadline and at the stop deadline;
+//! - [`super::accounting`]: counters, stage times and outliers of finished commands.
+
+mod commands;
+mod expiry;
+
+use super::accounting::{self, Accounting};
+use super::context::{Ctx, Outcome, Stage, Stamps};
+use super::deadline::{Deadlines, Expired, Returned};
+use super::exec::WorkerState;
+use super::handle::{AluaSource, DeviceConfig, FreeKeptBuf};
+use super::link::DeviceLink;
+use super::range_lock::RangeTable;
+use super::stats::DeviceStats;
+use super::warm;
+use super::workers::Workers;
+use crossbeam_channel::Receiver;
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tcmu_ring::{Doorbell, Entry, Ring, TmrCopy};
+use tcmu_scsi::error::ScsiError;
+use tcmu_scsi::sense::Sense;
+use tcmu_scsi::status;
+use tcmu_warden_supervisor::metrics::OpClass;
+
+/// Most data in flight on a device for which READ and WRITE are still submitted from the
+/// device thread to a backend whose submit returns at once (see `DeviceThread::dispatch`).
+const DIRECT_SUBMIT_MAX_BYTES: u64 = 32 << 20;
+
+/// Start the device thread serving `ring` for `link`, with `total` preallocated contexts.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn start(
+    ring: Ring,
+    doorbell: Arc<dyn Doorbell>,
+    link: Arc<DeviceLink>,
+    workers: Workers,
+    total: usize,
+    done_rx: Receiver<Box<Ctx>>,
+    cfg: &DeviceConfig,
+    stats: Arc<DeviceStats>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let free = (0..total)
+        .map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX)))
+        .collect();
+    let alua_state = link.lun.read().alua.as_ref().and_then(|a| a.local_state());
+    let mut dt = DeviceThread {
+        alua_source: cfg.alua.clone(),
+        alua_read_at: Instant::now(),
+        alua_state,
+        link: Arc::clone(&link),
+        ring,
+        doorbell,
+        workers: Some(workers),
+        free,
+        deadlines: Deadlines::new(total, cfg.command_deadline),
+        free_kept_buf: cfg.free_kept_buf.clone(),
+        expired: Vec::with_capacity(total),
+        stuck: Vec::with_capacity(total),
+        warned_no_keep_buf: false,
+        data_in_flight: 0,
+        ranges: RangeTable::new(total),
+        parked: VecDeque::with_capacity(total),
+        total,
+        done_rx,
+        tmr: TmrCopy::new(),
+        scratch: warm::resident(65536 + 512),
+        sense: [0; 96],
+        acct: Accounting {
+            stats,
+            metrics: cfg.metrics.clone(),
+            outlier_threshold: cfg.outlier_threshold,
+        },
+        stop,
+        broken: false,
+        deadline: cfg.stop_deadline,
+        inline_qd1: cfg.inline_qd1,
+        inline_state: WorkerState::new(0),
+        last_batch: 0,
+        uio_ready: true,
+        wake_ready: true,
+        tunables_seen: 0,
+    };
+    std::thread::Builder::new()
+        .name(format!("tcmu-d/{}", link.name))
+        .spawn(move || dt.run())
+}
+
+struct DeviceThread {
+    link: Arc<DeviceLink>,
+    /// Re-reads the ALUA groups; None: never.
+    alua_source: Option<AluaSource>,
+    /// When the groups were last read.
+    alua_read_at: Instant,
+    /// The access state that applies to every command (`Alua::local_state`), cached.
+    alua_state: Option<u8>,
+    ring: Ring,
+    doorbell: Arc<dyn Doorbell>,
+    workers: Option<Workers>,
+    // Boxed on purpose: a context moves through channels and threads as one pointer.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<Ctx>>,
+    /// Commands away (worker or backend) and their deadlines, by context slot.
+    deadlines: Deadlines,
+    free_kept_buf: Option<FreeKeptBuf>,
+    /// Scratch lists for deadline scans (preallocated).
+    expired: Vec<Expired>,
+    stuck: Vec<Expired>,
+    warned_no_keep_buf: bool,
+    /// Data-area bytes of the commands read and not yet completed.
+    data_in_flight: u64,
+    /// LBA ranges held by the commands in flight.
+    ranges: RangeTable,
+    /// Commands waiting for a range held by another command (see `range_lock`).
+    #[allow(clippy::vec_box)]
+    parked: VecDeque<Box<Ctx>>,
+    total: usize,
+    done_rx: Receiver<Box<Ctx>>,
+    tmr: TmrCopy,
+    scratch: Vec<u8>,
+    sense: [u8; 96],
+    /// Counters, Prometheus series and the outlier log.
+    acct: Accounting,
+    stop: Arc<AtomicBool>,
+    broken: bool,
+    deadline: Duration,
+    inline_qd1: bool,
+    /// Buffers for commands run on this thread (READ and WRITE need none).
+    inline_state: WorkerState,
+    /// Commands read in the last pass over the ring (the recent queue depth).
+    last_batch: usize,
+    /// poll() reported the uio fd readable: consume the event before draining.
+    uio_ready: bool,
+    /// poll() reported the wake eventfd readable.
+    wake_ready: bool,
+    /// The generation of `link.tunables` applied.
+    tunables_seen: u64,
+}
+
+impl DeviceThread {
+    fn run(&mut self) {
+        warm::warm_thread();
+        let name = self.link.name.clone();
+        tracing::info!(device = %name, contexts = self.total, "serving");
+        let mut stop_by: Option<Instant> = None;
+        loop {
+            if stop_by.is_none() && self.stop.load(Ordering::SeqCst) {
+                stop_by = Some(Instant::now() + self.deadline);
+            }
+            // Consume the event before draining, so a command posted meanwhile re-arms it.
+            // (Only when poll said there is one: an empty read is a wasted system call.)
+            if std::mem::take(&mut self.uio_ready) {
+                if let Err(e) = self.doorbell.ack() {
+                    tracing::warn!(device = %name, "uio read failed: {e}");
+                    stop_by.get_or_insert_with(Instant::now);
+                }
+            }
+            if std::mem::take(&mut self.wake_ready) {
+                self.link.drain_wake();
+            }
+            self.reap();
+            self.unpark();
+            if self.link.tunables.generation() != self.tunables_seen {
+                self.retune();
+            }
+            let now = Instant::now();
+            if self.deadlines.scan_due(now) {
+                self.expire(now);
+            }
+            if stop_by.is_none() && !self.broken {
+                self.drain_ring();
+            }
+            self.publish();
+            let in_flight = (self.total - self.free.len()) as u64;
+            if let Some(m) = &self.acct.metrics {
+                m.observe_use(u64::from(self.ring.used_bytes()), self.data_in_flight);
+                m.set_in_flight(in_flight);
+            }
+            self.acct
+                .stats
+                .in_flight
+                .store(in_flight, Ordering::Relaxed);
+            self.acct
+                .stats
+                .ring_used
+                .store(u64::from(self.ring.used_bytes()), Ordering::Relaxed);
+            self.acct
+                .stats
+                .data_used
+                .store(self.data_in_flight, Ordering::Relaxed);
+            if in_flight == 0 {
+                self.acct.stats.oldest_ms.store(0, Ordering::Relaxed);
+            }
+            if let Some(t) = stop_by {
+                if self.free.len() == self.total {
+                    break;
+                }
+                if Instant::now() >= t {
+                    self.give_up_in_flight();
+                    if let Some(w) = self.workers.take() {
+                        w.abandon();
+                    }
+                    return;
+                }
+            }
+            self.sleep(stop_by);
+        }
+        if let Some(w) = self.workers.take() {
+            w.stop();
+        }
+        tracing::info!(device = %name, "stopped");
+    }
+
+    /// Apply settings a configuration reload changed.
+    fn retune(&mut self) {
+        self.tunables_seen = self.link.tunables.generation();
+        let v = self.link.tunables.get();
+        self.acct.outlier_threshold = v.outlier_threshold;
+        self.deadlines.set_limit(v.command_deadline);
+        let ms = v
+            .command_deadline
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.acct.stats.deadline_ms.store(ms, Ordering::Relaxed);
+        tracing::info!(device = %self.link.name, outlier_threshold = ?v.outlier_threshold, deadline = ?v.command_deadline, "new settings in force");
+    }
+
+    fn sleep(&mut self, stop_by: Option<Instant>) {
+        self.link.set_sleeping(true);
+        if !self.done_rx.is_empty() {
+            self.link.set_sleeping(false);
+            return;
+        }
+        let mut timeout = stop_by.map_or(1000, |t| {
+            t.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(1000)
+        });
+        if self.deadlines.limit().is_some() && self.free.len() < self.total {
+            // Commands are away: wake up in time to enforce their deadlines.
+            timeout = timeout.min(super::deadline::SCAN_INTERVAL.as_millis());
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: self.doorbell.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.link.wake_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let watch = if stop_by.is_some() {
+            &mut fds[1..]
+        } else {
+            &mut fds[..]
+        };
+        // SAFETY: `watch` is a valid array of initialised pollfd structs for the whole call.
+        let r = unsafe {
+            libc::poll(
+                watch.as_mut_ptr(),
+                watch.len() as libc::nfds_t,
+                i32::try_from(timeout).unwrap_or(1000),
+            )
+        };
+        if r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            tracing::warn!(device = %self.link.name, "poll failed: {}", nix::errno::Errno::last());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.uio_ready = stop_by.is_none() && fds[0].revents & libc::POLLIN != 0;
+        // `watch` is a sub-slice of `fds`, so the eventfd's result is in fds[1] either way.
+        self.wake_ready = fds[1].revents & libc::POLLIN != 0;
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+            && stop_by.is_none()
+        {
+            tracing::warn!(device = %self.link.name, "uio device went away");
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        self.link.set_sleeping(false);
+    }
+
+    fn reap(&mut self) {
+        while let Ok(ctx) = self.done_rx.try_recv() {
+            self.finish(ctx);
+        }
+    }
+
+    fn publish(&mut self) {
+        if self.ring.publish() {
+            self.acct.stats.kicks.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.doorbell.kick() {
+                tracing::warn!(device = %self.link.name, "uio write failed: {e}");
+            }
+        }
+    }
+
+    fn drain_ring(&mut self) {
+        let mut read = 0;
+        while let Some(mut ctx) = self.free.pop() {
+            match self.ring.next(&mut ctx.cmd, &mut self.tmr) {
+                None => {
+                    self.free.push(ctx);
+                    if read > 0 {
+                        self.last_batch = read;
+                    }
+                    return;
+                }
+                Some(Ok(Entry::Cmd)) => {
+                    read += 1;
+                    self.acct.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    ctx.stamps = Stamps::default();
+                    ctx.class = OpClass::Other;
+                    self.data_in_flight += ctx.cmd.data_len();
+                    if self.link.accounting {
+                        ctx.stamps.read = Some(Instant::now());
+                    }
+                    self.start(ctx);
+                }
+                Some(Ok(Entry::BadCmd { cmd_id, why })) => {
+                    self.acct.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    self.acct.stats.bad_entries.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(device = %self.link.name, cmd_id, "invalid ring entry: {why}");
+                    ctx.cmd.cmd_id = cmd_id;
+                    ctx.done(Sense::internal_target_failure().into());
+                    self.finish(ctx);
+                }
+                Some(Ok(Entry::Tmr)) => {
+                    self.acct.stats.tmrs.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &self.acct.metrics {
+                        m.tmr(accounting::tmr_name(self.tmr.tmr_type));
+                    }
+                    tracing::info!(device = %self.link.name, tmr_type = self.tmr.tmr_type, ids = ?self.tmr.cmd_ids, "task management notification");
+                    self.free.push(ctx);
+                    self.abort_named();
+                }
+                Some(Err(e)) => {
+                    self.free.push(ctx);
+                    self.broken = true;
+                    self.acct.stats.broken.store(true, Ordering::SeqCst);
+                    tracing::error!(device = %self.link.name, "ring is corrupt, no longer reading it (reset the ring to recover): {e}");
+                    return;
+                }
+            }
+        }
+        self.acct
+            .stats
+            .pool_exhausted
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Write a finished command's outcome to the ring and recycle its context.
+    fn finish(&mut self, mut ctx: Box<Ctx>) {
+        if let Returned::AlreadyCompleted { id, kept } = self.deadlines.returned(ctx.slot) {
+            // Completed at its deadline: the late backend completion only releases the
+            // data blocks the kernel kept for it.
+            if ctx.range_locked {
+                self.ranges.release(ctx.slot);
+                ctx.range_locked = false;
+            }
+            if kept {
+                if let Some(f) = &self.free_kept_buf {
+                    if let Err(e) = (f.0)(id) {
+                        tracing::error!(device = %self.link.name, cmd_id = id, "free_kept_buf failed: {e}");
+                    }
+                }
+            }
+            tracing::info!(device = %self.link.name, cmd_id = id, "late backend completion of an expired command");
+            self.free.push(ctx);
+            return;
+        }
+        if ctx.range_locked {
+            self.ranges.release(ctx.slot);
+            ctx.range_locked = false;
+        }
+        let outcome = match ctx.stage {
+            Stage::Done => ctx.outcome,
+            Stage::Backend { is_write, read_len } => match ctx.backend_result {
+                Ok(()) => Outcome {
+                    status: status::GOOD,
+                    sense: None,
+                    read_len,
+                },
+                Err(e) => {
+                    self.link.health.note_error(e);
+                    ScsiError::from_errno(e as i32, is_write).into()
+                }
+            },
+        };
+        if outcome.status != status::GOOD {
+            self.acct.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, cdb = ?ctx.cmd.cdb(), ?outcome, "command failed");
+        }
+        let rsp = outcome.response(&mut self.sense);
+        match self.ring.complete(ctx.cmd.cmd_id, &rsp) {
+            Ok(()) => {
+                self.acct.stats.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(device = %self.link.name, cmd_id = ctx.cmd.cmd_id, "completion refused by the ring: {e}")
+            }
+        }
+        self.data_in_flight = self.data_in_flight.saturating_sub(ctx.cmd.data_len());
+        let link = &self.link;
+        self.acct
+            .command_done(&ctx, outcome.status, Instant::now(), &link.name, || {
+                link.backend().describe()
+            });
+        self.free.push(ctx);
+    }
+}
