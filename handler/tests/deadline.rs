@@ -10,7 +10,6 @@ mod common;
 
 use common::{assert_good, cdbs, sense_of, Harness};
 use parking_lot::Mutex;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tcmu_ring::emu::{DataDir, EmuConfig};
@@ -170,7 +169,7 @@ fn late_read_is_completed_once_retryably_and_cannot_land_in_another_buffer() {
         "released exactly once"
     );
     let stats = &r.h.dev.as_ref().unwrap().stats;
-    assert_eq!(stats.deadline_expired.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.deadline_expired(), 1);
     r.h.stop();
     assert_eq!(
         r.h.emu.outstanding(),
@@ -188,11 +187,7 @@ fn a_command_still_stuck_a_deadline_later_is_reported_once() {
     assert_eq!(sense_of(&a), (0x02, 0x04, 0x0A));
     std::thread::sleep(Duration::from_millis(600));
     let stats = &r.h.dev.as_ref().unwrap().stats;
-    assert_eq!(
-        stats.stuck.load(Ordering::Relaxed),
-        1,
-        "reported once while it stays stuck"
-    );
+    assert_eq!(stats.stuck(), 1, "reported once while it stays stuck");
     r.backend.release_at(8 * BS);
     let t = Instant::now();
     while r.freed.lock().is_empty() {
@@ -216,13 +211,5 @@ fn without_keep_buf_the_handler_waits_for_the_backend_instead_of_risking_the_buf
     let c = r.h.wait(id);
     assert_good(&c);
     assert!(c.data_in.iter().all(|&b| b == 0x77));
-    assert_eq!(
-        r.h.dev
-            .as_ref()
-            .unwrap()
-            .stats
-            .deadline_expired
-            .load(Ordering::Relaxed),
-        0
-    );
+    assert_eq!(r.h.dev.as_ref().unwrap().stats.deadline_expired(), 0);
 }

@@ -3,7 +3,6 @@
 mod common;
 
 use common::{assert_good, cdbs, Harness};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tcmu_ring::emu::{DataDir, EmuConfig};
@@ -47,14 +46,10 @@ fn a_slow_command_is_kept_with_its_stages() {
         assert_good(&h.run(&cdbs::read16(lba, 1), DataDir::FromDevice(512)));
     }
     let stats = Arc::clone(&h.dev.as_ref().unwrap().stats);
-    assert_eq!(
-        stats.outliers.load(Ordering::Relaxed),
-        0,
-        "fast commands are not outliers"
-    );
+    assert_eq!(stats.outliers(), 0, "fast commands are not outliers");
     let c = h.run(&cdbs::read16(0, 1), DataDir::FromDevice(512));
     assert_good(&c);
-    assert_eq!(stats.outliers.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.outliers(), 1);
     let o = stats.recent_outliers.snapshot();
     assert_eq!(o.len(), 1);
     let o = o[0];

@@ -1296,7 +1296,7 @@ fn tmr_entries_between_commands_are_stepped_over_on_a_wrapping_ring() {
     assert_good(&h.wait(held)); // it was in the backend when aborted: it finishes
     let st = stats(&h);
     wait_until("every TMR seen", Duration::from_secs(5), || {
-        st.tmrs.load(Ordering::Relaxed) == tmrs
+        st.tmrs() == tmrs
     });
     assert!(!st.broken.load(Ordering::SeqCst));
     assert_eq!(st.bad_entries.load(Ordering::Relaxed), 0);

@@ -7,6 +7,12 @@
 //! atomic operations on cached children: no hashing, no locking, no allocation
 //! (`supervisor/tests/metrics_no_alloc.rs` checks it with a counting allocator).
 //!
+//! The per-device counters that `tcmu-warden status` also shows (commands in flight, ring
+//! use, deadlines expired, TMRs, outliers, stuck commands) are kept only here: the device
+//! bumps these series, and status reads them back through the getters
+//! ([`DeviceMetrics::in_flight`], ...); a device served without an endpoint keeps them in a
+//! [`DeviceMetrics::detached`] registry.
+//!
 //! Every series is documented in `docs/metrics.md`.
 
 use prometheus::core::Collector;
@@ -538,6 +544,80 @@ fn secs(ns: u64) -> f64 {
 }
 
 impl DeviceMetrics {
+    /// One device's series in a registry of their own that no endpoint serves, for a device
+    /// run without a metrics endpoint: its counters are still kept (once, here) for
+    /// `tcmu-warden status`.
+    #[must_use]
+    pub fn detached(device: &str, subtype: &str) -> DeviceMetrics {
+        Metrics::new().device(device, subtype)
+    }
+
+    /// `in_flight_commands`: commands read from the ring and not yet completed.
+    #[must_use]
+    pub fn in_flight(&self) -> u64 {
+        u64::try_from(self.inner.in_flight.get()).unwrap_or(0)
+    }
+
+    /// `ring_capacity_bytes` of the command ring and of the data area.
+    #[must_use]
+    pub fn capacity(&self) -> (u64, u64) {
+        let c = &self.inner.capacity_raw;
+        (c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed))
+    }
+
+    /// `ring_used_bytes` of the command ring and of the data area, last observed.
+    #[must_use]
+    pub fn used(&self) -> (u64, u64) {
+        let u = &self.inner.used;
+        let v = |g: &IntGauge| u64::try_from(g.get()).unwrap_or(0);
+        (v(&u[0]), v(&u[1]))
+    }
+
+    /// `deadline_expired_total` of one tier.
+    #[must_use]
+    pub fn deadlines_expired(&self, tier: &str) -> u64 {
+        let d = &*self.inner;
+        match d.deadline.iter().find(|(t, _)| *t == tier) {
+            Some((_, c)) => c.get(),
+            // Only a tier already counted has a series; asking must not create one.
+            None if lock(&d.vecs.extra_tiers).contains(&tier) => d
+                .vecs
+                .deadline
+                .get_metric_with_label_values(&[&d.device, &d.subtype, tier])
+                .map_or(0, |c| c.get()),
+            None => 0,
+        }
+    }
+
+    /// `tmrs_total`, all types together.
+    #[must_use]
+    pub fn tmrs(&self) -> u64 {
+        let d = &*self.inner;
+        let extra: u64 = lock(&d.vecs.extra_tmrs)
+            .iter()
+            .filter_map(|t| {
+                d.vecs
+                    .tmrs
+                    .get_metric_with_label_values(&[&d.device, &d.subtype, t])
+                    .ok()
+            })
+            .map(|c| c.get())
+            .sum();
+        d.tmrs.iter().map(|(_, c)| c.get()).sum::<u64>() + extra
+    }
+
+    /// `outliers_total`.
+    #[must_use]
+    pub fn outliers(&self) -> u64 {
+        self.inner.outliers.get()
+    }
+
+    /// `stuck_commands_total`.
+    #[must_use]
+    pub fn stuck_commands(&self) -> u64 {
+        self.inner.stuck.get()
+    }
+
     /// One command finished (its completion published to the kernel).
     ///
     /// Counts it in `commands_total{op,outcome}`, adds its bytes, and observes its latency:

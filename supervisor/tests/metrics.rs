@@ -236,3 +236,37 @@ fn promtool_check_metrics_passes() {
     b.tmr("lun_reset");
     promtool_check(&m.encode());
 }
+
+#[test]
+fn status_reads_the_counters_back_from_the_series() {
+    let m = Metrics::new();
+    let d = m.device("user_0/a", "file");
+    d.set_capacity(8192, 65536);
+    d.observe_use(1024, 4096);
+    d.set_in_flight(3);
+    d.deadline_expired("handler");
+    d.deadline_expired("handler");
+    d.deadline_expired("initiator");
+    d.tmr("abort_task");
+    d.tmr("lun_reset");
+    d.outlier();
+    d.stuck_command();
+    assert_eq!(d.capacity(), (8192, 65536));
+    assert_eq!(d.used(), (1024, 4096));
+    assert_eq!(d.in_flight(), 3);
+    assert_eq!(d.deadlines_expired("handler"), 2);
+    assert_eq!(d.deadlines_expired("initiator"), 1);
+    assert_eq!(d.deadlines_expired("never"), 0);
+    assert_eq!(d.tmrs(), 2);
+    assert_eq!((d.outliers(), d.stuck_commands()), (1, 1));
+    // The same values are what the endpoint serves.
+    let text = m.encode();
+    assert!(text.contains(
+        "tcmu_warden_deadline_expired_total{device=\"user_0/a\",subtype=\"file\",tier=\"handler\"} 2"
+    ));
+    assert!(!text.contains("tier=\"never\""));
+    // A detached device keeps its counters without any endpoint.
+    let lone = tcmu_warden_supervisor::metrics::DeviceMetrics::detached("user_0/b", "ram");
+    lone.outlier();
+    assert_eq!(lone.outliers(), 1);
+}

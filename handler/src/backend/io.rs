@@ -34,6 +34,29 @@ pub enum IoOp {
 }
 
 impl IoOp {
+    /// The names of the kinds of operation, indexed by [`IoOp::index`]: the `op` label of the
+    /// backends' latency series (docs/metrics.md).
+    pub const NAMES: [&'static str; 5] = ["read", "write", "flush", "unmap", "write_zeroes"];
+
+    /// The kind of operation, an index into [`IoOp::NAMES`] (flags such as `fua` aside).
+    #[must_use]
+    pub fn index(self) -> usize {
+        match self {
+            IoOp::Read => 0,
+            IoOp::Write { .. } => 1,
+            IoOp::Flush => 2,
+            IoOp::Unmap => 3,
+            IoOp::WriteZeroes { .. } => 4,
+        }
+    }
+
+    /// The name of the kind of operation (`read`, `write`, `flush`, `unmap`,
+    /// `write_zeroes`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
     /// Whether the operation modifies the medium.
     #[must_use]
     pub fn is_write(self) -> bool {

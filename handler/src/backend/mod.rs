@@ -16,6 +16,8 @@ pub mod file;
 #[cfg(feature = "glfs")]
 pub mod glfs;
 pub mod io;
+#[cfg(any(feature = "rbd", feature = "glfs"))]
+pub mod op_latency;
 pub mod ram;
 #[cfg(feature = "rbd")]
 pub mod rbd;

@@ -310,7 +310,7 @@ fn log_stats(s: &Served) {
         emulated = st.emulated.load(Relaxed),
         errors = st.errors.load(Relaxed),
         bad_entries = st.bad_entries.load(Relaxed),
-        tmrs = st.tmrs.load(Relaxed),
+        tmrs = st.tmrs(),
         kicks = st.kicks.load(Relaxed),
         contexts_exhausted = st.pool_exhausted.load(Relaxed),
         "device statistics"

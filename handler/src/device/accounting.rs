@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use tcmu_scsi::status;
 use tcmu_warden_supervisor::metrics::{DeviceMetrics, OpClass, OutcomeClass};
 
-/// Where one device's commands are counted.
+/// Where one device's commands are counted: every counter `status` and the Prometheus
+/// endpoint share is bumped here and nowhere else.
 #[derive(Debug)]
 pub struct Accounting {
-    /// The counters `status` and `diagnose` read.
+    /// The counters `status` and `diagnose` read (the shared ones in its `DeviceMetrics`).
     pub stats: Arc<DeviceStats>,
-    /// The device's Prometheus series (None: no metrics).
-    pub metrics: Option<DeviceMetrics>,
     /// Commands slower than this are outliers (None: no outlier log).
     pub outlier_threshold: Option<Duration>,
 }
@@ -68,6 +67,43 @@ fn ns(d: Duration) -> u64 {
 }
 
 impl Accounting {
+    fn metrics(&self) -> &DeviceMetrics {
+        self.stats.metrics()
+    }
+
+    /// A task management request of kernel type `t` arrived.
+    pub fn tmr(&self, t: u8) {
+        self.metrics().tmr(tmr_name(t));
+    }
+
+    /// The handler completed a command at its deadline.
+    pub fn deadline_expired(&self) {
+        self.metrics().deadline_expired("handler");
+    }
+
+    /// A command is still in the backend a whole deadline after it was completed.
+    pub fn stuck(&self) {
+        self.metrics().stuck_command();
+    }
+
+    /// The ring geometry: command-ring and data-area sizes in bytes.
+    pub fn capacity(&self, cmd_ring: u64, data_area: u64) {
+        self.metrics().set_capacity(cmd_ring, data_area);
+    }
+
+    /// Use after a pass of the device loop: commands in flight, command-ring and data-area
+    /// bytes in use.
+    pub fn observe(&self, in_flight: u64, ring_used: u64, data_used: u64) {
+        let m = self.metrics();
+        m.observe_use(ring_used, data_used);
+        m.set_in_flight(in_flight);
+        if in_flight == 0 {
+            self.stats
+                .oldest_ms
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Per-stage times of a command whose completion was just written, at `now`; an outlier
     /// is kept and logged (`device` and `backend` name it in the log).
     pub fn command_done(
@@ -81,10 +117,10 @@ impl Accounting {
         let Some(read) = ctx.stamps.read else { return };
         let submit = ctx.stamps.submit.unwrap_or(read);
         let done = ctx.stamps.done.unwrap_or(submit);
-        if let Some(m) = &self.metrics {
+        {
             let (read_bytes, written) =
                 bytes_moved(ctx.class, ctx.cmd.data_len(), status == status::GOOD);
-            m.command_done(
+            self.metrics().command_done(
                 ctx.class,
                 outcome_class(status),
                 read_bytes,
@@ -112,12 +148,7 @@ impl Accounting {
             publish: now.saturating_duration_since(done),
             status,
         };
-        self.stats
-            .outliers
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(m) = &self.metrics {
-            m.outlier();
-        }
+        self.metrics().outlier();
         self.stats.recent_outliers.record(o);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         tracing::warn!(

@@ -202,18 +202,15 @@ pub fn spawn(
     link.accounting = cfg.outlier_threshold.is_some() || cfg.metrics.is_some();
     link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
     link.caw = super::caw_retry::CawRetry::new(total);
-    if let Some(m) = &cfg.metrics {
-        m.set_capacity(u64::from(ring.cmdr_size()), ring.data_area().len());
-    }
     let link = Arc::new(link);
     let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
-    let stats = Arc::new(DeviceStats::default());
-    stats
-        .ring_size
-        .store(u64::from(ring.cmdr_size()), Ordering::Relaxed);
-    stats
-        .data_size
-        .store(ring.data_area().len(), Ordering::Relaxed);
+    // The counters status and the endpoint share: the device's series, or detached ones.
+    let metrics = cfg
+        .metrics
+        .clone()
+        .unwrap_or_else(|| DeviceMetrics::detached(name, "none"));
+    metrics.set_capacity(u64::from(ring.cmdr_size()), ring.data_area().len());
+    let stats = Arc::new(DeviceStats::new(metrics));
     let deadline_ms = cfg
         .command_deadline
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

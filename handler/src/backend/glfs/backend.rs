@@ -10,7 +10,7 @@
 //! acknowledged sits in a client-side cache that a failed connection could drop.
 
 use super::cfg::GlfsConfig;
-use super::metrics::{DeviceSeries, OpKind};
+use super::metrics::DeviceSeries;
 use super::volumes::VolumeEntry;
 use crate::backend::io::{Io, IoOp};
 use crate::backend::{Backend, Caps};
@@ -196,14 +196,8 @@ impl Shared {
             Stage::FuaSync | Stage::Flush | Stage::Discard | Stage::Zerofill => {}
         }
         if let Some(s) = &self.series {
-            let kind = match payload.stage {
-                Stage::Read => OpKind::Read,
-                Stage::Write { .. } | Stage::FuaSync => OpKind::Write,
-                Stage::Flush => OpKind::Fsync,
-                Stage::Discard => OpKind::Discard,
-                Stage::Zerofill => OpKind::Zerofill,
-            };
-            s.observe(kind, payload.started.elapsed().as_secs_f64());
+            // A FUA write's fdatasync counts in its write.
+            s.observe(payload.io.op(), payload.started);
         }
         payload.io.complete(Ok(()));
     }

@@ -4,30 +4,14 @@
 //! registry); each backend resolves its label children once when it opens, so a completion
 //! only touches atomics.
 
+use crate::backend::op_latency::OpLatency;
+use crate::backend::IoOp;
 use parking_lot::Mutex;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 use std::sync::{Arc, Weak};
 use tcmu_warden_supervisor::metrics::{Metrics, LATENCY_BUCKETS, PREFIX};
-
-/// Operation classes of `tcmu_warden_glfs_op_duration_seconds`.
-pub const OPS: [&str; 5] = ["read", "write", "fsync", "discard", "zerofill"];
-
-/// Index into [`OPS`].
-#[derive(Debug, Clone, Copy)]
-pub enum OpKind {
-    /// Vectored read.
-    Read = 0,
-    /// Vectored write (FUA writes include their fdatasync).
-    Write = 1,
-    /// fdatasync (SYNCHRONIZE CACHE).
-    Fsync = 2,
-    /// discard (UNMAP, WRITE SAME with UNMAP).
-    Discard = 3,
-    /// zerofill (WRITE SAME of zeros).
-    Zerofill = 4,
-}
 
 struct Vecs {
     up: IntGaugeVec,
@@ -117,7 +101,7 @@ pub struct DeviceSeries {
     volume: String,
     up: IntGauge,
     reopens: IntCounter,
-    ops: [Histogram; 5],
+    ops: OpLatency,
 }
 
 impl DeviceSeries {
@@ -128,7 +112,7 @@ impl DeviceSeries {
         up.set(1);
         Some(DeviceSeries {
             reopens: vecs.reopens.with_label_values(&[device, volume]),
-            ops: OPS.map(|op| vecs.op.with_label_values(&[device, op])),
+            ops: OpLatency::resolve(&vecs.op, &[device]),
             up,
             device: device.to_string(),
             volume: volume.to_string(),
@@ -136,9 +120,9 @@ impl DeviceSeries {
         })
     }
 
-    /// An operation finished after `seconds`.
-    pub fn observe(&self, op: OpKind, seconds: f64) {
-        self.ops[op as usize].observe(seconds);
+    /// An operation of kind `op` that started at `started` has just finished.
+    pub fn observe(&self, op: IoOp, started: std::time::Instant) {
+        self.ops.observe(op, started);
     }
 
     /// An operation failed (errors are rare: resolving the label here is fine).
@@ -165,9 +149,7 @@ impl Drop for DeviceSeries {
         let v = &self.vecs;
         let _ = v.up.remove_label_values(&[&self.device, &self.volume]);
         let _ = v.reopens.remove_label_values(&[&self.device, &self.volume]);
-        for op in OPS {
-            let _ = v.op.remove_label_values(&[&self.device, op]);
-        }
+        OpLatency::remove(&v.op, &[&self.device]);
         // Error children of this device: remove the ones that exist.
         for e in [
             "ENOTCONN",

@@ -16,7 +16,7 @@
 
 use super::cfg::RbdConfig;
 use super::image::Opened;
-use super::metrics::{op, RbdMetrics};
+use super::metrics::RbdMetrics;
 use crate::backend::io::{Io, IoOp};
 use crate::backend::{Backend, Caps};
 use ceph_rbd::{AioCompletion, AioDone, AioTarget, Errno};
@@ -39,7 +39,6 @@ struct InFlight {
     /// The image it was started on (kept open until it completes).
     opened: Arc<Opened>,
     start: Instant,
-    op: usize,
     /// A FUA write whose flush is still to be issued.
     flush_after: bool,
 }
@@ -226,13 +225,7 @@ impl Inner {
     /// Start `io` on librbd (the lock, if the gate is used, is held).
     pub(super) fn submit_now(&self, io: Io) {
         let inner = self;
-        let (opn, fua) = match io.op() {
-            IoOp::Read => (op::READ, false),
-            IoOp::Write { fua } => (op::WRITE, fua),
-            IoOp::Flush => (op::FLUSH, false),
-            IoOp::Unmap => (op::DISCARD, false),
-            IoOp::WriteZeroes { .. } => (op::WRITE_ZEROES, false),
-        };
+        let fua = matches!(io.op(), IoOp::Write { fua: true });
         let Some(slot) = inner.free.lock().pop() else {
             io.complete(Err(Errno::EAGAIN));
             return;
@@ -256,7 +249,6 @@ impl Inner {
             completion,
             opened,
             start: Instant::now(),
-            op: opn,
             flush_after: fua,
         });
         let (off, len) = (f.io.offset(), f.io.len());
@@ -284,7 +276,7 @@ impl Inner {
                 if e.is_blocklisted() {
                     inner.blocklisted(&f.opened);
                 }
-                let r = inner.lock_errno(f.op, Err(e.errno));
+                let r = inner.lock_errno(f.io.op(), Err(e.errno));
                 f.io.complete(r);
             }
         }
@@ -292,10 +284,10 @@ impl Inner {
 
     /// In explicit-lock mode, librbd answers EROFS to a write (or flush) made without the
     /// lock: a write is retried (BUSY), a flush has nothing to make durable (cache off).
-    fn lock_errno(&self, op: usize, r: Result<(), Errno>) -> Result<(), Errno> {
+    fn lock_errno(&self, op: IoOp, r: Result<(), Errno>) -> Result<(), Errno> {
         match r {
             Err(Errno::EROFS) if self.gate.is_some() => {
-                if op == op::FLUSH {
+                if op == IoOp::Flush {
                     Ok(())
                 } else {
                     Err(Errno::EAGAIN)
@@ -410,13 +402,11 @@ fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
 
 fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
     let Some(f) = f else { return };
-    if let Some(h) = inner.metrics.latency.get(f.op) {
-        h.observe(f.start.elapsed().as_secs_f64());
-    }
+    inner.metrics.latency.observe(f.io.op(), f.start);
     if r == Err(Errno::ESHUTDOWN) {
         inner.blocklisted(&f.opened);
     }
-    let r = inner.lock_errno(f.op, r);
+    let r = inner.lock_errno(f.io.op(), r);
     let InFlight {
         io,
         completion,

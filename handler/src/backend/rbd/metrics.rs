@@ -5,26 +5,11 @@
 //! the per-operation update on the completion thread is one histogram observation on a cached
 //! child: no hashing, no lock, no allocation. A LUN's series are removed when it closes.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use crate::backend::op_latency::OpLatency;
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use prometheus::{IntGaugeVec, Opts};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use tcmu_warden_supervisor::metrics::{Metrics, LATENCY_BUCKETS, PREFIX};
-
-/// Operations whose librbd latency is observed (label `op`).
-pub const OPS: &[&str] = &["read", "write", "flush", "discard", "write_zeroes"];
-/// Index of each op in [`OPS`].
-pub mod op {
-    /// `read`.
-    pub const READ: usize = 0;
-    /// `write`.
-    pub const WRITE: usize = 1;
-    /// `flush`.
-    pub const FLUSH: usize = 2;
-    /// `discard`.
-    pub const DISCARD: usize = 3;
-    /// `write_zeroes`.
-    pub const WRITE_ZEROES: usize = 4;
-}
 
 /// The series, once per registry.
 #[derive(Clone)]
@@ -167,8 +152,8 @@ pub struct RbdMetrics {
     pub lock_wait_timeouts: IntCounter,
     /// Watchers: own, other, possibly stale.
     pub watchers: [IntGauge; 3],
-    /// Latency per op ([`OPS`]).
-    pub latency: Vec<Histogram>,
+    /// librbd latency per kind of operation (label `op`: [`crate::backend::IoOp::NAMES`]).
+    pub latency: OpLatency,
     clients: Option<IntGauge>,
 }
 
@@ -202,10 +187,7 @@ impl RbdMetrics {
             lock_yielded: v.lock_requests.with_label_values(&l(device, "yielded")),
             lock_wait_timeouts: v.lock_wait_timeouts.with_label_values(&[device, "rbd"]),
             watchers: WATCHER_KINDS.map(|k| v.watchers.with_label_values(&l(device, k))),
-            latency: OPS
-                .iter()
-                .map(|o| v.op_latency.with_label_values(&l(device, o)))
-                .collect(),
+            latency: OpLatency::resolve(&v.op_latency, &[device, "rbd"]),
             clients: Some(v.clients.with_label_values(&[])),
             vecs: vecs.clone(),
         }
@@ -231,10 +213,7 @@ impl RbdMetrics {
             lock_yielded: c(),
             lock_wait_timeouts: c(),
             watchers: [g(), g(), g()],
-            latency: OPS
-                .iter()
-                .map(|_| Histogram::with_opts(HistogramOpts::new("x", "x")).expect("valid"))
-                .collect(),
+            latency: OpLatency::unregistered(),
             clients: None,
         }
     }
@@ -269,8 +248,6 @@ impl Drop for RbdMetrics {
         for k in WATCHER_KINDS {
             let _ = v.watchers.remove_label_values(&[d, "rbd", k]);
         }
-        for o in OPS {
-            let _ = v.op_latency.remove_label_values(&[d, "rbd", o]);
-        }
+        OpLatency::remove(&v.op_latency, &[d, "rbd"]);
     }
 }

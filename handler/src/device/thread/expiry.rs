@@ -84,10 +84,7 @@ impl DeviceThread {
             }
         }
         for e in &stuck {
-            self.acct.stats.stuck.fetch_add(1, Ordering::Relaxed);
-            if let Some(m) = &self.acct.metrics {
-                m.stuck_command();
-            }
+            self.acct.stuck();
             tracing::error!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
                 age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX), "command still stuck in the backend");
         }
@@ -97,14 +94,8 @@ impl DeviceThread {
     }
 
     fn count_expiry(&self, e: &Expired, what: &str) {
-        self.acct
-            .stats
-            .deadline_expired
-            .fetch_add(1, Ordering::Relaxed);
+        self.acct.deadline_expired();
         self.link.health.note_expired();
-        if let Some(m) = &self.acct.metrics {
-            m.deadline_expired("handler");
-        }
         tracing::warn!(device = %self.link.name, cmd_id = e.id, opcode = format_args!("{:#04x}", e.opcode), lba = e.lba,
             age_ms = u64::try_from(e.age.as_millis()).unwrap_or(u64::MAX),
             deadline_ms = self.deadlines.limit().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

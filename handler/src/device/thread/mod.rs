@@ -10,7 +10,7 @@
 mod commands;
 mod expiry;
 
-use super::accounting::{self, Accounting};
+use super::accounting::Accounting;
 use super::context::{Ctx, Outcome, Stage, Stamps};
 use super::deadline::{Deadlines, Expired, Returned};
 use super::exec::WorkerState;
@@ -78,7 +78,6 @@ pub(super) fn start(
         sense: [0; 96],
         acct: Accounting {
             stats,
-            metrics: cfg.metrics.clone(),
             outlier_threshold: cfg.outlier_threshold,
         },
         stop,
@@ -182,25 +181,11 @@ impl DeviceThread {
             }
             self.publish();
             let in_flight = (self.total - self.free.len()) as u64;
-            if let Some(m) = &self.acct.metrics {
-                m.observe_use(u64::from(self.ring.used_bytes()), self.data_in_flight);
-                m.set_in_flight(in_flight);
-            }
-            self.acct
-                .stats
-                .in_flight
-                .store(in_flight, Ordering::Relaxed);
-            self.acct
-                .stats
-                .ring_used
-                .store(u64::from(self.ring.used_bytes()), Ordering::Relaxed);
-            self.acct
-                .stats
-                .data_used
-                .store(self.data_in_flight, Ordering::Relaxed);
-            if in_flight == 0 {
-                self.acct.stats.oldest_ms.store(0, Ordering::Relaxed);
-            }
+            self.acct.observe(
+                in_flight,
+                u64::from(self.ring.used_bytes()),
+                self.data_in_flight,
+            );
             if let Some(t) = stop_by {
                 if self.free.len() == self.total {
                     break;
@@ -336,10 +321,7 @@ impl DeviceThread {
                     self.finish(ctx);
                 }
                 Some(Ok(Entry::Tmr)) => {
-                    self.acct.stats.tmrs.fetch_add(1, Ordering::Relaxed);
-                    if let Some(m) = &self.acct.metrics {
-                        m.tmr(accounting::tmr_name(self.tmr.tmr_type));
-                    }
+                    self.acct.tmr(self.tmr.tmr_type);
                     tracing::info!(device = %self.link.name, tmr_type = self.tmr.tmr_type, ids = ?self.tmr.cmd_ids, "task management notification");
                     self.free.push(ctx);
                     self.abort_named();
