@@ -21,6 +21,10 @@ pub struct Accounting {
     pub stats: Arc<DeviceStats>,
     /// Commands slower than this are outliers (None: no outlier log).
     pub outlier_threshold: Option<Duration>,
+    /// The series are served (a metrics endpoint exists): observe the per-command
+    /// histograms and byte counts, which only the endpoint shows. Without it a finished
+    /// command costs no more than the outlier check.
+    pub exported: bool,
 }
 
 /// The `outcome` label of a SAM status.
@@ -117,7 +121,7 @@ impl Accounting {
         let Some(read) = ctx.stamps.read else { return };
         let submit = ctx.stamps.submit.unwrap_or(read);
         let done = ctx.stamps.done.unwrap_or(submit);
-        {
+        if self.exported {
             let (read_bytes, written) =
                 bytes_moved(ctx.class, ctx.cmd.data_len(), status == status::GOOD);
             self.metrics().command_done(

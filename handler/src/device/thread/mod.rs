@@ -79,6 +79,7 @@ pub(super) fn start(
         acct: Accounting {
             stats,
             outlier_threshold: cfg.outlier_threshold,
+            exported: cfg.metrics.is_some(),
         },
         stop,
         broken: false,
