@@ -18,7 +18,7 @@ pub struct DataSeg {
 /// Handle to the data area; cheap to clone and shareable between worker threads.
 ///
 /// Only touch the buffers of commands that are still outstanding: the kernel may unmap the
-/// pages of free blocks (reclaim), and touching those raises SIGBUS (KERNEL-ABI 2.3).
+/// pages of free blocks (reclaim), and touching those raises SIGBUS (docs/kernel-abi.md §2.3).
 #[derive(Clone, Debug)]
 pub struct DataArea {
     map: Arc<Mapping>,

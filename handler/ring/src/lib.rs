@@ -1,7 +1,7 @@
 //! The TCMU command ring of tcmu-warden: mapping, uio device, ring reader/completer and data
 //! area, plus (feature `test-utils`) an emulation of the kernel's side of the ring.
 //!
-//! Rules this crate keeps (see KERNEL-ABI.md section 10):
+//! Rules this crate keeps (see the pitfalls in docs/kernel-abi.md §9):
 //! * no Rust reference into the shared mapping, only volatile/atomic raw-pointer accesses
 //!   ([`mapping`]);
 //! * a private read index separate from `cmd_tail`; `cmd_head` loaded with Acquire,

@@ -326,8 +326,8 @@ impl Lifecycle {
     }
 
     /// Turn netlink reply mode off on the way out: with no daemon to answer, every enable,
-    /// rmdir and reconfiguration would otherwise block in the kernel (KERNEL-ABI pitfall 22).
-    /// The next start turns it on again.
+    /// rmdir and reconfiguration would otherwise block in the kernel (docs/kernel-abi.md
+    /// pitfall 22). The next start turns it on again.
     pub fn release_reply_mode(&self) {
         if let Some(l) = &self.listener {
             match l.set_features(false) {

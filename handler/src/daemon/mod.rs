@@ -1,7 +1,7 @@
 //! The daemon: join the kernel's netlink group, serve the devices present and those added
 //! later, follow reconfigurations and removals, stop within a deadline.
 //!
-//! Start-up follows the crash plan for netlink reply mode (KERNEL-ABI pitfall 22): block
+//! Start-up follows the crash plan for netlink reply mode (docs/kernel-abi.md pitfall 22): block
 //! netlink and reset it (waking any configfs writer a dead predecessor left hanging), join the
 //! group, turn reply mode on, unblock; only then scan for existing devices, each with a ring
 //! reset, so a device enabled meanwhile is seen either by the scan or as an event.

@@ -180,9 +180,9 @@ pub fn open_backend(
 }
 
 /// Open and start serving one uio device. With `restart`, the ring is first reset the way
-/// tcmu-runner does after a crash (KERNEL-ABI 7.3(b)): block the device, reset the ring (the
-/// commands a dead predecessor left complete with BUSY; nothing is replayed), open and map,
-/// unblock.
+/// tcmu-runner does after a crash (docs/kernel-abi.md §7.3(b)): block the device, reset the
+/// ring (the commands a dead predecessor left complete with BUSY; nothing is replayed), open
+/// and map, unblock.
 ///
 /// # Errors
 /// See [`DeviceError`]; the message names what is wrong.
