@@ -18,7 +18,10 @@
 //! - actions: `fail=<ERRNO>` (a name such as `EIO`, `ETIMEDOUT`, `ESHUTDOWN`, `ENOTCONN`,
 //!   `ENOSPC`, or a number), `delay=<duration>`, `hang` (held until [`FaultBackend::release_hung`]
 //!   or until the rule is removed by [`FaultBackend::set_rules`]), `hang=<duration>` (held
-//!   like `hang`, and released by the timer after the duration);
+//!   like `hang`, and released by the timer after the duration), `stall=<duration>` (an
+//!   outage: the first matching operation opens a window of that length, and every matching
+//!   operation arriving while it is open is held until it closes, then submitted in arrival
+//!   order; `count` limits how many windows open);
 //! - options: `every=N` applies the action to the Nth, 2Nth, … operation that reaches the
 //!   rule (default 1: all of them); `count=N` stops after the action was applied N times.
 //!
@@ -260,7 +263,7 @@ impl FromStr for Rule {
                 Some(s) => ops = ops | s,
                 None => return Err(bad(
                     name,
-                    "unknown operation; expected read, write, flush, unmap, write_zeroes or any"
+                    "unknown operation; expected read, write, flush, unmap, write_zeroes, ping or any"
                         .into(),
                 )),
             }

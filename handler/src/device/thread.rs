@@ -133,11 +133,11 @@ pub struct DeviceStats {
     pub in_flight: AtomicU64,
     /// Age in ms of the oldest command away in a worker or the backend (0: none).
     pub oldest_ms: AtomicU64,
-    /// Opcode and LBA of that oldest command.
+    /// Opcode (first CDB byte) of that oldest command.
     pub oldest_opcode: std::sync::atomic::AtomicU8,
     /// LBA of that oldest command.
     pub oldest_lba: AtomicU64,
-    /// Command-ring bytes in use, and its size.
+    /// Command-ring bytes in use.
     pub ring_used: AtomicU64,
     /// Command-ring size in bytes.
     pub ring_size: AtomicU64,
