@@ -11,7 +11,9 @@ mod events;
 mod open;
 mod reload;
 
-pub use open::{discover, fallback_serial, lun_info, open_backend, serve, DeviceError, Served};
+pub use open::{
+    discover, fallback_serial, lun_info, open_backend, reconfigure, serve, DeviceError, Served,
+};
 
 use crate::configfs;
 use crate::device::DeviceConfig;

@@ -19,10 +19,12 @@ pub mod health;
 pub mod link;
 pub mod outliers;
 pub mod range_lock;
+pub mod reconfig;
 pub mod thread;
 pub mod workers;
 
 pub use link::UnitAttention;
+pub use reconfig::ReconfigError;
 pub use thread::{
     spawn, AluaSource, Change, DeviceConfig, DeviceHandle, DeviceStats, FreeKeptBuf, ALUA_REFRESH,
 };

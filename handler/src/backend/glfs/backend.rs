@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tcmu_scsi::ErrnoClass;
 
 /// Flags the LUN's file is opened with.
 pub const OPEN_FLAGS: libc::c_int = libc::O_RDWR | libc::O_DIRECT;
@@ -61,17 +62,11 @@ pub struct GlfsBackend {
     shared: Arc<Shared>,
 }
 
+/// The volume is unreachable for now (the one classification, [`ErrnoClass`], which the
+/// SCSI sense and the health monitor use too): the `up` metric goes to 0 and the file handle
+/// is not reopened for it.
 fn is_connection_error(e: Errno) -> bool {
-    matches!(
-        e,
-        Errno::ENOTCONN
-            | Errno::ETIMEDOUT
-            | Errno::ECONNREFUSED
-            | Errno::ECONNRESET
-            | Errno::EHOSTUNREACH
-            | Errno::ESHUTDOWN
-            | Errno::EBADFD
-    )
+    ErrnoClass::of(e as i32).is_connection()
 }
 
 impl GlfsBackend {

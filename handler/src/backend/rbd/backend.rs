@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tcmu_scsi::ErrnoClass;
 
 /// Operations in flight per LUN at most; beyond, commands complete with BUSY (`EAGAIN`).
 pub const SLOTS: usize = 1024;
@@ -413,7 +414,7 @@ fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
     if let Some(h) = inner.metrics.latency.get(f.op) {
         h.observe(f.start.elapsed().as_secs_f64());
     }
-    if r == Err(Errno::ESHUTDOWN) {
+    if r.is_err_and(|e| ErrnoClass::of(e as i32) == ErrnoClass::Fenced) {
         inner.blocklisted(&f.opened);
     }
     let r = inner.lock_errno(f.op, r);
