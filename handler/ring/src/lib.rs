@@ -13,12 +13,14 @@ pub mod data;
 pub mod doorbell;
 #[cfg(feature = "test-utils")]
 pub mod emu;
+pub mod iovecs;
 pub mod mapping;
 pub mod ring;
 pub mod uio;
 
 pub use data::{DataArea, DataSeg};
 pub use doorbell::Doorbell;
+pub use iovecs::IoVecs;
 pub use mapping::Mapping;
 pub use ring::{
     scsi_command_size, Caps, CmdCopy, Entry, EntryError, Response, Ring, RingError, TmrCopy,

@@ -846,6 +846,7 @@ mod tests {
     use super::*;
     use crate::backend::io::{IoResult, Waiter};
     use crate::backend::ram::RamBackend;
+    use tcmu_ring::IoVecs;
 
     const SIZE: u64 = 1 << 20;
 
@@ -858,19 +859,22 @@ mod tests {
         (ram, fb)
     }
 
-    fn iov(buf: &mut [u8]) -> Vec<libc::iovec> {
-        vec![libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        }]
+    /// The iovecs of `buf`; the tests wait for each Io before they touch `buf` again.
+    fn iov(buf: &mut [u8]) -> IoVecs {
+        let mut v = IoVecs::with_capacity(1);
+        let n = buf.len();
+        // SAFETY: every caller keeps `buf` alive and untouched until the Io completes (it
+        // waits for the Waiter first).
+        unsafe { v.push_buffer(buf, n) };
+        v
     }
 
     /// Submit `op` on `buf` at `off` through `b`; the waiter gets the result.
     fn start(b: &dyn Backend, op: IoOp, off: u64, buf: &mut [u8]) -> Arc<Waiter> {
         let w = Waiter::new();
         let (len, v) = match op {
-            IoOp::Flush => (0, Vec::new()),
-            IoOp::Unmap | IoOp::WriteZeroes { .. } => (buf.len() as u64, Vec::new()),
+            IoOp::Flush => (0, IoVecs::default()),
+            IoOp::Unmap | IoOp::WriteZeroes { .. } => (buf.len() as u64, IoVecs::default()),
             _ => (buf.len() as u64, iov(buf)),
         };
         b.submit(Io::for_waiter(op, off, len, v, &w));

@@ -11,6 +11,7 @@ use crate::device::link::DeviceLink;
 use nix::errno::Errno;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
+use tcmu_ring::IoVecs;
 
 /// The operation an [`Io`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +50,10 @@ pub struct Io {
     op: IoOp,
     offset: u64,
     len: u64,
-    iov: Vec<libc::iovec>,
+    /// Its buffers; their validity until completion is [`IoVecs`]' invariant.
+    iov: IoVecs,
     done: Option<Done>,
 }
-
-// SAFETY: the only non-Send fields are the raw pointers inside `iov`. They point either into
-// the ring's data area, whose mapping is kept alive by the `DeviceLink` (an `Arc<Mapping>`
-// via its `DataArea`) that travels in `Done::Device`, or into a worker's scratch buffer, and
-// that worker blocks in `Waiter::wait` until the `Io` completes. Only one thread uses an `Io`
-// at a time because it is moved, never shared.
-unsafe impl Send for Io {}
 
 enum Done {
     /// Return the command context to its device thread.
@@ -102,13 +97,7 @@ impl Io {
 
     /// An operation whose completion wakes `waiter`; use [`Waiter::wait`] to get the result
     /// and the iovec vector back.
-    pub fn for_waiter(
-        op: IoOp,
-        offset: u64,
-        len: u64,
-        iov: Vec<libc::iovec>,
-        waiter: &Arc<Waiter>,
-    ) -> Io {
+    pub fn for_waiter(op: IoOp, offset: u64, len: u64, iov: IoVecs, waiter: &Arc<Waiter>) -> Io {
         waiter.arm();
         Io {
             op,
@@ -143,14 +132,21 @@ impl Io {
         self.len == 0
     }
 
-    /// The data buffers for READ and WRITE, covering exactly [`Io::len`] bytes.
+    /// The data buffers for READ and WRITE, covering exactly [`Io::len`] bytes, valid until
+    /// the `Io` completes (the invariant of [`IoVecs`]).
     #[must_use]
     pub fn iovecs(&self) -> &[libc::iovec] {
+        self.iov.as_slice()
+    }
+
+    /// The data buffers, for the safe copies of [`IoVecs`].
+    #[must_use]
+    pub fn buffers(&self) -> &IoVecs {
         &self.iov
     }
 
     /// The data buffers, for a backend that must advance them after a partial transfer.
-    pub fn iovecs_mut(&mut self) -> &mut [libc::iovec] {
+    pub fn iovecs_mut(&mut self) -> &mut IoVecs {
         &mut self.iov
     }
 
@@ -195,12 +191,8 @@ pub struct Waiter {
 #[derive(Default)]
 struct WaitSlot {
     armed: bool,
-    result: Option<(IoResult, Vec<libc::iovec>)>,
+    result: Option<(IoResult, IoVecs)>,
 }
-
-// SAFETY: the raw pointers in the parked iovec vector are only handed back to the worker that
-// created them (see `Io`'s Send justification); nothing dereferences them here.
-unsafe impl Send for WaitSlot {}
 
 impl Waiter {
     /// A fresh waiter.
@@ -216,14 +208,14 @@ impl Waiter {
         s.result = None;
     }
 
-    fn post(&self, result: IoResult, iov: Vec<libc::iovec>) {
+    fn post(&self, result: IoResult, iov: IoVecs) {
         let mut s = self.slot.lock();
         s.result = Some((result, iov));
         self.cv.notify_one();
     }
 
     /// Block until the armed `Io` completes; returns its result and the iovec vector.
-    pub fn wait(&self) -> (IoResult, Vec<libc::iovec>) {
+    pub fn wait(&self) -> (IoResult, IoVecs) {
         let mut s = self.slot.lock();
         loop {
             if let Some(r) = s.result.take() {

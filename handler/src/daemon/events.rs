@@ -13,7 +13,7 @@ use crate::netlink::{Event, EventKind, Listener, NetlinkError, Reconfig};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tcmu_ring::parse_uio_name;
@@ -72,10 +72,10 @@ impl Lifecycle {
 
     /// File descriptors the main loop polls for this lifecycle.
     #[must_use]
-    pub fn fds(&self) -> Vec<RawFd> {
-        let mut v = vec![self.wake.as_fd().as_raw_fd()];
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = vec![self.wake.as_fd()];
         if let Some(l) = &self.listener {
-            v.push(l.raw_fd());
+            v.push(l.as_fd());
         }
         v
     }

@@ -109,15 +109,19 @@ fn io(
     iov.clear();
     match buf {
         Buf::Ring(segs, skip) => link.data.iovecs(segs, skip, len, &mut iov),
-        Buf::Scratch => iov.push(libc::iovec {
-            iov_base: w.scratch.as_mut_ptr().cast(),
-            iov_len: usize::try_from(len).unwrap_or(0).min(w.scratch.len()),
-        }),
+        // SAFETY: the worker keeps `scratch` alive and in place, and does not touch it, until
+        // the Io completes: it waits for it just below and clears `iov` before it reads
+        // `scratch`.
+        Buf::Scratch => unsafe {
+            iov.push_buffer(&mut w.scratch, usize::try_from(len).unwrap_or(0));
+        },
         Buf::None => {}
     }
     link.backend()
         .submit(Io::for_waiter(op, off, len, iov, &w.waiter));
-    let (r, iov) = w.waiter.wait();
+    let (r, mut iov) = w.waiter.wait();
+    // Done with these buffers: forget them (and the mapping) before `scratch` is read.
+    iov.clear();
     w.iov = iov;
     r
 }

@@ -7,6 +7,7 @@ use crate::backend::io::Waiter;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use tcmu_ring::IoVecs;
 
 /// One data command for a worker.
 pub struct Job {
@@ -23,14 +24,10 @@ pub struct WorkerState {
     /// Second buffer for the data a comparison is made against.
     pub compare: Vec<u8>,
     /// Iovecs for operations the worker waits on.
-    pub iov: Vec<libc::iovec>,
+    pub iov: IoVecs,
     /// Where those operations complete.
     pub waiter: Arc<Waiter>,
 }
-
-// SAFETY: `iov` holds raw pointers only between building an Io and its completion, both on
-// this worker's thread; the state itself moves into the worker thread once.
-unsafe impl Send for WorkerState {}
 
 impl WorkerState {
     /// Buffers of `bytes` each.
@@ -39,7 +36,7 @@ impl WorkerState {
         WorkerState {
             scratch: resident(bytes),
             compare: resident(bytes),
-            iov: Vec::with_capacity(256),
+            iov: IoVecs::with_capacity(256),
             waiter: Waiter::new(),
         }
     }
