@@ -4,23 +4,14 @@
 # for tests/gluster/run.sh. Idempotent; quick when everything is installed. Nothing is
 # started at install time (no systemd here); tests/gluster/volume.sh starts glusterd itself.
 set -eu
-export DEBIAN_FRONTEND=noninteractive
-need=""
-for pkg in libglusterfs-dev glusterfs-server glusterfs-client pkg-config binutils; do
-    case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
-        "install ok installed") ;;
-        *) need="$need $pkg" ;;
-    esac
-done
-if [ -n "$need" ]; then
-    echo "install-gluster-deps: installing:$need" >&2
-    apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null
-    # shellcheck disable=SC2086
-    apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $need >/dev/null
-fi
+log() { echo "install-gluster-deps: $*" >&2; }
+# shellcheck source=scripts/lib/apt.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib/apt.sh"
+
+apt_ensure libglusterfs-dev glusterfs-server glusterfs-client pkg-config binutils
 # The brick host of the test volume must be a name that resolves only to 127.0.0.1 (the
 # gluster CLI refuses 127.0.0.1 and localhost); /etc/hosts' "localhost" matches LOCALHOST.
 getent hosts LOCALHOST | grep -q '^127\.0\.0\.1' || {
-    echo "install-gluster-deps: LOCALHOST does not resolve to 127.0.0.1; add '127.0.0.1 localhost' to /etc/hosts" >&2
+    log "LOCALHOST does not resolve to 127.0.0.1; add '127.0.0.1 localhost' to /etc/hosts"
     exit 1
 }

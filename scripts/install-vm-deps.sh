@@ -7,35 +7,14 @@ set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache="$repo/tests/vm/.cache"
-export DEBIAN_FRONTEND=noninteractive
-apt_opts="-y -q -o DPkg::Lock::Timeout=600 --no-install-recommends"
-
 log() { echo "install-vm-deps: $*" >&2; }
-
-updated=0
-apt_update_once() {
-    [ "$updated" = 1 ] && return 0
-    log "apt-get update"
-    apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null
-    updated=1
-}
+# shellcheck source=scripts/lib/apt.sh
+. "$repo/scripts/lib/apt.sh"
 
 # --- host packages -------------------------------------------------------
-# Ask dpkg rather than looking for binaries: busybox (dynamic) and busybox-static both
-# provide /bin/busybox, and we need the static one for the initramfs.
-need=""
-for pkg in qemu-system-x86 busybox-static fio sg3-utils cpio; do
-    case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
-        "install ok installed") ;;
-        *) need="$need $pkg" ;;
-    esac
-done
-if [ -n "$need" ]; then
-    apt_update_once
-    log "installing:$need"
-    # shellcheck disable=SC2086
-    apt-get install $apt_opts $need >/dev/null
-fi
+# busybox-static, not busybox: the initramfs needs the static one (apt.sh asks dpkg, so the
+# dynamic busybox, which provides the same /bin/busybox, does not count).
+apt_ensure qemu-system-x86 busybox-static fio sg3-utils cpio
 
 # --- kernel --------------------------------------------------------------
 # Unpacked into $cache/kernel/<pkg>/; $cache/kernel/current points at it.

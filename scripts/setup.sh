@@ -8,27 +8,16 @@
 #     (scripts/install-vm-deps.sh)
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
-export DEBIAN_FRONTEND=noninteractive
 log() { echo "setup: $*" >&2; }
+# shellcheck source=scripts/lib/apt.sh
+. "$repo/scripts/lib/apt.sh"
 
 command -v cargo >/dev/null 2>&1 || {
     log "cargo not found: this machine kind ships a Rust toolchain (rustup); put ~/.cargo/bin on PATH"
     exit 1
 }
 
-need=""
-for pkg in gcc libc6-dev linux-libc-dev systemd prometheus; do
-    case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
-        "install ok installed") ;;
-        *) need="$need $pkg" ;;
-    esac
-done
-if [ -n "$need" ]; then
-    log "installing:$need"
-    apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null
-    # shellcheck disable=SC2086
-    apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $need >/dev/null
-fi
+apt_ensure gcc libc6-dev linux-libc-dev systemd prometheus
 "$repo/scripts/install-vm-deps.sh"
 # Backend services and tools, each with its own script (gluster, ceph, dbus/targetcli).
 for extra in "$repo"/scripts/install-*-deps.sh; do

@@ -1,5 +1,5 @@
 //! Writes to `target_core_user`'s control knobs: the module parameters `block_netlink` and
-//! `reset_netlink` (KERNEL-ABI.md §3.7) and a device's `action/` files `block_dev`,
+//! `reset_netlink` (docs/kernel-abi.md §3.7) and a device's `action/` files `block_dev`,
 //! `reset_ring` and `free_kept_buf` (§3.5, §7.3-7.5).
 //!
 //! Every write is one `write(2)` of the bare value with no trailing newline (`echo -n`
@@ -38,7 +38,7 @@ impl ActionError {
     }
 }
 
-/// How `reset_ring` completes the commands still in the ring (§7.5).
+/// How `reset_ring` completes the commands still in the ring (docs/kernel-abi.md §7.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetMode {
     /// `1`: complete them with SAM_STAT_BUSY (initiators retry).
@@ -69,8 +69,8 @@ pub enum PlanStep {
     SetFeatures(bool),
 }
 
-/// The daemon's start-up plan for netlink reply mode (pitfall 22, §5.7; tcmu-runner
-/// main.c 1329-1346):
+/// The daemon's start-up plan for netlink reply mode (docs/kernel-abi.md pitfall 22, §5.7;
+/// tcmu-runner main.c 1329-1346):
 ///
 /// 1. `block_netlink=1`: new events fail fast (EAGAIN) instead of queueing behind a dead
 ///    predecessor ([`KernelActions::begin_reply_mode_startup`]);
@@ -207,7 +207,7 @@ impl KernelActions {
     }
 
     /// Write `action/reset_ring`: drops every command, zeroes `cmd_head`/`cmd_tail`, clears
-    /// BROKEN. Never under a running handler (pitfall 21).
+    /// BROKEN. Never under a running handler (docs/kernel-abi.md pitfall 21).
     ///
     /// # Errors
     /// [`ActionError`].
@@ -240,7 +240,7 @@ impl KernelActions {
         self.block_netlink(false)
     }
 
-    /// Steps 1-2 of the clean-slate restart (§7.3(b)): `block_dev=1`, then
+    /// Steps 1-2 of the clean-slate restart (docs/kernel-abi.md §7.3(b)): `block_dev=1`, then
     /// `reset_ring=1` (BUSY). The caller then opens and maps `/dev/uioN`, starts reading at
     /// `cmd_tail` (now 0) and calls [`KernelActions::finish_clean_restart`].
     ///

@@ -1,8 +1,9 @@
 //! tcmu-warden: a userspace handler for the Linux LIO TCMU backstore (`target_core_user`).
 //!
 //! - [`device`]: one served LUN (device thread, workers, command contexts).
-//! - [`backend`]: where blocks live (file, RAM; librbd and gfapi later), behind a
-//!   submit + completion interface.
+//! - [`backend`]: where blocks live (a file, RAM for tests, Ceph RBD through librbd with
+//!   feature `rbd`, GlusterFS through gfapi with feature `glfs`, and a fault-injecting
+//!   wrapper), behind a submit + completion interface.
 //! - [`configfs`]: a backstore's attributes as the kernel exposes them.
 //! - [`daemon`]: finding devices, serving them, stopping within a deadline.
 //! - [`dbus`]: the `org.kernel.TCMUService1` service targetcli asks (subtypes, cfgstring

@@ -11,6 +11,7 @@ use tcmu_warden::backend::file::FileBackend;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::configfs::DeviceAttrs;
 use tcmu_warden::device::{Change, DeviceConfig};
+use tcmu_warden::netlink::Reconfig;
 
 fn attrs(size: u64) -> DeviceAttrs {
     DeviceAttrs {
@@ -105,4 +106,56 @@ fn new_backend_serves_the_next_commands() {
     let c = h.run(&cdbs::read16(7, 1), DataDir::FromDevice(512));
     assert_good(&c);
     assert!(c.data_in.iter().all(|&b| b == 0x5a));
+}
+
+/// What the daemon answers a RECONFIG_DEVICE with (its `RECONFIG_DEVICE_DONE` status): the
+/// errno of what really failed, and the device keeps serving as before.
+#[test]
+fn refused_reconfiguration_replies_the_backends_errno() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(dir.path(), 1 << 20);
+    let dev = h.dev.take().unwrap();
+    // A new cfgstring whose file cannot be opened: its directory does not exist.
+    let missing = dir.path().join("no-such-dir/b.img");
+    let e = tcmu_warden::daemon::reconfigure(
+        &dev,
+        "x",
+        Reconfig::DevCfg(format!("file/{}", missing.display())),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.errno(), -libc::ENOENT, "{e}");
+    // A subtype this daemon does not serve, and a malformed cfgstring.
+    let e = tcmu_warden::daemon::reconfigure(&dev, "x", Reconfig::DevCfg("tape/x".into()), None)
+        .unwrap_err();
+    assert_eq!(e.errno(), -libc::ENOENT, "{e}");
+    let e = tcmu_warden::daemon::reconfigure(&dev, "x", Reconfig::DevCfg("file/".into()), None)
+        .unwrap_err();
+    assert_eq!(e.errno(), -libc::EINVAL, "{e}");
+    // Accepted: a size the file backend can take.
+    tcmu_warden::daemon::reconfigure(&dev, "x", Reconfig::DevSize(2 << 20), None).unwrap();
+    h.dev = Some(dev);
+    assert_eq!(capacity(&mut h), Err((0x06, 0x2A, 0x09)));
+    assert_eq!(capacity(&mut h), Ok(4096));
+}
+
+#[test]
+fn resize_refused_by_the_backend_replies_its_errno_and_keeps_the_size() {
+    let b = Arc::new(tcmu_warden::backend::ram::RamBackend::new(1 << 20));
+    let lun = tcmu_warden::daemon::lun_info(&attrs(1 << 20), b.as_ref() as &dyn Backend, "x");
+    let mut h = Harness::new(b, lun, EmuConfig::default(), &DeviceConfig::default());
+    let e = tcmu_warden::daemon::reconfigure(
+        h.dev.as_ref().unwrap(),
+        "x",
+        Reconfig::DevSize(2 << 20),
+        None,
+    )
+    .unwrap_err();
+    // The RAM backend cannot resize: EOPNOTSUPP, not a blanket EINVAL.
+    assert_eq!(e.errno(), -libc::EOPNOTSUPP, "{e}");
+    assert_eq!(
+        capacity(&mut h),
+        Ok(2048),
+        "old size kept, no unit attention"
+    );
 }

@@ -1,6 +1,7 @@
 # shellcheck shell=dash
 # Helpers for guest scenarios (busybox sh, sourced by /init with -eu in effect).
-# They follow the documented sequence (the project's KERNEL-ABI brief §3, §7.6, §8.3): control written once before enable, handler running before the LUN is linked,
+# They follow the documented sequence (docs/kernel-abi.md §3, §7.6, §8.3): control written
+# once before enable, handler running before the LUN is linked,
 # teardown LUN -> backstore (handler still alive) -> handler.
 # Every wait is a bounded poll. Diagnostics go to stderr (the console log); values that
 # callers capture with $(...) are the only thing printed on stdout.
@@ -46,7 +47,7 @@ wait_until() {
 #   -N: netlink mode (a daemon without --uio serves the device): the kernel waits for the
 #   daemon's ADDED_DEVICE_DONE, so enable is bounded (20 s). Without -N the device gets
 #   attrib/nl_reply_supported=-1 first, so that it never waits for a netlink reply even when
-#   an earlier netlink-mode daemon left the module-global reply mode on (KERNEL-ABI 5.6).
+#   an earlier netlink-mode daemon left the module-global reply mode on (docs/kernel-abi.md §5.6).
 #   -s SUBTYPE replaces "file" in dev_config.
 user_backstore_create() {
     _hba=0 _mb=${MAX_DATA_AREA_MB:-64} _attrs="" _nl=0 _sub=file

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::iovecs::IoVecs;
 use crate::mapping::Mapping;
 
 /// One iovec of a command: an offset from the start of the mapping and a length.
@@ -18,7 +19,7 @@ pub struct DataSeg {
 /// Handle to the data area; cheap to clone and shareable between worker threads.
 ///
 /// Only touch the buffers of commands that are still outstanding: the kernel may unmap the
-/// pages of free blocks (reclaim), and touching those raises SIGBUS (KERNEL-ABI 2.3).
+/// pages of free blocks (reclaim), and touching those raises SIGBUS (docs/kernel-abi.md §2.3).
 #[derive(Clone, Debug)]
 pub struct DataArea {
     map: Arc<Mapping>,
@@ -130,13 +131,11 @@ impl DataArea {
         })
     }
 
-    /// Raw iovecs (pointers into the mapping) for preadv/pwritev covering `len` bytes from
-    /// `skip`, written to `out` (cleared first; its capacity is reused).
-    ///
-    /// The pointers are valid while this `DataArea` (or any clone, or the `Ring`) is alive
-    /// and while the command is outstanding. Passing them to the kernel is the intended use;
-    /// never turn them into Rust slices.
-    pub fn iovecs(&self, segs: &[DataSeg], skip: u64, len: u64, out: &mut Vec<libc::iovec>) {
+    /// The iovecs covering `len` bytes of a command's buffers from `skip`, for preadv/pwritev
+    /// or a C library, written to `out` (cleared first; its capacity is reused). `out` keeps
+    /// the mapping alive; the command must stay outstanding until the operation using them
+    /// completes (the invariant of [`IoVecs`]). Never turn them into Rust slices.
+    pub fn iovecs(&self, segs: &[DataSeg], skip: u64, len: u64, out: &mut IoVecs) {
         out.clear();
         let base = self.map.as_ptr();
         walk(segs, skip, len, |off, n, _| {
@@ -146,10 +145,13 @@ impl DataArea {
             if !self.in_area(off, n) {
                 return false;
             }
-            out.push(libc::iovec {
-                iov_base: base.wrapping_add(o).cast::<libc::c_void>(),
-                iov_len: nn,
-            });
+            out.push_mapped(
+                &self.map,
+                libc::iovec {
+                    iov_base: base.wrapping_add(o).cast::<libc::c_void>(),
+                    iov_len: nn,
+                },
+            );
             true
         });
     }

@@ -4,8 +4,8 @@ use std::os::fd::RawFd;
 
 /// Event source and kick target for one ring (uio fd, or the emulation's eventfds).
 ///
-/// Lost-wakeup rule (KERNEL-ABI pitfall 14): call [`Doorbell::ack`] *before* draining the ring,
-/// then drain up to `cmd_head`; one event may stand for many entries (pitfall 31).
+/// Lost-wakeup rule (docs/kernel-abi.md pitfall 14): call [`Doorbell::ack`] *before* draining
+/// the ring, then drain up to `cmd_head`; one event may stand for many entries (pitfall 31).
 pub trait Doorbell: Send + Sync {
     /// fd that becomes readable (poll POLLIN) when the kernel has posted new entries.
     fn raw_fd(&self) -> RawFd;

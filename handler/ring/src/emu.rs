@@ -282,7 +282,7 @@ impl KernelEmu {
         map.write_u32(mailbox::CMDR_SIZE, cfg.cmdr_size)?;
         map.store_release_u32(mailbox::CMD_HEAD, 0)?;
         map.store_release_u32(mailbox::CMD_TAIL, 0)?;
-        // Garbage in the data area, so stale Data-In is visible (pitfall 10).
+        // Garbage in the data area, so stale Data-In is visible (docs/kernel-abi.md pitfall 10).
         map.fill(data_off, data_size, 0xA5)?;
         let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
         let to_handler = Arc::new(EventFd::from_value_and_flags(0, flags).map_err(RingError::Map)?);

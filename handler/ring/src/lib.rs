@@ -1,7 +1,7 @@
 //! The TCMU command ring of tcmu-warden: mapping, uio device, ring reader/completer and data
 //! area, plus (feature `test-utils`) an emulation of the kernel's side of the ring.
 //!
-//! Rules this crate keeps (see KERNEL-ABI.md section 10):
+//! Rules this crate keeps (see the pitfalls in docs/kernel-abi.md §9):
 //! * no Rust reference into the shared mapping, only volatile/atomic raw-pointer accesses
 //!   ([`mapping`]);
 //! * a private read index separate from `cmd_tail`; `cmd_head` loaded with Acquire,
@@ -14,6 +14,7 @@ pub mod doorbell;
 #[cfg(feature = "test-utils")]
 pub mod emu;
 pub mod error;
+pub mod iovecs;
 pub mod mapping;
 pub mod ring;
 pub mod uio;
@@ -21,6 +22,7 @@ pub mod uio;
 pub use data::{DataArea, DataSeg};
 pub use doorbell::Doorbell;
 pub use error::RingError;
+pub use iovecs::IoVecs;
 pub use mapping::Mapping;
 pub use ring::{
     scsi_command_size, Caps, CmdCopy, Entry, EntryError, Response, Ring, TmrCopy,

@@ -39,7 +39,7 @@ impl Mapping {
     /// then opened with `mprotect`.
     ///
     /// For a uio device `len` must equal `maps/map0/size` exactly (the kernel refuses anything
-    /// else with EINVAL), and the mapping must be `MAP_SHARED` (KERNEL-ABI pitfall 20).
+    /// else with EINVAL), and the mapping must be `MAP_SHARED` (docs/kernel-abi.md pitfall 20).
     ///
     /// Why two steps: in a process that called `mlockall(MCL_FUTURE)`, `mmap` populates every
     /// new accessible mapping, which faults in the TCMU data area whose pages the kernel

@@ -6,7 +6,7 @@
 //! ```
 //! * `next` copies entries between the private read index and `cmd_head` (Acquire load).
 //! * `complete` writes a response into the first CMD slot at the *pending* tail (steal-style
-//!   out-of-order completion, KERNEL-ABI 1.9) and moves the pending tail past it.
+//!   out-of-order completion, docs/kernel-abi.md §1.9) and moves the pending tail past it.
 //! * `publish` Release-stores the pending tail into `cmd_tail`, so every response write
 //!   happens-before the kernel (irqcontrol, block_dev or the reclaim worker) sees the tail.
 //!

@@ -14,7 +14,7 @@ use crate::mapping::Mapping;
 pub const SYSFS_CLASS_UIO: &str = "/sys/class/uio";
 
 /// An open uio device: exclusive (a second open gets EBUSY), so it is opened `O_CLOEXEC`
-/// (pitfall 19) and `O_NONBLOCK` (the event loop polls it).
+/// (docs/kernel-abi.md pitfall 19) and `O_NONBLOCK` (the event loop polls it).
 #[derive(Debug)]
 pub struct Uio {
     file: File,
@@ -49,7 +49,8 @@ impl Uio {
             path: size_path,
             reason: e.to_string(),
         })?;
-        // std opens with O_CLOEXEC already; it is spelled out because pitfall 19 matters.
+        // std opens with O_CLOEXEC already; it is spelled out because pitfall 19 of
+        // docs/kernel-abi.md matters.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -157,7 +158,7 @@ pub struct UioName<'a> {
     pub cfgstring: Option<&'a str>,
 }
 
-/// Splits a uio name into at most 5 `/`-separated fields (pitfall 30).
+/// Splits a uio name into at most 5 `/`-separated fields (docs/kernel-abi.md pitfall 30).
 pub fn parse_uio_name(name: &str) -> Result<UioName<'_>, RingError> {
     let bad = || RingError::BadName(name.to_owned());
     let name_t = name.strip_suffix('\n').unwrap_or(name);

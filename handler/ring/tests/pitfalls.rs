@@ -1,4 +1,4 @@
-//! One test (at least) per pitfall of KERNEL-ABI.md section 10 that concerns the ring.
+//! One test (at least) per pitfall of docs/kernel-abi.md §9 that concerns the ring.
 #![cfg(feature = "test-utils")]
 
 mod common;

@@ -9,7 +9,11 @@ fn errno_mapping() {
     assert_eq!(s(28, true), Sense::space_allocation_failed().into());
     assert_eq!(s(122, true), Sense::space_allocation_failed().into());
     assert_eq!(s(30, true), Sense::write_protected().into());
-    for e in [110, 107, 108, 104, 111, 32] {
+    // Every connection-class errno (and ESHUTDOWN), the same for reads and writes.
+    for e in [
+        110, 107, 108, 104, 111, 103, 113, 112, 101, 100, 102, 32, 67, 77,
+    ] {
+        assert_eq!(s(e, true), s(e, false), "errno {e}");
         assert_eq!(
             s(e, false),
             Sense::not_ready_in_transition().into(),

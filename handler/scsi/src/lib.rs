@@ -10,6 +10,7 @@
 pub mod alua;
 pub mod cdb;
 pub mod emulate;
+pub mod errno_class;
 pub mod error;
 pub mod lun;
 pub mod modepage;
@@ -21,6 +22,7 @@ pub mod status;
 mod bytes;
 
 pub use cdb::{Cdb, Rw};
+pub use errno_class::ErrnoClass;
 pub use error::ScsiError;
 pub use lun::{Caps, LunInfo};
 pub use sense::Sense;

@@ -18,7 +18,10 @@
 //! - actions: `fail=<ERRNO>` (a name such as `EIO`, `ETIMEDOUT`, `ESHUTDOWN`, `ENOTCONN`,
 //!   `ENOSPC`, or a number), `delay=<duration>`, `hang` (held until [`FaultBackend::release_hung`]
 //!   or until the rule is removed by [`FaultBackend::set_rules`]), `hang=<duration>` (held
-//!   like `hang`, and released by the timer after the duration);
+//!   like `hang`, and released by the timer after the duration), `stall=<duration>` (an
+//!   outage: the first matching operation opens a window of that length, and every matching
+//!   operation arriving while it is open is held until it closes, then submitted in arrival
+//!   order; `count` limits how many windows open);
 //! - options: `every=N` applies the action to the Nth, 2Nth, … operation that reaches the
 //!   rule (default 1: all of them); `count=N` stops after the action was applied N times.
 //!
@@ -260,7 +263,7 @@ impl FromStr for Rule {
                 Some(s) => ops = ops | s,
                 None => return Err(bad(
                     name,
-                    "unknown operation; expected read, write, flush, unmap, write_zeroes or any"
+                    "unknown operation; expected read, write, flush, unmap, write_zeroes, ping or any"
                         .into(),
                 )),
             }
@@ -843,6 +846,7 @@ mod tests {
     use super::*;
     use crate::backend::io::{IoResult, Waiter};
     use crate::backend::ram::RamBackend;
+    use tcmu_ring::IoVecs;
 
     const SIZE: u64 = 1 << 20;
 
@@ -855,19 +859,22 @@ mod tests {
         (ram, fb)
     }
 
-    fn iov(buf: &mut [u8]) -> Vec<libc::iovec> {
-        vec![libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        }]
+    /// The iovecs of `buf`; the tests wait for each Io before they touch `buf` again.
+    fn iov(buf: &mut [u8]) -> IoVecs {
+        let mut v = IoVecs::with_capacity(1);
+        let n = buf.len();
+        // SAFETY: every caller keeps `buf` alive and untouched until the Io completes (it
+        // waits for the Waiter first).
+        unsafe { v.push_buffer(buf, n) };
+        v
     }
 
     /// Submit `op` on `buf` at `off` through `b`; the waiter gets the result.
     fn start(b: &dyn Backend, op: IoOp, off: u64, buf: &mut [u8]) -> Arc<Waiter> {
         let w = Waiter::new();
         let (len, v) = match op {
-            IoOp::Flush => (0, Vec::new()),
-            IoOp::Unmap | IoOp::WriteZeroes { .. } => (buf.len() as u64, Vec::new()),
+            IoOp::Flush => (0, IoVecs::default()),
+            IoOp::Unmap | IoOp::WriteZeroes { .. } => (buf.len() as u64, IoVecs::default()),
             _ => (buf.len() as u64, iov(buf)),
         };
         b.submit(Io::for_waiter(op, off, len, v, &w));

@@ -8,10 +8,12 @@
 use super::io::{Io, IoOp, IoResult};
 use super::{errno_of, Backend, Caps, OpenError};
 use nix::errno::Errno;
+use nix::fcntl::{fallocate, FallocateFlags};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use tcmu_ring::IoVecs;
 
 /// The cfgstring syntax, for people (DBus `ConfigDesc`).
 pub const CONFIG_DESC: &str = "file/<path>: a local file (created if missing, grown to the \
@@ -106,8 +108,8 @@ impl FileBackend {
         let (off, len) = (io.offset(), io.len());
         let fd = self.file.as_raw_fd();
         transfer(io.iovecs_mut(), off, len, |iov, at| {
-            // SAFETY: the iovecs point to writable memory of their stated lengths (the ring's
-            // data area or a worker buffer, kept alive by the Io's completion path).
+            // SAFETY: the iovecs point to writable memory of their stated lengths until the Io
+            // completes (the invariant of tcmu_ring::iovecs).
             unsafe { libc::preadv(fd, iov.as_ptr(), iov_count(iov), at) }
         })
     }
@@ -136,26 +138,21 @@ impl FileBackend {
         self.file.sync_data().map_err(|e| errno_of(&e))
     }
 
-    fn fallocate(&self, mode: libc::c_int, off: u64, len: u64) -> IoResult {
+    fn fallocate(&self, mode: FallocateFlags, off: u64, len: u64) -> IoResult {
         let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
             return Err(Errno::EINVAL);
         };
-        // SAFETY: fallocate takes plain integers and a valid fd we own.
-        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, len) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(Errno::last())
-        }
+        fallocate(self.file.as_raw_fd(), mode, off, len)
     }
 
     fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> IoResult {
-        const PUNCH: libc::c_int = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: FallocateFlags =
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE.union(FallocateFlags::FALLOC_FL_KEEP_SIZE);
         if unmap && self.caps.unmap {
             return self.fallocate(PUNCH, off, len);
         }
         match self.fallocate(
-            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            FallocateFlags::FALLOC_FL_ZERO_RANGE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
             off,
             len,
         ) {
@@ -203,7 +200,7 @@ impl Backend for FileBackend {
             IoOp::Write { fua } => self.write(&mut io, fua),
             IoOp::Flush => self.flush(),
             IoOp::Unmap => self.fallocate(
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
                 io.offset(),
                 io.len(),
             ),
@@ -220,46 +217,33 @@ fn iov_count(iov: &[libc::iovec]) -> libc::c_int {
 /// Run a positional vectored transfer to completion: retries on EINTR, advances the iovecs
 /// over partial transfers, and zero-fills what lies beyond the end of the file on a read.
 fn transfer(
-    iov: &mut [libc::iovec],
+    iov: &mut IoVecs,
     offset: u64,
     len: u64,
     mut op: impl FnMut(&[libc::iovec], libc::off_t) -> isize,
 ) -> IoResult {
     let mut done: u64 = 0;
-    let mut first = 0usize;
-    while done < len && first < iov.len() {
+    while done < len {
+        let rest = iov.remaining();
+        if rest.is_empty() {
+            break;
+        }
         let at = libc::off_t::try_from(offset + done).map_err(|_| Errno::EINVAL)?;
-        let end = iov.len().min(first + IOV_MAX);
-        let n = op(&iov[first..end], at);
+        let n = op(&rest[..rest.len().min(IOV_MAX)], at);
         if n < 0 {
             match Errno::last() {
                 Errno::EINTR => continue,
                 e => return Err(e),
             }
         }
-        let mut n = u64::try_from(n).map_err(|_| Errno::EIO)?;
+        let n = u64::try_from(n).map_err(|_| Errno::EIO)?;
         if n == 0 {
             // End of file on a read: the rest reads as zeros (a sparse tail).
-            for v in &iov[first..] {
-                // SAFETY: each iovec is valid writable memory of iov_len bytes (see read()).
-                unsafe { std::ptr::write_bytes(v.iov_base.cast::<u8>(), 0, v.iov_len) };
-            }
+            iov.zero_remaining();
             return Ok(());
         }
         done += n;
-        while n > 0 && first < iov.len() {
-            let l = iov[first].iov_len as u64;
-            if n >= l {
-                n -= l;
-                first += 1;
-            } else {
-                let step = usize::try_from(n).map_err(|_| Errno::EIO)?;
-                // SAFETY: step < iov_len, so the advanced base stays inside the same buffer.
-                iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(step) }.cast();
-                iov[first].iov_len -= step;
-                n = 0;
-            }
-        }
+        iov.advance(n);
     }
     Ok(())
 }
@@ -269,16 +253,14 @@ fn probe_punch_hole(file: &File, end: u64) -> bool {
     let Ok(at) = libc::off_t::try_from(end.saturating_add(1 << 20)) else {
         return false;
     };
-    // SAFETY: plain integers and a valid fd; KEEP_SIZE past EOF changes no data.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            at,
-            4096,
-        )
-    };
-    r == 0
+    // KEEP_SIZE past EOF changes no data.
+    fallocate(
+        file.as_raw_fd(),
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        at,
+        4096,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]

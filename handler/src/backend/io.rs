@@ -11,6 +11,7 @@
 use nix::errno::Errno;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
+use tcmu_ring::IoVecs;
 
 /// The operation an [`Io`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,7 @@ pub trait IoOwner: Send {
     /// The operation finished with `result`; `iov` is the vector the `Io` was built with.
     /// Called exactly once per `Io`, on whichever thread completes it (a backend's callback
     /// thread, a worker, or the thread that drops a forgotten `Io`). Must not block.
-    fn io_done(self: Box<Self>, result: IoResult, iov: Vec<libc::iovec>);
+    fn io_done(self: Box<Self>, result: IoResult, iov: IoVecs);
 }
 
 /// One operation handed to a backend. See the module docs.
@@ -83,17 +84,10 @@ pub struct Io {
     op: IoOp,
     offset: u64,
     len: u64,
-    iov: Vec<libc::iovec>,
+    /// Its buffers; their validity until completion is [`IoVecs`]' invariant.
+    iov: IoVecs,
     done: Option<Done>,
 }
-
-// SAFETY: the only fields that are not Send are the raw pointers inside `iov`. Whoever builds
-// an `Io` keeps the memory they point to valid until the `Io` comes back to it: an
-// `IoOwner` holds what keeps it alive (the device's context holds the device, whose data
-// area holds the ring mapping), and a worker that waits on a `Waiter` blocks in
-// `Waiter::wait` until completion. Only one thread uses an `Io` at a time because it is
-// moved, never shared.
-unsafe impl Send for Io {}
 
 enum Done {
     /// Hand the result back to the owner.
@@ -108,7 +102,7 @@ impl Io {
         op: IoOp,
         offset: u64,
         len: u64,
-        iov: Vec<libc::iovec>,
+        iov: IoVecs,
         owner: Box<dyn IoOwner>,
     ) -> Io {
         Io {
@@ -122,13 +116,7 @@ impl Io {
 
     /// An operation whose completion wakes `waiter`; use [`Waiter::wait`] to get the result
     /// and the iovec vector back.
-    pub fn for_waiter(
-        op: IoOp,
-        offset: u64,
-        len: u64,
-        iov: Vec<libc::iovec>,
-        waiter: &Arc<Waiter>,
-    ) -> Io {
+    pub fn for_waiter(op: IoOp, offset: u64, len: u64, iov: IoVecs, waiter: &Arc<Waiter>) -> Io {
         waiter.arm();
         Io {
             op,
@@ -163,14 +151,21 @@ impl Io {
         self.len == 0
     }
 
-    /// The data buffers for READ and WRITE, covering exactly [`Io::len`] bytes.
+    /// The data buffers for READ and WRITE, covering exactly [`Io::len`] bytes, valid until
+    /// the `Io` completes (the invariant of [`IoVecs`]).
     #[must_use]
     pub fn iovecs(&self) -> &[libc::iovec] {
+        self.iov.as_slice()
+    }
+
+    /// The data buffers, for the safe copies of [`IoVecs`].
+    #[must_use]
+    pub fn buffers(&self) -> &IoVecs {
         &self.iov
     }
 
     /// The data buffers, for a backend that must advance them after a partial transfer.
-    pub fn iovecs_mut(&mut self) -> &mut [libc::iovec] {
+    pub fn iovecs_mut(&mut self) -> &mut IoVecs {
         &mut self.iov
     }
 
@@ -208,12 +203,8 @@ pub struct Waiter {
 #[derive(Default)]
 struct WaitSlot {
     armed: bool,
-    result: Option<(IoResult, Vec<libc::iovec>)>,
+    result: Option<(IoResult, IoVecs)>,
 }
-
-// SAFETY: the raw pointers in the parked iovec vector are only handed back to the worker that
-// created them (see `Io`'s Send justification); nothing dereferences them here.
-unsafe impl Send for WaitSlot {}
 
 impl Waiter {
     /// A fresh waiter.
@@ -229,14 +220,14 @@ impl Waiter {
         s.result = None;
     }
 
-    fn post(&self, result: IoResult, iov: Vec<libc::iovec>) {
+    fn post(&self, result: IoResult, iov: IoVecs) {
         let mut s = self.slot.lock();
         s.result = Some((result, iov));
         self.cv.notify_one();
     }
 
     /// Block until the armed `Io` completes; returns its result and the iovec vector.
-    pub fn wait(&self) -> (IoResult, Vec<libc::iovec>) {
+    pub fn wait(&self) -> (IoResult, IoVecs) {
         let mut s = self.slot.lock();
         loop {
             if let Some(r) = s.result.take() {

@@ -128,6 +128,20 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// The negative errno that stands for this error in a netlink `*_DONE` reply: ENOENT
+    /// for a subtype this daemon does not serve (what tcmu-runner answers too), EINVAL for
+    /// a malformed cfgstring, the OS error itself when opening the store failed.
+    #[must_use]
+    pub fn errno(&self) -> i32 {
+        -match self {
+            OpenError::Subtype(_) => libc::ENOENT,
+            OpenError::Config { .. } => libc::EINVAL,
+            OpenError::Io { source, .. } => errno_of(source) as i32,
+        }
+    }
+}
+
 /// Convert an I/O error to an errno, keeping it typed.
 #[must_use]
 pub fn errno_of(e: &std::io::Error) -> Errno {

@@ -50,37 +50,13 @@ impl RamBackend {
     }
 
     fn copy(&self, io: &Io, to_iov: bool) -> IoResult {
-        let iov = io.iovecs();
-        let (mut seg, mut seg_off) = (0usize, 0usize);
-        self.each_chunk(io.offset(), io.len(), |c, within, mut n| {
-            let mut at = within;
-            while n > 0 && seg < iov.len() {
-                let v = iov[seg];
-                let step = n.min(v.iov_len - seg_off);
-                // SAFETY: `v` is a valid buffer of iov_len bytes for the life of the Io (the
-                // Io contract); `seg_off + step <= iov_len`.
-                let p = unsafe { v.iov_base.cast::<u8>().add(seg_off) };
-                if to_iov {
-                    let chunk = self.chunks[c].read();
-                    // SAFETY: `p` is valid for `step` writable bytes (above); the chunk slice
-                    // bounds are checked by indexing; the regions cannot overlap.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(chunk[at..at + step].as_ptr(), p, step)
-                    };
-                } else {
-                    let mut chunk = self.chunks[c].write();
-                    // SAFETY: `p` is valid for `step` readable bytes; disjoint from the chunk.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(p, chunk[at..at + step].as_mut_ptr(), step)
-                    };
-                }
-                at += step;
-                n -= step;
-                seg_off += step;
-                if seg_off == v.iov_len {
-                    seg += 1;
-                    seg_off = 0;
-                }
+        let iov = io.buffers();
+        let mut done = 0usize;
+        self.each_chunk(io.offset(), io.len(), |c, within, n| {
+            if to_iov {
+                done += iov.copy_from_slice(done, &self.chunks[c].read()[within..within + n]);
+            } else {
+                done += iov.copy_to_slice(done, &mut self.chunks[c].write()[within..within + n]);
             }
         })
     }

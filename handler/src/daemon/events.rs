@@ -5,15 +5,15 @@
 //! device can be slow (a backend that does not answer), so they run on their own threads and
 //! report back here; the main loop keeps handling netlink and other devices meanwhile.
 
-use super::open::{open_backend, serve, DeviceError, Served};
+use super::open::{reconfigure, serve, DeviceError, Served};
 use super::DaemonConfig;
 use crate::backend::cfgstring;
-use crate::device::Change;
+use crate::device::ReconfigError;
 use crate::netlink::{Event, EventKind, Listener, NetlinkError, Reconfig};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tcmu_ring::parse_uio_name;
@@ -72,10 +72,10 @@ impl Lifecycle {
 
     /// File descriptors the main loop polls for this lifecycle.
     #[must_use]
-    pub fn fds(&self) -> Vec<RawFd> {
-        let mut v = vec![self.wake.as_fd().as_raw_fd()];
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = vec![self.wake.as_fd()];
         if let Some(l) = &self.listener {
-            v.push(l.raw_fd());
+            v.push(l.as_fd());
         }
         v
     }
@@ -239,35 +239,22 @@ impl Lifecycle {
         }
     }
 
+    /// Apply a RECONFIG event; the status for its `RECONFIG_DEVICE_DONE` (0 or the real
+    /// negative errno of what failed).
     fn reconfig(&mut self, ev: &Event, r: Reconfig) -> i32 {
         let Some(s) = self.served.get(&ev.minor) else {
-            tracing::error!(device = %ev.device, "reconfiguration of a device this daemon does not serve");
-            return -libc::ENODEV;
+            let e = ReconfigError::NotServed;
+            tracing::error!(device = %ev.device, "reconfiguration refused: {e}");
+            return e.errno();
         };
-        let change = match r {
-            Reconfig::DevSize(n) => Change::Size(n),
-            Reconfig::WriteCache(on) => Change::WriteCache(on),
-            Reconfig::DevCfg(cfg) => {
-                let (subtype, rest) = cfg.split_once('/').unwrap_or((cfg.as_str(), ""));
-                let size = s.handle.link().lun.read().num_blocks
-                    * u64::from(s.handle.link().lun.read().block_size);
-                match open_backend(subtype, rest, &s.name, size, self.cfg.metrics.as_ref()) {
-                    Ok(b) => Change::Backend(b),
-                    Err(e) => {
-                        tracing::error!(device = %s.name, cfgstring = %cfg, "new cfgstring refused: {e}");
-                        return DeviceError::from(e).errno();
-                    }
-                }
-            }
-        };
-        match s.handle.reconfigure(change) {
+        match reconfigure(&s.handle, &s.name, r, self.cfg.metrics.as_ref()) {
             Ok(()) => {
                 tracing::info!(device = %s.name, "reconfigured");
                 0
             }
             Err(e) => {
                 tracing::error!(device = %s.name, "reconfiguration refused: {e}");
-                -libc::EINVAL
+                e.errno()
             }
         }
     }
@@ -326,8 +313,8 @@ impl Lifecycle {
     }
 
     /// Turn netlink reply mode off on the way out: with no daemon to answer, every enable,
-    /// rmdir and reconfiguration would otherwise block in the kernel (KERNEL-ABI pitfall 22).
-    /// The next start turns it on again.
+    /// rmdir and reconfiguration would otherwise block in the kernel (docs/kernel-abi.md
+    /// pitfall 22). The next start turns it on again.
     pub fn release_reply_mode(&self) {
         if let Some(l) = &self.listener {
             match l.set_features(false) {

@@ -1,7 +1,7 @@
 //! The daemon: join the kernel's netlink group, serve the devices present and those added
 //! later, follow reconfigurations and removals, stop within a deadline.
 //!
-//! Start-up follows the crash plan for netlink reply mode (KERNEL-ABI pitfall 22): block
+//! Start-up follows the crash plan for netlink reply mode (docs/kernel-abi.md pitfall 22): block
 //! netlink and reset it (waking any configfs writer a dead predecessor left hanging), join the
 //! group, turn reply mode on, unblock; only then scan for existing devices, each with a ring
 //! reset, so a device enabled meanwhile is seen either by the scan or as an event.
@@ -11,7 +11,9 @@ mod events;
 mod open;
 mod reload;
 
-pub use open::{discover, fallback_serial, lun_info, open_backend, serve, DeviceError, Served};
+pub use open::{
+    discover, fallback_serial, lun_info, open_backend, reconfigure, serve, DeviceError, Served,
+};
 
 use crate::configfs;
 use crate::device::DeviceConfig;
@@ -19,9 +21,10 @@ use crate::kernel_actions::KernelActions;
 use crate::netlink::Listener;
 use crate::notify::Notifier;
 use events::Lifecycle;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -236,15 +239,18 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
             );
             notifier.send(&format!("READY=1\nSTATUS={status}"));
         }
-        let mut fds = vec![sfd.as_raw_fd()];
-        fds.extend(life.fds());
-        fds.extend(control.as_ref().map(AsRawFd::as_raw_fd));
         let wait = if ready {
             tick
         } else {
             tick.min(Duration::from_millis(200))
         };
-        if wait_readable(&fds, wait)? {
+        let readable = {
+            let mut fds = vec![sfd.as_fd()];
+            fds.extend(life.fds());
+            fds.extend(control.as_ref().map(AsFd::as_fd));
+            wait_readable(&fds, wait)?
+        };
+        if readable {
             match sfd.read_signal() {
                 Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
                     life.reload();
@@ -281,23 +287,17 @@ fn minor_of(dev: &std::path::Path) -> u32 {
 }
 
 /// Wait up to `timeout` until one of `fds` is readable; true if any is.
-fn wait_readable(fds: &[RawFd], timeout: Duration) -> Result<bool, String> {
-    let mut p: Vec<libc::pollfd> = fds
+fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Result<bool, String> {
+    let mut p: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|&fd| PollFd::new(fd, PollFlags::POLLIN))
         .collect();
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(1000);
-    let n = libc::nfds_t::try_from(p.len()).unwrap_or(0);
-    // SAFETY: `p` is a valid, initialised pollfd array of `n` entries for the whole call.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), n, ms) };
-    if r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
-        return Err(format!("poll: {}", nix::errno::Errno::last()));
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::from(1000u16));
+    match poll(&mut p, t) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(format!("poll: {e}")),
     }
-    Ok(r > 0)
 }
 
 /// What a device saw, logged when it stops.

@@ -5,8 +5,9 @@ use crate::backend::cfgstring;
 use crate::backend::registry::{self, OpenCtx};
 use crate::backend::{Backend, OpenError};
 use crate::configfs;
-use crate::device::{self, DeviceHandle, FreeKeptBuf};
+use crate::device::{self, Change, DeviceHandle, FreeKeptBuf, ReconfigError};
 use crate::kernel_actions::KernelActions;
+use crate::netlink::Reconfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tcmu_ring::{parse_uio_name, Ring, Uio};
@@ -36,16 +37,12 @@ impl DeviceError {
     /// The negative errno to answer the kernel with (netlink `*_DONE` status).
     #[must_use]
     pub fn errno(&self) -> i32 {
-        let e = match self {
-            DeviceError::Backend(OpenError::Subtype(_)) => libc::ENOENT,
-            DeviceError::Backend(OpenError::Config { .. }) => libc::EINVAL,
-            DeviceError::Backend(OpenError::Io { source, .. }) | DeviceError::Spawn(source) => {
-                source.raw_os_error().unwrap_or(libc::EIO)
-            }
-            DeviceError::Ring(_) | DeviceError::Configfs(_) => libc::EIO,
-            DeviceError::Tiers(_) => libc::EINVAL,
-        };
-        -e
+        match self {
+            DeviceError::Backend(e) => e.errno(),
+            DeviceError::Spawn(source) => -(crate::backend::errno_of(source) as i32),
+            DeviceError::Ring(_) | DeviceError::Configfs(_) => -libc::EIO,
+            DeviceError::Tiers(_) => -libc::EINVAL,
+        }
     }
 }
 
@@ -179,10 +176,38 @@ pub fn open_backend(
     registry::open(subtype, cfg, &ctx)
 }
 
+/// Apply a netlink RECONFIG_DEVICE to a served device: a new size, the write cache, or a
+/// new cfgstring (opened here, as `open_backend` does at start, before it replaces the old
+/// backend).
+///
+/// # Errors
+/// [`ReconfigError`], whose [`ReconfigError::errno`] is the reply's status; the device keeps
+/// its old settings.
+pub fn reconfigure(
+    handle: &DeviceHandle,
+    device: &str,
+    r: Reconfig,
+    metrics: Option<&Arc<tcmu_warden_supervisor::metrics::Metrics>>,
+) -> Result<(), ReconfigError> {
+    let change = match r {
+        Reconfig::DevSize(n) => Change::Size(n),
+        Reconfig::WriteCache(on) => Change::WriteCache(on),
+        Reconfig::DevCfg(cfg) => {
+            let (subtype, rest) = cfg.split_once('/').unwrap_or((cfg.as_str(), ""));
+            let size = {
+                let lun = handle.link().lun.read();
+                lun.num_blocks * u64::from(lun.block_size)
+            };
+            Change::Backend(open_backend(subtype, rest, device, size, metrics)?)
+        }
+    };
+    handle.reconfigure(change)
+}
+
 /// Open and start serving one uio device. With `restart`, the ring is first reset the way
-/// tcmu-runner does after a crash (KERNEL-ABI 7.3(b)): block the device, reset the ring (the
-/// commands a dead predecessor left complete with BUSY; nothing is replayed), open and map,
-/// unblock.
+/// tcmu-runner does after a crash (docs/kernel-abi.md §7.3(b)): block the device, reset the
+/// ring (the commands a dead predecessor left complete with BUSY; nothing is replayed), open
+/// and map, unblock.
 ///
 /// # Errors
 /// See [`DeviceError`]; the message names what is wrong.

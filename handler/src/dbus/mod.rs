@@ -1,5 +1,5 @@
 //! The DBus service `org.kernel.TCMUService1` on the system bus, as targetcli expects it
-//! from a TCMU handler daemon (KERNEL-ABI §8.2):
+//! from a TCMU handler daemon (docs/kernel-abi.md §8.2):
 //!
 //! ```text
 //! /org/kernel/TCMUService1              org.freedesktop.DBus.ObjectManager

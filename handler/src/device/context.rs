@@ -7,7 +7,7 @@
 use super::link::DeviceLink;
 use crate::backend::io::{Io, IoOp, IoOwner, IoResult};
 use std::sync::Arc;
-use tcmu_ring::{CmdCopy, Response};
+use tcmu_ring::{CmdCopy, IoVecs, Response};
 use tcmu_scsi::cdb::Cdb;
 use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::sense::Sense;
@@ -95,7 +95,7 @@ pub struct Ctx {
     /// The decoded CDB (valid once dispatched).
     pub cdb: Cdb,
     /// Scratch iovecs for the backend (keeps its capacity).
-    pub iov: Vec<libc::iovec>,
+    pub iov: IoVecs,
     /// Result of the last backend operation.
     pub backend_result: IoResult,
     /// How to finish the command.
@@ -126,11 +126,6 @@ pub struct Stamps {
     pub done: Option<std::time::Instant>,
 }
 
-// SAFETY: the raw pointers in `iov` point into the ring's data area or a worker's buffer and
-// are only dereferenced by the backend while the context's command is in flight; the context
-// moves between threads, it is never shared.
-unsafe impl Send for Ctx {}
-
 impl Ctx {
     /// A fresh context for pool slot `slot`.
     #[must_use]
@@ -139,7 +134,7 @@ impl Ctx {
             slot,
             cmd: CmdCopy::new(),
             cdb: Cdb::TestUnitReady,
-            iov: Vec::with_capacity(64),
+            iov: IoVecs::with_capacity(64),
             backend_result: Ok(()),
             stage: Stage::Done,
             outcome: Outcome::GOOD,
@@ -178,7 +173,7 @@ impl Ctx {
 }
 
 impl IoOwner for Ctx {
-    fn io_done(mut self: Box<Self>, result: IoResult, iov: Vec<libc::iovec>) {
+    fn io_done(mut self: Box<Self>, result: IoResult, iov: IoVecs) {
         self.iov = iov;
         self.backend_result = result;
         let Some(link) = self.home.take() else {

@@ -12,7 +12,7 @@ use super::warm::resident;
 use crate::backend::io::{Io, IoResult, Waiter};
 use crate::backend::IoOp;
 use std::sync::Arc;
-use tcmu_ring::DataSeg;
+use tcmu_ring::{DataSeg, IoVecs};
 use tcmu_scsi::cdb::{Cdb, Rw};
 use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::params;
@@ -33,14 +33,10 @@ pub struct WorkerState {
     /// Second buffer for the data a comparison is made against.
     pub compare: Vec<u8>,
     /// Iovecs for operations the worker waits on.
-    pub iov: Vec<libc::iovec>,
+    pub iov: IoVecs,
     /// Where those operations complete.
     pub waiter: Arc<Waiter>,
 }
-
-// SAFETY: `iov` holds raw pointers only between building an Io and its completion, both on
-// this worker's thread; the state itself moves into the worker thread once.
-unsafe impl Send for WorkerState {}
 
 impl WorkerState {
     /// Buffers of `bytes` each.
@@ -49,7 +45,7 @@ impl WorkerState {
         WorkerState {
             scratch: resident(bytes),
             compare: resident(bytes),
-            iov: Vec::with_capacity(256),
+            iov: IoVecs::with_capacity(256),
             waiter: Waiter::new(),
         }
     }
@@ -146,15 +142,19 @@ fn io(
     iov.clear();
     match buf {
         Buf::Ring(segs, skip) => link.data.iovecs(segs, skip, len, &mut iov),
-        Buf::Scratch => iov.push(libc::iovec {
-            iov_base: w.scratch.as_mut_ptr().cast(),
-            iov_len: usize::try_from(len).unwrap_or(0).min(w.scratch.len()),
-        }),
+        // SAFETY: the worker keeps `scratch` alive and in place, and does not touch it, until
+        // the Io completes: it waits for it just below and clears `iov` before it reads
+        // `scratch`.
+        Buf::Scratch => unsafe {
+            iov.push_buffer(&mut w.scratch, usize::try_from(len).unwrap_or(0));
+        },
         Buf::None => {}
     }
     link.backend()
         .submit(Io::for_waiter(op, off, len, iov, &w.waiter));
-    let (r, iov) = w.waiter.wait();
+    let (r, mut iov) = w.waiter.wait();
+    // Done with these buffers: forget them (and the mapping) before `scratch` is read.
+    iov.clear();
     w.iov = iov;
     r
 }

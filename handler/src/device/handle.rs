@@ -135,13 +135,13 @@ impl DeviceHandle {
     ///
     /// # Errors
     /// When the backend cannot take the new size; the old value stays in force.
-    pub fn reconfigure(&self, change: Change) -> Result<(), String> {
+    pub fn reconfigure(&self, change: Change) -> Result<(), super::ReconfigError> {
         match change {
             Change::Size(bytes) => {
                 self.link
                     .backend()
                     .resize(bytes)
-                    .map_err(|e| format!("resize to {bytes} bytes: {e}"))?;
+                    .map_err(|errno| super::ReconfigError::Resize { bytes, errno })?;
                 let mut lun = self.link.lun.write();
                 lun.num_blocks = bytes / u64::from(lun.block_size);
                 drop(lun);

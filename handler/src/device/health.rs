@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tcmu_scsi::ErrnoClass;
 use tcmu_warden_supervisor::health::{Health, Policy, Probe, Signal, Transition};
 use tcmu_warden_supervisor::metrics::{BackendState, DeviceMetrics};
 
@@ -56,21 +57,23 @@ impl HealthCell {
     }
 
     /// A backend operation failed with `e`: connection-class errors count against the
-    /// backend's health (ESHUTDOWN, a blocklisted client, needs a reopen).
+    /// backend's health, and a fenced client (ESHUTDOWN: blocklisted) needs a reopen
+    /// ([`ErrnoClass`] decides, as it does for the SCSI sense).
     pub fn note_error(&self, e: Errno) {
-        match e {
-            Errno::ESHUTDOWN => {
+        match ErrnoClass::of(e as i32) {
+            ErrnoClass::Fenced => {
                 self.fatal.fetch_add(1, Ordering::Relaxed);
             }
-            Errno::ETIMEDOUT
-            | Errno::ENOTCONN
-            | Errno::ECONNRESET
-            | Errno::ECONNREFUSED
-            | Errno::EHOSTUNREACH
-            | Errno::ENETUNREACH => {
+            ErrnoClass::Connection => {
                 self.io_failures.fetch_add(1, Ordering::Relaxed);
             }
-            _ => {}
+            ErrnoClass::Medium
+            | ErrnoClass::NoSpace
+            | ErrnoClass::ReadOnly
+            | ErrnoClass::Transient
+            | ErrnoClass::Gone
+            | ErrnoClass::Unsupported
+            | ErrnoClass::Other => {}
         }
     }
 

@@ -26,6 +26,7 @@ pub mod health;
 pub mod link;
 pub mod outliers;
 pub mod range_lock;
+pub mod reconfig;
 pub mod stats;
 mod thread;
 pub mod warm;
@@ -35,4 +36,5 @@ pub use handle::{
     spawn, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf, ALUA_REFRESH,
 };
 pub use link::UnitAttention;
+pub use reconfig::ReconfigError;
 pub use stats::DeviceStats;

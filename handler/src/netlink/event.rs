@@ -58,7 +58,7 @@ impl EventKind {
     }
 
     /// The one `*_DONE` command that answers this event. Replying with any other makes the
-    /// kernel drop the pending request without completing it (pitfall 33).
+    /// kernel drop the pending request without completing it (docs/kernel-abi.md pitfall 33).
     #[must_use]
     pub fn done_cmd(&self) -> u8 {
         match self {

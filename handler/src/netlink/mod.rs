@@ -1,5 +1,5 @@
 //! The `TCM-USER` generic netlink protocol: device events from the kernel and the replies
-//! and feature switch userspace sends back (KERNEL-ABI.md §5).
+//! and feature switch userspace sends back (docs/kernel-abi.md §5).
 //!
 //! - [`codec`]: byte-level netlink/genl/attribute encoding and decoding (pure, tested
 //!   against byte-exact fixtures).
@@ -8,13 +8,15 @@
 //!
 //! # Integrating with the daemon
 //!
-//! * **Start-up order** (pitfall 22; see `kernel_actions::global_reply_mode_plan`):
+//! * **Start-up order** (docs/kernel-abi.md pitfall 22; see
+//!   `kernel_actions::global_reply_mode_plan`):
 //!   `block_netlink=1`, `reset_netlink=1`, [`Listener::open`], [`Listener::set_features`]
 //!   `(true)`, `block_netlink=0`, **then** scan configfs for existing devices. Devices
 //!   enabled before `SET_FEATURES=1` never wait for replies; their events still arrive.
 //! * **Answer every event, and only with [`Listener::reply`]**, which picks the matching
-//!   `*_DONE` (pitfall 33). With reply mode on, the configfs writer that caused the event
-//!   sleeps uninterruptibly until the reply: reply promptly, from the thread that polls.
+//!   `*_DONE` (docs/kernel-abi.md pitfall 33). With reply mode on, the configfs writer that
+//!   caused the event sleeps uninterruptibly until the reply: reply promptly, from the
+//!   thread that polls.
 //!   `status` is 0 or a negative errno; it becomes the result of the `enable`/attribute
 //!   write (ignored for REMOVED). Reply to REMOVED only after the device has stopped
 //!   using the ring.

@@ -11,11 +11,15 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
 use parking_lot::Mutex;
 use tcmu_sys::genl;
 
@@ -26,7 +30,7 @@ use super::NetlinkError;
 /// Receive buffer asked for on the event socket (`SO_RCVBUFFORCE`, else `SO_RCVBUF`,
 /// which the kernel caps at `net.core.rmem_max`). Each event is a few hundred bytes of
 /// skb; this absorbs thousands of queued events.
-const EVENT_RCVBUF: libc::c_int = 4 << 20;
+const EVENT_RCVBUF: usize = 4 << 20;
 /// Datagram buffer. Events are ~100 bytes; `nlctrl` replies a few KiB.
 const DATAGRAM_LEN: usize = 64 << 10;
 /// How long to wait for an acknowledgement.
@@ -60,8 +64,8 @@ impl Listener {
         set_timeout(&requests, ACK_TIMEOUT)
             .map_err(|e| NetlinkError::io("setsockopt(SO_RCVTIMEO)", e))?;
         // Best effort: error strings and short acks; older kernels lack them.
-        let _ = setsockopt_int(&requests, libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
-        let _ = setsockopt_int(&requests, libc::SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        let _ = setsockopt_netlink(&requests, NETLINK_EXT_ACK, 1);
+        let _ = setsockopt_netlink(&requests, NETLINK_CAP_ACK, 1);
         bind_nl(&requests).map_err(|e| NetlinkError::io("bind", e))?;
 
         let mut buf = vec![0u8; DATAGRAM_LEN];
@@ -86,28 +90,16 @@ impl Listener {
         let group = info.group.ok_or(NetlinkError::GroupNotFound)?;
 
         let events = nl_socket(true).map_err(|e| NetlinkError::io("socket", e))?;
-        if setsockopt_int(
-            &events,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            EVENT_RCVBUF,
-        )
-        .is_err()
-        {
-            setsockopt_int(&events, libc::SOL_SOCKET, libc::SO_RCVBUF, EVENT_RCVBUF)
-                .map_err(|e| NetlinkError::io("setsockopt(SO_RCVBUF)", e))?;
+        if socket::setsockopt(&events, sockopt::RcvBufForce, &EVENT_RCVBUF).is_err() {
+            socket::setsockopt(&events, sockopt::RcvBuf, &EVENT_RCVBUF)
+                .map_err(|e| NetlinkError::io("setsockopt(SO_RCVBUF)", e.into()))?;
         }
         bind_nl(&events).map_err(|e| NetlinkError::io("bind", e))?;
         let group_c = libc::c_int::try_from(group).map_err(|_| {
             NetlinkError::io("join group", io::Error::from(io::ErrorKind::InvalidData))
         })?;
-        setsockopt_int(
-            &events,
-            libc::SOL_NETLINK,
-            libc::NETLINK_ADD_MEMBERSHIP,
-            group_c,
-        )
-        .map_err(|e| NetlinkError::io("setsockopt(NETLINK_ADD_MEMBERSHIP)", e))?;
+        setsockopt_netlink(&events, libc::NETLINK_ADD_MEMBERSHIP, group_c)
+            .map_err(|e| NetlinkError::io("setsockopt(NETLINK_ADD_MEMBERSHIP)", e))?;
         tracing::debug!(family = info.id, group, "joined TCM-USER/config");
 
         Ok(Self {
@@ -126,6 +118,12 @@ impl Listener {
     #[must_use]
     pub fn raw_fd(&self) -> RawFd {
         self.events.as_raw_fd()
+    }
+
+    /// The event socket, borrowed, for `poll`.
+    #[must_use]
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
     }
 
     /// The resolved `TCM-USER` family id.
@@ -156,7 +154,7 @@ impl Listener {
             let (n, pid) = match recv_from(
                 &self.events,
                 &mut self.buf,
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
             ) {
                 Ok(v) => v,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -268,7 +266,7 @@ fn transact(
     send_all(fd, msg).map_err(|e| NetlinkError::io("send", e))?;
     let mut replies = Vec::new();
     loop {
-        let (n, pid) = match recv_from(fd, buf, libc::MSG_TRUNC) {
+        let (n, pid) = match recv_from(fd, buf, MsgFlags::MSG_TRUNC) {
             Ok(v) => v,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -307,21 +305,16 @@ fn transact(
 }
 
 fn nl_socket(nonblock: bool) -> io::Result<OwnedFd> {
-    let ty = libc::SOCK_RAW | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
-    // SAFETY: socket(2) takes no pointers; any return value is checked below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, ty, libc::NETLINK_GENERIC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    let mut flags = SockFlag::SOCK_CLOEXEC;
+    if nonblock {
+        flags |= SockFlag::SOCK_NONBLOCK;
     }
-    // SAFETY: `fd` was just returned by socket(2), is open, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn sockaddr_nl() -> libc::sockaddr_nl {
-    // SAFETY: sockaddr_nl is a plain C struct of integers; all-zero is a valid value.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or_default();
-    sa
+    Ok(socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        flags,
+        SockProtocol::NetlinkGeneric,
+    )?)
 }
 
 fn socklen_of<T>() -> libc::socklen_t {
@@ -330,37 +323,21 @@ fn socklen_of<T>() -> libc::socklen_t {
 
 /// Bind with `nl_pid` 0 (the kernel assigns a port id) and no legacy groups.
 fn bind_nl(fd: &OwnedFd) -> io::Result<()> {
-    let sa = sockaddr_nl();
-    // SAFETY: `sa` is a valid sockaddr_nl that outlives the call, and the length passed is
-    // its exact size.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            std::ptr::from_ref(&sa).cast::<libc::sockaddr>(),
-            socklen_of::<libc::sockaddr_nl>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?)
 }
 
-fn setsockopt_raw<T>(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    val: &T,
-) -> io::Result<()> {
-    // SAFETY: `val` points to a live, initialised `T` for the duration of the call, and
-    // the length passed is exactly `size_of::<T>()`; the kernel only reads it.
+/// `SOL_NETLINK` options (`NETLINK_ADD_MEMBERSHIP`, `NETLINK_EXT_ACK`, `NETLINK_CAP_ACK`),
+/// which nix has no typed wrapper for; the `SOL_SOCKET` ones go through `nix::sockopt`.
+fn setsockopt_netlink(fd: &OwnedFd, name: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: `val` is a live, initialised c_int for the duration of the call, and the length
+    // passed is exactly its size; the kernel only reads it.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            level,
+            libc::SOL_NETLINK,
             name,
-            std::ptr::from_ref(val).cast::<libc::c_void>(),
-            socklen_of::<T>(),
+            std::ptr::from_ref(&val).cast::<libc::c_void>(),
+            socklen_of::<libc::c_int>(),
         )
     };
     if r < 0 {
@@ -369,38 +346,21 @@ fn setsockopt_raw<T>(
     Ok(())
 }
 
-fn setsockopt_int(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    val: libc::c_int,
-) -> io::Result<()> {
-    setsockopt_raw(fd, level, name, &val)
-}
-
-// `suseconds_t` is i64 here but i32 on 32-bit targets: keep the conversion fallible.
-#[allow(clippy::unnecessary_fallible_conversions)]
 fn set_timeout(fd: &OwnedFd, d: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::try_from(d.subsec_micros()).unwrap_or(0),
-    };
-    setsockopt_raw(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+    Ok(socket::setsockopt(
+        fd,
+        sockopt::ReceiveTimeout,
+        &TimeVal::from(libc::timeval {
+            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_usec: libc::suseconds_t::from(d.subsec_micros()),
+        }),
+    )?)
 }
 
 /// Send one datagram to the kernel (the unconnected default destination, port id 0).
 fn send_all(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     loop {
-        // SAFETY: `msg` is a live slice; send(2) reads at most `msg.len()` bytes from it.
-        let r = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                msg.as_ptr().cast::<libc::c_void>(),
-                msg.len(),
-                0,
-            )
-        };
-        match usize::try_from(r) {
+        match socket::send(fd.as_raw_fd(), msg, MsgFlags::empty()) {
             Ok(n) if n == msg.len() => return Ok(()),
             Ok(_) => {
                 return Err(io::Error::new(
@@ -408,20 +368,21 @@ fn send_all(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
                     "short netlink send",
                 ))
             }
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// Receive one datagram; returns its full length (with `MSG_TRUNC`, possibly more than
 /// `buf.len()`) and the sender's port id (0 = kernel).
-fn recv_from(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, u32)> {
-    let mut sa = sockaddr_nl();
+///
+/// Not nix: its `recvfrom` takes no flags (`MSG_TRUNC` is how an oversized datagram is
+/// noticed), and its `recvmsg` hands back the sender address without checking how much of
+/// it the kernel wrote (a Unix socketpair standing in for netlink in the tests writes 2
+/// bytes).
+fn recv_from(fd: &OwnedFd, buf: &mut [u8], flags: MsgFlags) -> io::Result<(usize, u32)> {
+    let mut sa: libc::sockaddr_nl = *NetlinkAddr::new(0, 0).as_ref();
     let mut sa_len = socklen_of::<libc::sockaddr_nl>();
     // SAFETY: `buf` is a live, writable slice and the kernel writes at most `buf.len()`
     // bytes into it; `sa`/`sa_len` are valid for writes and `sa_len` holds `sa`'s size.
@@ -430,7 +391,7 @@ fn recv_from(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(us
             fd.as_raw_fd(),
             buf.as_mut_ptr().cast::<libc::c_void>(),
             buf.len(),
-            flags,
+            flags.bits(),
             std::ptr::from_mut(&mut sa).cast::<libc::sockaddr>(),
             &mut sa_len,
         )
@@ -670,7 +631,7 @@ mod tests {
             "{e}"
         );
         // Names over GENL_NAMSIZ - 1 fail policy validation; the extended ack explains.
-        let _ = setsockopt_int(&fd, libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
+        let _ = setsockopt_netlink(&fd, NETLINK_EXT_ACK, 1);
         let e = transact(
             &fd,
             &mut buf,

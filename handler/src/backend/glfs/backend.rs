@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tcmu_scsi::ErrnoClass;
 
 /// Flags the LUN's file is opened with.
 pub const OPEN_FLAGS: libc::c_int = libc::O_RDWR | libc::O_DIRECT;
@@ -61,17 +62,11 @@ pub struct GlfsBackend {
     shared: Arc<Shared>,
 }
 
+/// The volume is unreachable for now (the one classification, [`ErrnoClass`], which the
+/// SCSI sense and the health monitor use too): the `up` metric goes to 0 and the file handle
+/// is not reopened for it.
 fn is_connection_error(e: Errno) -> bool {
-    matches!(
-        e,
-        Errno::ENOTCONN
-            | Errno::ETIMEDOUT
-            | Errno::ECONNREFUSED
-            | Errno::ECONNRESET
-            | Errno::EHOSTUNREACH
-            | Errno::ESHUTDOWN
-            | Errno::EBADFD
-    )
+    ErrnoClass::of(e as i32).is_connection()
 }
 
 impl GlfsBackend {
@@ -125,23 +120,22 @@ impl Shared {
         let len = op.io.len() - op.done;
         let r = match op.stage {
             Stage::Read | Stage::Write { .. } => {
-                let iov = op.io.iovecs();
-                // Skip buffers a short transfer already filled (advanced to length 0).
-                let first = iov.iter().position(|v| v.iov_len != 0).unwrap_or(iov.len());
-                let (ptr, n) = (iov[first..].as_ptr(), iov.len() - first);
-                // SAFETY: `ptr..ptr+n` is the Io's own iovec vector, a heap buffer that stays
-                // where it is while the Io moves into the queue's slot; gfapi copies the vector
-                // before the call returns, and the buffers it describes (the ring's data area
-                // or a worker's bounce buffer) stay valid until the Io completes, which
-                // happens only after the completion is received (see `Io`).
-                let iov = unsafe { std::slice::from_raw_parts(ptr, n) };
+                // Skip buffers a short transfer already filled (advanced to length 0). The
+                // slice is the Io's own iovec vector, a heap buffer that stays where it is
+                // while the Io moves into the queue's slot; gfapi copies the vector before
+                // the call returns.
+                let all = op.io.iovecs();
+                let first = all.iter().position(|v| v.iov_len != 0).unwrap_or(all.len());
+                let iov: *const [libc::iovec] = &all[first..];
                 if let Stage::Write { .. } = op.stage {
-                    // SAFETY: as above; the initiator's data is not written while the
-                    // command is in flight.
-                    unsafe { self.cq.pwritev(&fd, iov, offset, 0, op) }
+                    // SAFETY: `iov` is alive (above), and the buffers it describes stay valid
+                    // until the Io completes, which happens only after gfapi's completion is
+                    // received (the invariant of tcmu_ring::iovecs); the initiator's data is
+                    // not written while the command is in flight.
+                    unsafe { self.cq.pwritev(&fd, &*iov, offset, 0, op) }
                 } else {
                     // SAFETY: as above; nothing reads the buffers before completion.
-                    unsafe { self.cq.preadv(&fd, iov, offset, op) }
+                    unsafe { self.cq.preadv(&fd, &*iov, offset, op) }
                 }
             }
             Stage::FuaSync | Stage::Flush => self.cq.fdatasync(&fd, op),
@@ -172,18 +166,14 @@ impl Shared {
             Stage::Read | Stage::Write { .. } => {
                 let remaining = payload.io.len() - payload.done;
                 if n > 0 && n < remaining {
-                    advance(payload.io.iovecs_mut(), n);
+                    payload.io.iovecs_mut().advance(n);
                     payload.done += n;
                     return self.issue(payload);
                 }
                 if n == 0 && remaining > 0 {
                     if payload.stage == Stage::Read {
                         // Past the end of the file: the rest reads as zeros.
-                        for v in payload.io.iovecs() {
-                            // SAFETY: each iovec is writable memory of iov_len bytes (the
-                            // Io's buffers, see `issue`).
-                            unsafe { std::ptr::write_bytes(v.iov_base.cast::<u8>(), 0, v.iov_len) };
-                        }
+                        payload.io.buffers().zero_remaining();
                     } else {
                         return payload.io.complete(Err(Errno::EIO));
                     }
@@ -200,25 +190,6 @@ impl Shared {
             s.observe(payload.io.op(), payload.started);
         }
         payload.io.complete(Ok(()));
-    }
-}
-
-/// Advance iovecs over `n` bytes already transferred (emptied ones keep length 0).
-fn advance(iov: &mut [libc::iovec], mut n: u64) {
-    for v in iov {
-        if n == 0 {
-            break;
-        }
-        let l = v.iov_len as u64;
-        if l == 0 {
-            continue;
-        }
-        let step = l.min(n);
-        let Ok(s) = usize::try_from(step) else { break };
-        // SAFETY: step <= iov_len, so the advanced base stays within (or one past) the buffer.
-        v.iov_base = unsafe { v.iov_base.cast::<u8>().add(s) }.cast();
-        v.iov_len -= s;
-        n -= step;
     }
 }
 

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tcmu_scsi::ErrnoClass;
 
 /// Operations in flight per LUN at most; beyond, commands complete with BUSY (`EAGAIN`).
 pub const SLOTS: usize = 1024;
@@ -403,7 +404,7 @@ fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
 fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
     let Some(f) = f else { return };
     inner.metrics.latency.observe(f.io.op(), f.start);
-    if r == Err(Errno::ESHUTDOWN) {
+    if r.is_err_and(|e| ErrnoClass::of(e as i32) == ErrnoClass::Fenced) {
         inner.blocklisted(&f.opened);
     }
     let r = inner.lock_errno(f.io.op(), r);
