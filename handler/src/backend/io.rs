@@ -238,3 +238,36 @@ impl Waiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// An owner that reports what it got back.
+    struct Report(mpsc::Sender<(IoResult, usize)>);
+
+    impl IoOwner for Report {
+        fn io_done(self: Box<Self>, result: IoResult, iov: Vec<libc::iovec>) {
+            let _ = self.0.send((result, iov.capacity()));
+        }
+    }
+
+    #[test]
+    fn the_owner_gets_the_result_and_its_iovecs_back_exactly_once() {
+        let (tx, rx) = mpsc::channel();
+        let io = Io::new(
+            IoOp::Read,
+            0,
+            0,
+            Vec::with_capacity(7),
+            Box::new(Report(tx.clone())),
+        );
+        io.complete(Err(Errno::ENOSPC));
+        assert_eq!(rx.try_recv(), Ok((Err(Errno::ENOSPC), 7)));
+        // A backend that forgets its Io: the drop completes it, with EIO.
+        drop(Io::new(IoOp::Flush, 0, 0, Vec::new(), Box::new(Report(tx))));
+        assert_eq!(rx.try_recv(), Ok((Err(Errno::EIO), 0)));
+        assert!(rx.try_recv().is_err(), "nothing is completed twice");
+    }
+}

@@ -37,7 +37,9 @@ pub struct DeviceConfig {
     /// Commands slower than this are kept and logged as outliers (per-stage accounting is on
     /// while this is set).
     pub outlier_threshold: Option<Duration>,
-    /// This device's Prometheus series (None: no metrics).
+    /// This device's Prometheus series, served on the endpoint. None: not served; the
+    /// counters `status` shows are kept in a detached set of series
+    /// (`DeviceMetrics::detached`), and the per-command histograms are not observed.
     pub metrics: Option<DeviceMetrics>,
     /// Watch the backend's health with this policy (pings, lost/recovering, reopen); None:
     /// no monitor, the backend is always taken as healthy.
