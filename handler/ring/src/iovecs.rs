@@ -81,6 +81,12 @@ impl IoVecs {
         self.iov.len()
     }
 
+    /// How many iovecs fit before the vector grows.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.iov.capacity()
+    }
+
     /// Whether there are none.
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -98,13 +98,7 @@ enum Done {
 
 impl Io {
     /// An operation whose completion goes to `owner` ([`IoOwner::io_done`]) with `iov`.
-    pub fn new(
-        op: IoOp,
-        offset: u64,
-        len: u64,
-        iov: IoVecs,
-        owner: Box<dyn IoOwner>,
-    ) -> Io {
+    pub fn new(op: IoOp, offset: u64, len: u64, iov: IoVecs, owner: Box<dyn IoOwner>) -> Io {
         Io {
             op,
             offset,
@@ -248,7 +242,7 @@ mod tests {
     struct Report(mpsc::Sender<(IoResult, usize)>);
 
     impl IoOwner for Report {
-        fn io_done(self: Box<Self>, result: IoResult, iov: Vec<libc::iovec>) {
+        fn io_done(self: Box<Self>, result: IoResult, iov: IoVecs) {
             let _ = self.0.send((result, iov.capacity()));
         }
     }
@@ -260,13 +254,19 @@ mod tests {
             IoOp::Read,
             0,
             0,
-            Vec::with_capacity(7),
+            IoVecs::with_capacity(7),
             Box::new(Report(tx.clone())),
         );
         io.complete(Err(Errno::ENOSPC));
         assert_eq!(rx.try_recv(), Ok((Err(Errno::ENOSPC), 7)));
         // A backend that forgets its Io: the drop completes it, with EIO.
-        drop(Io::new(IoOp::Flush, 0, 0, Vec::new(), Box::new(Report(tx))));
+        drop(Io::new(
+            IoOp::Flush,
+            0,
+            0,
+            IoVecs::default(),
+            Box::new(Report(tx)),
+        ));
         assert_eq!(rx.try_recv(), Ok((Err(Errno::EIO), 0)));
         assert!(rx.try_recv().is_err(), "nothing is completed twice");
     }
