@@ -8,6 +8,7 @@
 //! - [`dbus`]: the `org.kernel.TCMUService1` service targetcli asks (subtypes, cfgstring
 //!   help and validation).
 //! - [`tcmu_conf`], [`logging`]: tcmu-runner's `/etc/tcmu/tcmu.conf` and the run-time log level.
+//! - `testing` (feature `test-utils`): the harness tests and benchmarks run a device with.
 //!
 //! The ring itself is the `tcmu-ring` crate and SCSI is `tcmu-scsi` (no unsafe code).
 
@@ -22,3 +23,5 @@ pub mod logging;
 pub mod netlink;
 pub mod notify;
 pub mod tcmu_conf;
+#[cfg(feature = "test-utils")]
+pub mod testing;
