@@ -1,19 +1,18 @@
 //! Shared pieces of the micro-benchmarks in `benches/` (see `bench/README.md`).
 //!
-//! A [`Rig`] is one LUN served by the real dispatcher (`tcmu_warden::device::spawn`) with the
-//! RAM backend, over the in-process emulation of the kernel's side of the ring
-//! (`tcmu_ring::emu::KernelEmu`). The benchmark thread plays the kernel: it submits a batch of
-//! commands, waits for the handler's kick, reaps the completions, and repeats.
+//! A [`Rig`] is one LUN served by the real dispatcher with the RAM backend, over the
+//! in-process emulation of the kernel's side of the ring: the shared test harness
+//! (`tcmu_warden::testing::Harness`). The benchmark thread plays the kernel: it submits a
+//! batch of commands, waits for the handler's kick, reaps the completions, and repeats.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tcmu_ring::emu::{Completed, DataDir, EmuConfig, Full, KernelEmu};
-use tcmu_ring::Ring;
+use tcmu_ring::emu::{DataDir, EmuConfig};
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::Backend;
-use tcmu_warden::configfs::DeviceAttrs;
-use tcmu_warden::device::{self, DeviceConfig, DeviceHandle};
+use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{Harness, LunSpec};
 
 /// Bytes moved by every benchmarked command.
 pub const IO_BYTES: usize = 4096;
@@ -59,9 +58,8 @@ pub fn rw16(op: Op, lba: u64, blocks: u32) -> [u8; 16] {
 
 /// One LUN served by the dispatcher over the emulated ring.
 pub struct Rig {
-    emu: KernelEmu,
-    dev: Option<DeviceHandle>,
-    reaped: Vec<Completed>,
+    h: Harness,
+    ids: Vec<u16>,
     payload: Vec<u8>,
     next_lba: u64,
 }
@@ -83,29 +81,20 @@ impl Rig {
     #[must_use]
     pub fn with_config(dev_cfg: &DeviceConfig) -> Rig {
         let backend = Arc::new(RamBackend::new(LUN_BYTES));
-        let attrs = DeviceAttrs {
-            dev_size: LUN_BYTES,
-            block_size: BLOCK_SIZE,
-            hw_max_sectors: 2048,
-            write_cache: true,
-            serial: Some("bench".into()),
-            cmd_time_out: None,
-            qfull_time_out: None,
-        };
-        let lun = tcmu_warden::daemon::lun_info(&attrs, backend.as_ref() as &dyn Backend, "bench");
+        let lun = LunSpec::new(LUN_BYTES, BLOCK_SIZE)
+            .hw_max_sectors(2048)
+            .serial("bench")
+            .lun_info(backend.as_ref() as &dyn Backend);
         // Ring and data area sized like the kernel's defaults (8 MiB ring, 4 MiB data), far
         // more than a batch of 32 needs, so the benchmark never waits for ring space.
-        let (emu, map, bell) = KernelEmu::new(EmuConfig::default()).expect("emulated ring");
-        let ring = Ring::new(Arc::new(map)).expect("mailbox valid");
-        let dev = device::spawn("bench/lun0", ring, Box::new(bell), backend, lun, dev_cfg)
-            .expect("spawn device");
+        let mut h = Harness::kernel(EmuConfig::default());
+        h.start("bench/lun0", backend, lun, dev_cfg);
         let payload = (0..IO_BYTES)
             .map(|i| u8::try_from(i % 251).unwrap_or(0))
             .collect();
         Rig {
-            emu,
-            dev: Some(dev),
-            reaped: Vec::with_capacity(64),
+            h,
+            ids: Vec::with_capacity(64),
             payload,
             next_lba: 0,
         }
@@ -116,8 +105,9 @@ impl Rig {
     ///
     /// # Panics
     /// On a protocol violation by the handler, a status other than GOOD, or a command not
-    /// completed within 30 s.
+    /// completed within the harness's wait limit (30 s).
     pub fn run_batch(&mut self, op: Op, batch: usize) -> usize {
+        self.ids.clear();
         for _ in 0..batch {
             let cdb = rw16(op, self.next_lba, 1);
             self.next_lba = (self.next_lba + 1) % LUN_BLOCKS;
@@ -125,57 +115,30 @@ impl Rig {
                 Op::Read => DataDir::FromDevice(IO_BYTES),
                 Op::Write => DataDir::ToDevice(&self.payload),
             };
-            match self.emu.submit(&cdb, dir) {
-                Ok(_) => {}
-                Err(e @ (Full::Ring | Full::Data | Full::Ids)) => {
-                    panic!("ring sized too small for the batch: {e}")
-                }
-                Err(e) => panic!("submit refused: {e}"),
-            }
+            self.ids.push(self.h.submit(&cdb, dir));
         }
-        let mut done = 0;
-        let t = Instant::now();
-        while done < batch {
-            let _ = self.emu.wait_kick(Duration::from_millis(100));
-            self.reaped.clear();
-            if let Err(v) = self.emu.reap(&mut self.reaped) {
-                panic!("protocol violation by the handler: {v}");
-            }
-            for c in &self.reaped {
-                assert_eq!(
-                    c.status,
-                    0,
-                    "command {} failed: sense {:02x?}",
-                    c.cmd_id,
-                    &c.sense[..18]
-                );
-            }
-            done += self.reaped.len();
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "batch not completed within 30 s"
+        for &id in &self.ids {
+            let c = self.h.wait(id);
+            assert_eq!(
+                c.status,
+                0,
+                "command {} failed: sense {:02x?}",
+                c.cmd_id,
+                &c.sense[..18]
             );
         }
-        done
+        self.ids.len()
     }
 
     /// Stop the device and wait for its threads.
     pub fn stop(&mut self) {
-        if let Some(d) = self.dev.take() {
-            d.join();
-        }
+        self.h.stop();
     }
 }
 
 impl Default for Rig {
     fn default() -> Self {
         Rig::new()
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

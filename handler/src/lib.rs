@@ -11,6 +11,7 @@
 //! - [`config`], [`duration`]: the configuration file and the duration syntax it shares with
 //!   cfgstring options and fault rules.
 //! - [`tcmu_conf`], [`logging`]: tcmu-runner's `/etc/tcmu/tcmu.conf` and the run-time log level.
+//! - `testing` (feature `test-utils`): the harness tests and benchmarks run a device with.
 //!
 //! The ring itself is the `tcmu-ring` crate and SCSI is `tcmu-scsi` (no unsafe code).
 
@@ -26,3 +27,5 @@ pub mod logging;
 pub mod netlink;
 pub mod notify;
 pub mod tcmu_conf;
+#[cfg(feature = "test-utils")]
+pub mod testing;

@@ -9,12 +9,7 @@
 // Test arithmetic on small constants: lossless casts are clearer than try_from here.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
-mod common;
-
-use common::{assert_good, cdbs, sense_of, Harness};
 use parking_lot::Mutex;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,6 +19,8 @@ use tcmu_warden::backend::glfs;
 use tcmu_warden::backend::registry::OpenCtx;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::device::{DeviceConfig, FreeKeptBuf};
+use tcmu_warden::testing::shadow::{seed_from_env, Mix, Shadow, Share};
+use tcmu_warden::testing::{assert_good, cdb, sense_of, Harness, LunSpec};
 use tcmu_warden_supervisor::health::Policy;
 use tcmu_warden_supervisor::metrics::BackendState;
 
@@ -71,35 +68,16 @@ fn open(file: &str, size: u64, options: &[(&str, &str)]) -> Arc<dyn Backend> {
 }
 
 fn lun(backend: &dyn Backend, blocks: u64) -> tcmu_scsi::lun::LunInfo {
-    tcmu_warden::daemon::lun_info(
-        &tcmu_warden::configfs::DeviceAttrs {
-            dev_size: blocks * BS as u64,
-            block_size: BS as u32,
-            hw_max_sectors: 256,
-            write_cache: true,
-            serial: Some("glfs".into()),
-            cmd_time_out: None,
-            qfull_time_out: None,
-        },
-        backend,
-        "x",
-    )
-}
-
-fn span(lba: u64, n: u64) -> std::ops::Range<usize> {
-    lba as usize * BS..(lba + n) as usize * BS
+    LunSpec::blocks(blocks, BS as u32)
+        .serial("glfs")
+        .lun_info(backend)
 }
 
 #[test]
 #[ignore = "needs a gluster volume: tests/gluster/run.sh"]
 fn integrity_against_a_shadow_model() {
     const BLOCKS: u64 = 8192;
-    let seed = std::env::var("TCMU_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("TCMU_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let seed = seed_from_env();
     let file = format!("integrity-{seed}.img");
     let backend = open(&file, BLOCKS * BS as u64, &[]);
     assert!(!backend.completes_inline(), "an asynchronous backend");
@@ -115,86 +93,28 @@ fn integrity_against_a_shadow_model() {
         ..DeviceConfig::default()
     };
     let mut h = Harness::new(Arc::clone(&backend), lun, emu, &dev);
-    let mut shadow = vec![0u8; BLOCKS as usize * BS];
-    let mut counts = [0usize; 5];
-    for _ in 0..120 {
-        let depth = rng.gen_range(1..=24);
-        let mut used = vec![false; BLOCKS as usize];
-        let mut batch = Vec::new();
-        for _ in 0..depth {
-            let n = rng.gen_range(1..=64u64);
-            let lba = rng.gen_range(0..=BLOCKS - n);
-            let r = lba as usize..(lba + n) as usize;
-            if used[r.clone()].iter().any(|u| *u) {
-                continue;
-            }
-            used[r].iter_mut().for_each(|u| *u = true);
-            let kind = rng.gen_range(0..100);
-            let (id, op) = match kind {
-                0..=34 => (
-                    h.submit(
-                        &cdbs::read16(lba, n as u32),
-                        DataDir::FromDevice(n as usize * BS),
-                    ),
-                    (0, lba, n, Vec::new()),
-                ),
-                35..=74 => {
-                    let mut d = vec![0u8; n as usize * BS];
-                    rng.fill(&mut d[..]);
-                    let fua = rng.gen_bool(0.2);
-                    let id = h.submit(&cdbs::write16(lba, n as u32, fua), DataDir::ToDevice(&d));
-                    (id, (1, lba, n, d))
-                }
-                75..=84 => {
-                    let p = cdbs::unmap_params(&[(lba, n as u32)]);
-                    let id = h.submit(&cdbs::unmap(p.len() as u16), DataDir::ToDevice(&p));
-                    (id, (2, lba, n, Vec::new()))
-                }
-                85..=94 => {
-                    let unmap = rng.gen_bool(0.5);
-                    let zero = vec![0u8; BS];
-                    let id = h.submit(
-                        &cdbs::write_same16(lba, n as u32, unmap, false),
-                        DataDir::ToDevice(&zero),
-                    );
-                    (id, (3, lba, n, Vec::new()))
-                }
-                _ => (
-                    h.submit(&cdbs::sync16(), DataDir::None),
-                    (4, 0, 0, Vec::new()),
-                ),
-            };
-            batch.push((id, op));
-        }
-        for (id, (kind, lba, n, data)) in batch {
-            let c = h.wait(id);
-            assert_good(&c);
-            counts[kind] += 1;
-            match kind {
-                0 => assert!(
-                    c.data_in == shadow[span(lba, n)],
-                    "READ lba {lba} n {n} differs from the shadow (seed {seed})"
-                ),
-                1 => shadow[span(lba, n)].copy_from_slice(&data),
-                2 | 3 => shadow[span(lba, n)].fill(0),
-                _ => {}
-            }
-        }
-    }
-    for lba in (0..BLOCKS).step_by(256) {
-        let c = h.run(&cdbs::read16(lba, 256), DataDir::FromDevice(256 * BS));
-        assert_good(&c);
-        assert!(
-            c.data_in == shadow[span(lba, 256)],
-            "final read at {lba} (seed {seed})"
-        );
-    }
+    let mix = Mix {
+        batches: 120,
+        max_depth: 24,
+        read: Share::new(35, 64),
+        write: Share::new(40, 64),
+        unmap: Share::new(10, 64),
+        write_same: Share::new(10, 64),
+        caw: Share::NONE,
+        sync: Share::new(5, 0),
+        fua: 0.2,
+        unmap_ranges: 1,
+        write_same_data: false,
+        write_same_unmap: true,
+        ndob: false,
+        boundary: None,
+    };
+    let mut shadow = Shadow::new(BLOCKS, BS);
+    let counts = shadow.run_mix(&mut h, &mix, seed);
+    shadow.assert_reads_back(&mut h, 256, &format!("seed {seed}"));
     h.stop();
-    eprintln!("reads/writes/unmaps/write-sames/syncs: {counts:?}");
-    assert!(
-        counts.iter().all(|&c| c > 0),
-        "every kind exercised: {counts:?}"
-    );
+    eprintln!("{counts:?}");
+    assert!(counts.covers(&mix), "every kind exercised: {counts:?}");
 }
 
 #[test]
@@ -377,7 +297,7 @@ fn writes_through_an_outage_with(
         *r2.lock() = Some(Instant::now());
     });
     let mut seen = Seen::default();
-    let state = |h: &Harness| h.dev.as_ref().unwrap().link().health.state();
+    let state = |h: &Harness| h.link().health.state();
     if policy.is_some() {
         seen.states.push((Duration::ZERO, state(&h)));
     }
@@ -425,7 +345,7 @@ fn writes_through_an_outage_with(
             };
             let d = data(idx);
             let id = h.submit(
-                &cdbs::write16(idx * PER, PER as u32, false),
+                &cdb::write16(idx * PER, PER as u32, false),
                 DataDir::ToDevice(&d),
             );
             pending.insert(id, (idx, Instant::now(), lost));
@@ -489,7 +409,7 @@ fn writes_through_an_outage_with(
         .lock()
         .map(|r| r.saturating_duration_since(started));
     if policy.is_some() {
-        let link = h.dev.as_ref().unwrap().link();
+        let link = h.link();
         seen.failed_fast = link.health.failed_fast.load(Ordering::Relaxed);
         seen.reopens = link.health.reopens.load(Ordering::Relaxed);
     }
@@ -497,7 +417,7 @@ fn writes_through_an_outage_with(
     acked.sort_unstable();
     for &idx in &acked {
         let c = h.run(
-            &cdbs::read16(idx * PER, PER as u32),
+            &cdb::read16(idx * PER, PER as u32),
             DataDir::FromDevice(PER as usize * BS),
         );
         assert_good(&c);

@@ -6,9 +6,6 @@
 #![cfg(feature = "glfs")]
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
-mod common;
-
-use common::{cdbs, Harness};
 use gfapi::{CompletionQueue, Volume, VolumeConfig};
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -19,6 +16,7 @@ use tcmu_warden::backend::glfs;
 use tcmu_warden::backend::registry::OpenCtx;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{cdb, Harness, LunSpec};
 
 const SIZE: u64 = 256 << 20;
 const BS: usize = 512;
@@ -146,9 +144,9 @@ fn warden(h: &mut Harness, p: Phase) -> f64 {
         while running && pending.len() < p.depth() {
             let lba = offs.get(p) / BS as u64;
             let id = if p.write() {
-                h.submit(&cdbs::write16(lba, blocks, false), DataDir::ToDevice(&data))
+                h.submit(&cdb::write16(lba, blocks, false), DataDir::ToDevice(&data))
             } else {
-                h.submit(&cdbs::read16(lba, blocks), DataDir::FromDevice(p.io()))
+                h.submit(&cdb::read16(lba, blocks), DataDir::FromDevice(p.io()))
             };
             pending.push_back(id);
         }
@@ -176,19 +174,10 @@ fn bench_warden_vs_direct_gfapi() {
     let cfg = format!("{volume}@{host}/bench.img");
     let ctx = OpenCtx::new("bench/glfs", SIZE);
     let backend: Arc<dyn Backend> = glfs::open(&cfg, &ctx).expect("open the bench LUN");
-    let lun = tcmu_warden::daemon::lun_info(
-        &tcmu_warden::configfs::DeviceAttrs {
-            dev_size: SIZE,
-            block_size: BS as u32,
-            hw_max_sectors: 2048,
-            write_cache: true,
-            serial: Some("bench".into()),
-            cmd_time_out: None,
-            qfull_time_out: None,
-        },
-        backend.as_ref(),
-        "x",
-    );
+    let lun = LunSpec::new(SIZE, BS as u32)
+        .hw_max_sectors(2048)
+        .serial("bench")
+        .lun_info(backend.as_ref());
     let emu = EmuConfig {
         data_size: 64 << 20,
         ..EmuConfig::default()

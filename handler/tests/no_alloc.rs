@@ -18,22 +18,20 @@
 //! parking_lot condvar; the warm-up goes on until every worker and the device thread have done
 //! so. `NO_ALLOC_TRACE=1` prints a backtrace of every counted allocation.
 
-mod common;
-
-use common::cdbs;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tcmu_ring::emu::{Completed, DataDir, EmuConfig, EmuDoorbell, Full, KernelEmu};
-use tcmu_ring::{Doorbell, Ring};
+use tcmu_ring::emu::{Completed, DataDir, EmuConfig, EmuDoorbell};
+use tcmu_ring::Doorbell;
 use tcmu_warden::backend::io::Io;
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::{Backend, Caps};
-use tcmu_warden::device::{self, DeviceConfig, DeviceHandle};
+use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::cdb;
+use tcmu_warden::testing::{Harness, LunSpec};
 
 // ---- the counting allocator ----
 
@@ -181,48 +179,15 @@ const BLOCKS: u64 = 16384; // 64 MiB
 const BATCH: usize = 32;
 const WORKERS: usize = 4;
 
+/// The kernel's side, on the test thread: the shared harness (whose reaping allocates each
+/// completion's Data-In copy here, on the excluded thread).
 struct Driver {
-    emu: KernelEmu,
-    dev: Option<DeviceHandle>,
-    reaped: Vec<Completed>,
-    done: HashMap<u16, Completed>,
+    h: Harness,
 }
 
 impl Driver {
-    fn submit(&mut self, cdb: &[u8], dir: DataDir<'_>) -> u16 {
-        match self.emu.submit(cdb, dir) {
-            Ok(id) => id,
-            Err(e @ (Full::Ring | Full::Data | Full::Ids)) => {
-                panic!("emulated ring too small: {e}")
-            }
-            Err(e) => panic!("submit refused: {e}"),
-        }
-    }
-
-    fn wait(&mut self, id: u16) -> Completed {
-        let t = Instant::now();
-        loop {
-            if let Some(c) = self.done.remove(&id) {
-                return c;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "command {id} not completed within 30 s"
-            );
-            let _ = self.emu.wait_kick(Duration::from_millis(5));
-            self.reaped.clear();
-            if let Err(v) = self.emu.reap(&mut self.reaped) {
-                panic!("protocol violation by the handler: {v}");
-            }
-            for c in self.reaped.drain(..) {
-                assert!(self.done.insert(c.cmd_id, c).is_none(), "completed twice");
-            }
-        }
-    }
-
     fn run(&mut self, cdb: &[u8], dir: DataDir<'_>) {
-        let id = self.submit(cdb, dir);
-        good(&self.wait(id));
+        good(&self.h.run(cdb, dir));
     }
 
     /// 32 4 KiB commands, alternating WRITE and READ on distinct blocks from `lba`, plus an
@@ -232,16 +197,18 @@ impl Driver {
         for i in 0..BATCH as u64 {
             let at = (lba + i) % BLOCKS;
             ids.push(if i % 2 == 0 {
-                self.submit(&cdbs::write16(at, 1, false), DataDir::ToDevice(payload))
+                self.h
+                    .submit(&cdb::write16(at, 1, false), DataDir::ToDevice(payload))
             } else {
-                self.submit(&cdbs::read16(at, 1), DataDir::FromDevice(BS as usize))
+                self.h
+                    .submit(&cdb::read16(at, 1), DataDir::FromDevice(BS as usize))
             });
         }
         if sync {
-            ids.push(self.submit(&cdbs::sync16(), DataDir::None));
+            ids.push(self.h.submit(&cdb::sync16(), DataDir::None));
         }
         for &id in ids.iter() {
-            good(&self.wait(id));
+            good(&self.h.wait(id));
         }
         ids.len()
     }
@@ -268,41 +235,20 @@ fn hot_path_makes_no_allocation() {
 
     let size = BLOCKS * u64::from(BS);
     let backend = Arc::new(WarmRam(RamBackend::new(size)));
-    let lun = tcmu_warden::daemon::lun_info(
-        &tcmu_warden::configfs::DeviceAttrs {
-            dev_size: size,
-            block_size: BS,
-            hw_max_sectors: 2048,
-            write_cache: true,
-            serial: Some("no-alloc".into()),
-            cmd_time_out: None,
-            qfull_time_out: None,
-        },
-        backend.as_ref() as &dyn Backend,
-        "x",
-    );
-    let (emu, map, bell) = KernelEmu::new(EmuConfig::default()).expect("emulated ring");
-    let ring = Ring::new(Arc::new(map)).expect("mailbox valid");
+    let lun = LunSpec::new(size, BS)
+        .hw_max_sectors(2048)
+        .serial("no-alloc")
+        .lun_info(backend.as_ref() as &dyn Backend);
     let dev_cfg = DeviceConfig {
         workers: WORKERS,
         max_inflight: 64,
         ..DeviceConfig::default()
     };
-    let dev = device::spawn(
-        "test/lun0",
-        ring,
-        Box::new(WarmBell(bell)),
-        backend,
-        lun,
-        &dev_cfg,
-    )
-    .expect("spawn");
-    let mut d = Driver {
-        emu,
-        dev: Some(dev),
-        reaped: Vec::with_capacity(64),
-        done: HashMap::with_capacity(64),
-    };
+    let mut h = Harness::kernel(EmuConfig::default());
+    h.start_with_doorbell("test/lun0", backend, lun, &dev_cfg, |bell| {
+        Box::new(WarmBell(bell))
+    });
+    let mut d = Driver { h };
     let payload = vec![0x5au8; BS as usize];
     let mut ids = Vec::with_capacity(BATCH + 1);
 
@@ -318,12 +264,12 @@ fn hot_path_makes_no_allocation() {
             WARMED_THREADS.load(Ordering::SeqCst),
             WORKERS + 1
         );
-        d.run(&cdbs::inquiry(false, 0, 96), DataDir::FromDevice(96));
-        d.run(&cdbs::inquiry(true, 0x83, 255), DataDir::FromDevice(255));
-        d.run(&cdbs::sync16(), DataDir::None);
+        d.run(&cdb::inquiry(false, 0, 96), DataDir::FromDevice(96));
+        d.run(&cdb::inquiry(true, 0x83, 255), DataDir::FromDevice(255));
+        d.run(&cdb::sync16(), DataDir::None);
         lba += d.batch(lba, &payload, &mut ids, round % 4 == 0) as u64;
         d.run(
-            &cdbs::read16(lba % BLOCKS, 1),
+            &cdb::read16(lba % BLOCKS, 1),
             DataDir::FromDevice(BS as usize),
         );
         if round % 4 == 0 {
@@ -353,17 +299,12 @@ fn hot_path_makes_no_allocation() {
         .take(n)
         .map(|a| a.load(Ordering::Relaxed))
         .collect();
-    let completed = d
-        .dev
-        .as_ref()
-        .map(|h| h.stats.completed.load(Ordering::Relaxed));
-    if let Some(h) = d.dev.take() {
-        h.join();
-    }
+    let completed = d.h.stats().completed.load(Ordering::Relaxed);
+    d.h.stop();
     assert_eq!(
         n, 0,
         "{n} allocations ({bytes} bytes) by the device thread and workers over {commands} commands \
-         (sizes of the first ones {sizes:?}; device completed {completed:?}); \
+         (sizes of the first ones {sizes:?}; device completed {completed}); \
          rerun with NO_ALLOC_TRACE=1 for their backtraces"
     );
 

@@ -12,10 +12,7 @@
     clippy::cast_possible_wrap
 )]
 
-mod common;
-
 use ceph_rbd::{Cluster, ConnectOptions, Image, IoCtx};
-use common::{assert_good, cdbs, sense_of, Harness};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -25,6 +22,8 @@ use tcmu_warden::backend::rbd::client;
 use tcmu_warden::backend::registry;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::shadow::{seed_from_env, Mix, Shadow, Share};
+use tcmu_warden::testing::{assert_good, cdb, sense_of, Harness, LunSpec};
 use tcmu_warden_supervisor::metrics::Metrics;
 
 const NEEDS: &str = "needs a Ceph cluster: tests/ceph/run.sh";
@@ -80,19 +79,11 @@ fn harness(backend: Arc<dyn Backend>, size: u64) -> Harness {
 /// `write_cache` false is what Linux sees by default on a user backstore (WCE 0): every
 /// write is then FUA, which the backend turns into write + flush.
 fn harness_wc(backend: Arc<dyn Backend>, size: u64, write_cache: bool) -> Harness {
-    let mut lun = tcmu_warden::daemon::lun_info(
-        &tcmu_warden::configfs::DeviceAttrs {
-            dev_size: size,
-            block_size: BS as u32,
-            hw_max_sectors: 2048,
-            write_cache,
-            serial: Some("rbd-test".into()),
-            cmd_time_out: None,
-            qfull_time_out: None,
-        },
-        backend.as_ref(),
-        "x",
-    );
+    let mut lun = LunSpec::new(size, BS as u32)
+        .hw_max_sectors(2048)
+        .write_cache(write_cache)
+        .serial("rbd-test")
+        .lun_info(backend.as_ref());
     lun.max_compare_write_blocks = 8;
     let emu_cfg = EmuConfig {
         cmdr_size: 256 * 1024,
@@ -133,10 +124,6 @@ fn run_retrying(
     }
 }
 
-fn span(lba: u64, n: u64) -> std::ops::Range<usize> {
-    lba as usize * BS..(lba + n) as usize * BS
-}
-
 /// Read the whole image through a separate librbd client and compare with `shadow`.
 fn verify_with_librbd(name: &str, shadow: &[u8]) {
     let c = admin();
@@ -165,168 +152,42 @@ fn verify_with_librbd(name: &str, shadow: &[u8]) {
     );
 }
 
-/// A random mix of every command, in batches of disjoint ranges, against a shadow model.
+/// A random mix of every command, in batches of disjoint ranges, against the shadow model.
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn integrity_random_mix_against_a_shadow_model() {
     let _ = NEEDS;
-    let seed = std::env::var("TCMU_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("TCMU_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let seed = seed_from_env();
     let admin = admin();
     let name = unique("integrity");
     // 12 MiB over 4 MiB objects: commands cross object boundaries.
     let size: u64 = 12 << 20;
-    let blocks = size / BS as u64;
     create_image(&admin, "rbd", None, &name, size);
     let metrics = Metrics::new();
     let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, Some(&metrics));
     assert!(!backend.completes_inline());
     assert!(backend.caps().unmap && backend.caps().write_zeroes);
     let mut h = harness(backend, size);
-    let mut shadow = vec![0u8; size as usize];
-    let mut counts = [0usize; 6];
-    let pick = |rng: &mut StdRng, used: &mut Vec<(u64, u64)>, max: u64| -> Option<(u64, u32)> {
-        for _ in 0..20 {
-            let n = rng.gen_range(1..=max);
-            // Bias towards object boundaries (every 8192 blocks) half of the time.
-            let lba = if rng.gen_bool(0.5) {
-                let b = rng.gen_range(1..=2u64) * 8192;
-                b.saturating_sub(rng.gen_range(0..n)).min(blocks - n)
-            } else {
-                rng.gen_range(0..=blocks - n)
-            };
-            if used.iter().all(|&(a, m)| lba + n <= a || a + m <= lba) {
-                used.push((lba, n));
-                return Some((lba, n as u32));
-            }
-        }
-        None
+    let mix = Mix {
+        batches: 120,
+        max_depth: 24,
+        read: Share::new(35, 256),
+        write: Share::new(35, 256),
+        unmap: Share::new(8, 512),
+        write_same: Share::new(10, 1024),
+        caw: Share::new(8, 8),
+        sync: Share::new(4, 0),
+        fua: 0.3,
+        unmap_ranges: 1,
+        write_same_data: true,
+        write_same_unmap: true,
+        ndob: false,
+        // Half of the ranges across a 4 MiB object boundary (8192 blocks).
+        boundary: Some(8192),
     };
-    for _batch in 0..120 {
-        let depth = rng.gen_range(1..=24);
-        let mut used = Vec::new();
-        let mut ops: Vec<(u8, u64, u32, Vec<u8>, bool)> = Vec::new();
-        for _ in 0..depth {
-            let k = rng.gen_range(0..100);
-            let (kind, max) = match k {
-                0..=34 => (0u8, 256),
-                35..=69 => (1, 256),
-                70..=77 => (2, 512),
-                78..=87 => (3, 1024),
-                88..=95 => (4, 8),
-                _ => (5, 0),
-            };
-            if kind == 5 {
-                ops.push((5, 0, 0, Vec::new(), false));
-                continue;
-            }
-            let Some((lba, n)) = pick(&mut rng, &mut used, max) else {
-                continue;
-            };
-            let data = match kind {
-                1 => {
-                    let mut d = vec![0u8; n as usize * BS];
-                    rng.fill(&mut d[..]);
-                    d
-                }
-                3 => {
-                    let mut d = vec![0u8; BS];
-                    if rng.gen_bool(0.5) {
-                        rng.fill(&mut d[..]);
-                    }
-                    d
-                }
-                4 => {
-                    let mut cmp = shadow[span(lba, u64::from(n))].to_vec();
-                    let matches = rng.gen_bool(0.7);
-                    if !matches {
-                        let i = rng.gen_range(0..cmp.len());
-                        cmp[i] ^= 0x5a;
-                    }
-                    let mut w = vec![0u8; cmp.len()];
-                    rng.fill(&mut w[..]);
-                    cmp.extend_from_slice(&w);
-                    cmp
-                }
-                _ => Vec::new(),
-            };
-            ops.push((kind, lba, n, data, rng.gen_bool(0.3)));
-        }
-        let mut ids = Vec::new();
-        for (kind, lba, n, data, flag) in &ops {
-            let id = match kind {
-                0 => h.submit(
-                    &cdbs::read16(*lba, *n),
-                    DataDir::FromDevice(*n as usize * BS),
-                ),
-                1 => h.submit(&cdbs::write16(*lba, *n, *flag), DataDir::ToDevice(data)),
-                2 => {
-                    let p = cdbs::unmap_params(&[(*lba, *n)]);
-                    h.submit(&cdbs::unmap(p.len() as u16), DataDir::ToDevice(&p))
-                }
-                3 => {
-                    let zero = data.iter().all(|b| *b == 0);
-                    h.submit(
-                        &cdbs::write_same16(*lba, *n, zero && *flag, false),
-                        DataDir::ToDevice(data),
-                    )
-                }
-                4 => h.submit(&cdbs::caw(*lba, *n as u8), DataDir::ToDevice(data)),
-                _ => h.submit(&cdbs::sync16(), DataDir::None),
-            };
-            ids.push(id);
-        }
-        for ((kind, lba, n, data, _), id) in ops.iter().zip(ids) {
-            let c = h.wait(id);
-            let r = span(*lba, u64::from(*n));
-            counts[*kind as usize] += 1;
-            match kind {
-                0 => {
-                    assert_good(&c);
-                    assert!(
-                        c.data_in == shadow[r],
-                        "READ lba {lba} n {n} differs (seed {seed})"
-                    );
-                }
-                1 => {
-                    assert_good(&c);
-                    shadow[r].copy_from_slice(data);
-                }
-                2 => {
-                    assert_good(&c);
-                    shadow[r].fill(0);
-                }
-                3 => {
-                    assert_good(&c);
-                    for b in 0..u64::from(*n) {
-                        shadow[span(lba + b, 1)].copy_from_slice(data);
-                    }
-                }
-                4 => {
-                    let half = data.len() / 2;
-                    if data[..half] == shadow[r.clone()] {
-                        assert_good(&c);
-                        shadow[r].copy_from_slice(&data[half..]);
-                    } else {
-                        assert_eq!(sense_of(&c), (0x0E, 0x1D, 0x00), "MISCOMPARE (seed {seed})");
-                    }
-                }
-                _ => assert_good(&c),
-            }
-        }
-    }
-    for lba in (0..blocks).step_by(2048) {
-        let c = h.run(&cdbs::read16(lba, 2048), DataDir::FromDevice(2048 * BS));
-        assert_good(&c);
-        assert!(
-            c.data_in == shadow[span(lba, 2048)],
-            "final read of lba {lba} differs (seed {seed})"
-        );
-    }
+    let mut shadow = Shadow::new(size / BS as u64, BS);
+    let counts = shadow.run_mix(&mut h, &mix, seed);
+    shadow.assert_reads_back(&mut h, 2048, &format!("seed {seed}"));
     let text = metrics.encode();
     assert!(
         text.contains("tcmu_warden_rbd_op_duration_seconds_count{device=\"user_0/rbdlun\",op=\"write\",subtype=\"rbd\"}"),
@@ -346,15 +207,9 @@ fn integrity_random_mix_against_a_shadow_model() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    verify_with_librbd(&name, &shadow);
-    eprintln!(
-        "reads {} writes {} unmaps {} write-sames {} caws {} syncs {}",
-        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5]
-    );
-    assert!(
-        counts.iter().all(|&n| n > 0),
-        "every kind was exercised: {counts:?}"
-    );
+    verify_with_librbd(&name, shadow.bytes());
+    eprintln!("{counts:?}");
+    assert!(counts.covers(&mix), "every kind was exercised: {counts:?}");
 }
 
 #[test]
@@ -448,8 +303,8 @@ fn namespaces_snapshots_and_one_shared_client() {
     assert_eq!(client::count(), 1, "two LUNs, one RADOS client");
     let mut h = harness(Arc::clone(&a), 4 << 20);
     let data = vec![0xabu8; 8 * BS];
-    assert_good(&h.run(&cdbs::write16(16, 8, false), DataDir::ToDevice(&data)));
-    let r = h.run(&cdbs::read16(16, 8), DataDir::FromDevice(8 * BS));
+    assert_good(&h.run(&cdb::write16(16, 8, false), DataDir::ToDevice(&data)));
+    let r = h.run(&cdb::read16(16, 8), DataDir::FromDevice(8 * BS));
     assert_good(&r);
     assert_eq!(r.data_in, data);
     h.stop();
@@ -465,10 +320,10 @@ fn namespaces_snapshots_and_one_shared_client() {
     let s = open_lun(&format!("rbd/ns1/{name}@s1;conf={c}"), 4 << 20, None);
     assert!(!s.caps().unmap, "a snapshot is read-only");
     let mut h = harness(s, 4 << 20);
-    let r = h.run(&cdbs::read16(16, 8), DataDir::FromDevice(8 * BS));
+    let r = h.run(&cdb::read16(16, 8), DataDir::FromDevice(8 * BS));
     assert_good(&r);
     assert_eq!(r.data_in, data);
-    let w = h.run(&cdbs::write16(16, 8, false), DataDir::ToDevice(&data));
+    let w = h.run(&cdb::write16(16, 8, false), DataDir::ToDevice(&data));
     assert_eq!(
         sense_of(&w),
         (0x07, 0x27, 0x00),
@@ -483,11 +338,11 @@ fn namespaces_snapshots_and_one_shared_client() {
 fn write_batches(
     h: &mut Harness,
     rng: &mut StdRng,
-    shadow: &mut [u8],
+    shadow: &mut Shadow,
     batches: usize,
     mut between: impl FnMut(usize),
 ) -> u32 {
-    let blocks = (shadow.len() / BS) as u64;
+    let blocks = shadow.blocks();
     let mut retries = 0;
     for b in 0..batches {
         between(b);
@@ -498,7 +353,7 @@ fn write_batches(
             let lba = i * blocks / 8 + rng.gen_range(0..blocks / 8 - n);
             let mut d = vec![0u8; n as usize * BS];
             rng.fill(&mut d[..]);
-            let id = h.submit(&cdbs::write16(lba, n as u32, false), DataDir::ToDevice(&d));
+            let id = h.submit(&cdb::write16(lba, n as u32, false), DataDir::ToDevice(&d));
             ops.push((lba, n, d, id));
         }
         // Take every completion of the batch before retrying any: a retry may reuse the id
@@ -508,7 +363,7 @@ fn write_batches(
             if is_not_ready_transition(&c) || c.status == 0x08 {
                 let (c2, r) = run_retrying(
                     h,
-                    &cdbs::write16(lba, n as u32, false),
+                    &cdb::write16(lba, n as u32, false),
                     DataDir::ToDevice(&d),
                     Duration::from_secs(60),
                 );
@@ -516,26 +371,15 @@ fn write_batches(
                 c = c2;
             }
             assert_good(&c);
-            shadow[span(lba, n)].copy_from_slice(&d);
+            shadow.write(lba, &d);
         }
     }
     retries
 }
 
 /// Read the whole LUN through the ring (1 MiB commands) and compare with `shadow`.
-fn assert_reads_back(h: &mut Harness, shadow: &[u8]) {
-    let step = 2048u64;
-    for lba in (0..(shadow.len() / BS) as u64).step_by(step as usize) {
-        let c = h.run(
-            &cdbs::read16(lba, step as u32),
-            DataDir::FromDevice(step as usize * BS),
-        );
-        assert_good(&c);
-        assert!(
-            c.data_in == shadow[span(lba, step)],
-            "lba {lba}: read back differs"
-        );
-    }
+fn assert_reads_back(h: &mut Harness, shadow: &Shadow) {
+    shadow.assert_reads_back(h, 2048, "read back");
 }
 
 fn blocklist_ls() -> String {
@@ -580,7 +424,7 @@ fn blocklisted_by_a_lock_breaker(write_cache: bool) {
     let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, Some(&metrics));
     let mut h = harness_wc(Arc::clone(&backend), size, write_cache);
     let mut rng = StdRng::seed_from_u64(5);
-    let mut shadow = vec![0u8; size as usize];
+    let mut shadow = Shadow::new(size / BS as u64, BS);
     // Take the lock with a first write, then remember who we are.
     write_batches(&mut h, &mut rng, &mut shadow, 2, |_| {});
     let io = IoCtx::new(&admin, "rbd", None).unwrap();
@@ -667,7 +511,7 @@ fn blocklisted_by_a_lock_breaker(write_cache: bool) {
     h.stop();
     drop(h);
     drop(backend);
-    verify_with_librbd(&name, &shadow);
+    verify_with_librbd(&name, shadow.bytes());
 }
 
 struct Child(std::process::Child);
@@ -766,7 +610,7 @@ fn a_frozen_osd_gives_retryable_completions_within_the_tier() {
     backend.ping().unwrap();
     let mut h = harness(Arc::clone(&backend), size);
     let mut rng = StdRng::seed_from_u64(9);
-    let mut shadow = vec![0u8; size as usize];
+    let mut shadow = Shadow::new(size / BS as u64, BS);
     write_batches(&mut h, &mut rng, &mut shadow, 2, |_| {});
     let pid: i32 = std::fs::read_to_string(cluster_dir().join("run/osd.0.pid"))
         .unwrap()
@@ -778,9 +622,9 @@ fn a_frozen_osd_gives_retryable_completions_within_the_tier() {
     let frozen = Frozen(osd);
     let t0 = Instant::now();
     let data = vec![0x3cu8; 16 * BS];
-    let w = h.submit(&cdbs::write16(64, 16, false), DataDir::ToDevice(&data));
-    let r = h.submit(&cdbs::read16(0, 16), DataDir::FromDevice(16 * BS));
-    let f = h.submit(&cdbs::sync16(), DataDir::None);
+    let w = h.submit(&cdb::write16(64, 16, false), DataDir::ToDevice(&data));
+    let r = h.submit(&cdb::read16(0, 16), DataDir::FromDevice(16 * BS));
+    let f = h.submit(&cdb::sync16(), DataDir::None);
     for id in [w, r, f] {
         let c = h.wait(id);
         let took = t0.elapsed();
@@ -808,12 +652,12 @@ fn a_frozen_osd_gives_retryable_completions_within_the_tier() {
     let t1 = Instant::now();
     let (c, retries) = run_retrying(
         &mut h,
-        &cdbs::write16(64, 16, false),
+        &cdb::write16(64, 16, false),
         DataDir::ToDevice(&data),
         Duration::from_secs(60),
     );
     assert_good(&c);
-    shadow[span(64, 16)].copy_from_slice(&data);
+    shadow.write(64, &data);
     eprintln!(
         "resumed {:?} after the thaw ({retries} retries)",
         t1.elapsed()
@@ -911,8 +755,8 @@ fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
     let mut ha = harness(Arc::clone(&a), size);
     let mut hb = harness(Arc::clone(&b), size);
     let mut rng = StdRng::seed_from_u64(55);
-    let mut shadow = vec![0u8; size as usize];
-    shadow[..4096].fill(1); // the undamped run's last write (client b)
+    let mut shadow = Shadow::new(size / BS as u64, BS);
+    shadow.write(0, &[1u8; 4096]); // the undamped run's last write (client b)
     let blocks = size / BS as u64;
     let (mut writes, mut busy) = ([0u32; 2], 0u32);
     let mut slowest = Duration::ZERO;
@@ -926,7 +770,7 @@ fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
             let t0 = Instant::now();
             let (c, retries) = run_retrying(
                 h,
-                &cdbs::write16(lba, n as u32, false),
+                &cdb::write16(lba, n as u32, false),
                 DataDir::ToDevice(&d),
                 Duration::from_secs(30),
             );
@@ -934,7 +778,7 @@ fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
             slowest = slowest.max(t0.elapsed());
             busy += retries;
             writes[i] += 1;
-            shadow[span(lba, n)].copy_from_slice(&d);
+            shadow.write(lba, &d);
         }
     }
     let elapsed = t.elapsed();
@@ -973,7 +817,7 @@ fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
     ha.stop();
     hb.stop();
     drop((ha, hb, a, b));
-    verify_with_librbd(&name, &shadow);
+    verify_with_librbd(&name, shadow.bytes());
 }
 
 /// A write through a gateway whose peer holds the lock (and does not hand it over before
@@ -1003,9 +847,9 @@ fn a_write_waiting_for_the_lock_past_the_bound_gets_busy() {
     let da = vec![0xaau8; 8 * BS];
     let db = vec![0xbbu8; 8 * BS];
     let t_hold = Instant::now();
-    assert_good(&ha.run(&cdbs::write16(0, 8, false), DataDir::ToDevice(&da)));
+    assert_good(&ha.run(&cdb::write16(0, 8, false), DataDir::ToDevice(&da)));
     let t0 = Instant::now();
-    let w = hb.run(&cdbs::write16(8, 8, false), DataDir::ToDevice(&db));
+    let w = hb.run(&cdb::write16(8, 8, false), DataDir::ToDevice(&db));
     let took = t0.elapsed();
     eprintln!(
         "the waiting write completed after {took:?}: status {:#x}",
@@ -1023,7 +867,7 @@ fn a_write_waiting_for_the_lock_past_the_bound_gets_busy() {
     // Retried like Linux does, it goes through once A's 4 s hold is over.
     let (w, retries) = run_retrying(
         &mut hb,
-        &cdbs::write16(8, 8, false),
+        &cdb::write16(8, 8, false),
         DataDir::ToDevice(&db),
         Duration::from_secs(20),
     );
@@ -1037,7 +881,7 @@ fn a_write_waiting_for_the_lock_past_the_bound_gets_busy() {
     assert_eq!(acquired(&mb), 1);
     let d = b.diagnose().join("\n");
     assert!(d.contains("exclusive lock: held by this daemon"), "{d}");
-    let r = ha.run(&cdbs::read16(0, 16), DataDir::FromDevice(16 * BS));
+    let r = ha.run(&cdb::read16(0, 16), DataDir::FromDevice(16 * BS));
     assert_good(&r);
     assert_eq!(r.data_in, [da, db].concat());
     ha.stop();

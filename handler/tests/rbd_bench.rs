@@ -9,13 +9,11 @@
 #![cfg(feature = "rbd")]
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
-mod common;
-
-use common::{assert_good, cdbs, Harness};
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use tcmu_ring::emu::{DataDir, EmuConfig};
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, Harness, LunSpec};
 
 fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
@@ -46,19 +44,10 @@ fn rbd_bench_through_the_emulated_ring() {
     )
     .expect("open the bench image");
     let bs = 4096usize;
-    let lun = tcmu_warden::daemon::lun_info(
-        &tcmu_warden::configfs::DeviceAttrs {
-            dev_size: size,
-            block_size: bs as u32,
-            hw_max_sectors: 2048,
-            write_cache: true,
-            serial: Some("bench".into()),
-            cmd_time_out: None,
-            qfull_time_out: None,
-        },
-        backend.as_ref(),
-        "x",
-    );
+    let lun = LunSpec::new(size, bs as u32)
+        .hw_max_sectors(2048)
+        .serial("bench")
+        .lun_info(backend.as_ref());
     // As the kernel does: blocks allocated lowest-free-first and adjacent ones merged into
     // one iovec, and a data area with room for the whole queue (16 x 1 MiB would fill a
     // 16 MiB one and measure ring-full stalls instead of the backend).
@@ -103,11 +92,11 @@ fn rbd_bench_through_the_emulated_ring() {
                 };
                 if write {
                     h.submit(
-                        &cdbs::write16(lba, n as u32, false),
+                        &cdb::write16(lba, n as u32, false),
                         DataDir::ToDevice(&data[..len]),
                     );
                 } else {
-                    h.submit(&cdbs::read16(lba, n as u32), DataDir::FromDevice(len));
+                    h.submit(&cdb::read16(lba, n as u32), DataDir::FromDevice(len));
                 }
                 inflight += 1;
                 continue;

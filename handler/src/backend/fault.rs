@@ -9,6 +9,7 @@
 //! ```text
 //! write:fail=EIO;read:delay=200ms;any:hang;flush:fail=ETIMEDOUT,count=3
 //! read|write:hang=60s,every=10
+//! read:hang,at=4096
 //! ```
 //!
 //! - rules are separated by `;` (blanks around tokens are ignored, empty rules too, so an
@@ -23,7 +24,9 @@
 //!   operation arriving while it is open is held until it closes, then submitted in arrival
 //!   order; `count` limits how many windows open);
 //! - options: `every=N` applies the action to the Nth, 2Nth, … operation that reaches the
-//!   rule (default 1: all of them); `count=N` stops after the action was applied N times.
+//!   rule (default 1: all of them); `count=N` stops after the action was applied N times;
+//!   `at=OFFSET` narrows the rule to operations that start at that byte offset (never a
+//!   ping, which has none).
 //!
 //! Rules are tried in order; the first rule whose operations match and which fires (its
 //! `every` turn has come and its `count` is not used up) applies. An operation no rule
@@ -192,6 +195,8 @@ pub struct Rule {
     pub every: u32,
     /// Stop after the action was applied this many times (`None`: never stop).
     pub count: Option<u32>,
+    /// Only operations starting at this byte offset (`None`: any offset, pings included).
+    pub at: Option<u64>,
 }
 
 impl Rule {
@@ -203,7 +208,18 @@ impl Rule {
             action,
             every: 1,
             count: None,
+            at: None,
         }
+    }
+
+    /// Whether the rule's operations and offset cover `io` (its `every`/`count` turn aside).
+    fn covers(&self, io: &Io) -> bool {
+        self.ops.matches(io.op()) && self.at.map_or(true, |at| io.offset() == at)
+    }
+
+    /// Whether the rule covers the health ping (which has no offset).
+    fn covers_ping(&self) -> bool {
+        self.ops.has_ping() && self.at.is_none()
     }
 }
 
@@ -215,6 +231,9 @@ impl fmt::Display for Rule {
         }
         if let Some(c) = self.count {
             write!(f, ",count={c}")?;
+        }
+        if let Some(at) = self.at {
+            write!(f, ",at={at}")?;
         }
         Ok(())
     }
@@ -305,20 +324,25 @@ impl FromStr for Rule {
         let mut rule = Rule::new(ops, action);
         for opt in parts {
             let Some((k, v)) = opt.split_once('=') else {
-                return Err(bad(opt, "expected every=<N> or count=<N>".into()));
+                return Err(bad(
+                    opt,
+                    "expected every=<N>, count=<N> or at=<OFFSET>".into(),
+                ));
             };
-            let n: u32 = v
+            let n: u64 = v
                 .trim()
                 .parse()
                 .map_err(|_| bad(opt, format!("`{}` is not a whole number", v.trim())))?;
+            let n32 = || u32::try_from(n).map_err(|_| bad(opt, format!("{n} is too large")));
             match k.trim() {
                 "every" if n == 0 => return Err(bad(opt, "every must be at least 1".into())),
-                "every" => rule.every = n,
-                "count" => rule.count = Some(n),
+                "every" => rule.every = n32()?,
+                "count" => rule.count = Some(n32()?),
+                "at" => rule.at = Some(n),
                 _ => {
                     return Err(bad(
                         opt,
-                        "unknown option; expected every=<N> or count=<N>".into(),
+                        "unknown option; expected every=<N>, count=<N> or at=<OFFSET>".into(),
                     ))
                 }
             }
@@ -732,7 +756,7 @@ impl Backend for FaultBackend {
             .rules
             .read()
             .iter()
-            .find(|a| a.rule.ops.has_ping() && a.applies(now))
+            .find(|a| a.rule.covers_ping() && a.applies(now))
             .map(|a| (a.rule, a.window_end()));
         let Some((rule, window)) = found else {
             return self.shared.inner.ping();
@@ -763,11 +787,10 @@ impl Backend for FaultBackend {
         // (which takes it for writing) cannot remove the rule in between and leave the
         // operation hung by a rule that no longer exists.
         let rules = self.rules.read();
-        let op = io.op();
         let now = Instant::now();
         let Some((rule, window)) = rules
             .iter()
-            .find(|a| a.rule.ops.matches(op) && a.applies(now))
+            .find(|a| a.rule.covers(&io) && a.applies(now))
             .map(|a| (a.rule, a.window_end()))
         else {
             drop(rules);
@@ -1175,6 +1198,47 @@ mod tests {
     }
 
     #[test]
+    fn at_narrows_a_rule_to_one_offset_and_each_rule_releases_its_own() {
+        let (ram, fb) = fault("read:hang,at=4096;read:hang,at=8192;write:fail=EIO,at=0");
+        let mut r = vec![1u8; 512];
+        assert_eq!(
+            run(&fb, IoOp::Read, 0, &mut r),
+            Ok(()),
+            "read elsewhere passes"
+        );
+        let mut buf = vec![6u8; 512];
+        assert_eq!(
+            run(&fb, IoOp::Write { fua: false }, 512, &mut buf),
+            Ok(()),
+            "write elsewhere passes"
+        );
+        assert_eq!(
+            run(&fb, IoOp::Write { fua: false }, 0, &mut buf),
+            Err(Errno::EIO),
+            "write at 0 fails"
+        );
+        let (mut a, mut b) = (vec![0u8; 512], vec![0u8; 512]);
+        let wa = start(&fb, IoOp::Read, 4096, &mut a);
+        let wb = start(&fb, IoOp::Read, 8192, &mut b);
+        assert_eq!(fb.hung(), 2, "both reads at their offsets held");
+        // Removing the second rule releases only what it held.
+        let keep = parse_rules("read:hang,at=4096").unwrap();
+        fb.set_rules(keep);
+        assert_eq!(wb.wait().0, Ok(()));
+        assert_eq!(fb.hung(), 1, "the read at 4096 is still held");
+        fb.set_rules(Vec::new());
+        assert_eq!(wa.wait().0, Ok(()));
+        assert_eq!(read_back(ram.as_ref(), 512), vec![6u8; 512]);
+        // A rule with an offset never applies to the ping, which has none.
+        let (_ram, fb) = fault("any:fail=EIO,at=0");
+        assert_eq!(fb.ping(), Ok(()));
+        assert_eq!(
+            format_rules(&parse_rules("read:hang,every=2,at=4096").unwrap()),
+            "read:hang,every=2,at=4096"
+        );
+    }
+
+    #[test]
     fn rules_parse_and_format_back() {
         let rules = parse_rules(
             " write:fail=EIO ; read:delay=200ms;any:hang;flush:fail=ETIMEDOUT,count=3;\
@@ -1238,7 +1302,17 @@ mod tests {
             ("read:hang,every=x", "every=x", "not a whole number"),
             ("read:hang,count=-1", "count=-1", "not a whole number"),
             ("read:hang,times=3", "times=3", "unknown option"),
-            ("read:hang,3", "3", "expected every=<N> or count=<N>"),
+            (
+                "read:hang,3",
+                "3",
+                "expected every=<N>, count=<N> or at=<OFFSET>",
+            ),
+            ("read:hang,at=x", "at=x", "not a whole number"),
+            (
+                "read:hang,every=4294967296",
+                "every=4294967296",
+                "too large",
+            ),
         ] {
             let e = parse_rules(&format!("flush:hang;{text}")).expect_err(text);
             assert_eq!(e.token, token, "{text}: {e}");

@@ -1,8 +1,5 @@
 //! The outlier log: a slow command is kept with its per-stage times; fast ones are not.
 
-mod common;
-
-use common::{assert_good, cdbs, Harness};
 use std::sync::Arc;
 use std::time::Duration;
 use tcmu_ring::emu::{DataDir, EmuConfig};
@@ -10,6 +7,7 @@ use tcmu_warden::backend::io::Io;
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::{Backend, IoOp};
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, Harness};
 
 /// RAM backend that takes 120 ms for READs of LBA 0.
 struct SlowBlockZero(RamBackend);
@@ -43,11 +41,11 @@ fn a_slow_command_is_kept_with_its_stages() {
         &cfg,
     );
     for lba in 1..50 {
-        assert_good(&h.run(&cdbs::read16(lba, 1), DataDir::FromDevice(512)));
+        assert_good(&h.run(&cdb::read16(lba, 1), DataDir::FromDevice(512)));
     }
-    let stats = Arc::clone(&h.dev.as_ref().unwrap().stats);
+    let stats = Arc::clone(&h.device().stats);
     assert_eq!(stats.outliers(), 0, "fast commands are not outliers");
-    let c = h.run(&cdbs::read16(0, 1), DataDir::FromDevice(512));
+    let c = h.run(&cdb::read16(0, 1), DataDir::FromDevice(512));
     assert_good(&c);
     assert_eq!(stats.outliers(), 1);
     let o = stats.recent_outliers.snapshot();

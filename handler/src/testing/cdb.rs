@@ -1,5 +1,8 @@
-//! CDB builders for tests (big-endian fields per SBC-3/SPC-4).
+//! CDB builders (big-endian fields per SBC-3/SPC-4), the commands a test sends through
+//! [`super::Harness`].
 
+/// READ(16) of `blocks` blocks at `lba`.
+#[must_use]
 pub fn read16(lba: u64, blocks: u32) -> [u8; 16] {
     let mut c = [0u8; 16];
     c[0] = 0x88;
@@ -8,6 +11,8 @@ pub fn read16(lba: u64, blocks: u32) -> [u8; 16] {
     c
 }
 
+/// WRITE(16); `fua` sets FUA.
+#[must_use]
 pub fn write16(lba: u64, blocks: u32, fua: bool) -> [u8; 16] {
     let mut c = read16(lba, blocks);
     c[0] = 0x8A;
@@ -17,6 +22,8 @@ pub fn write16(lba: u64, blocks: u32, fua: bool) -> [u8; 16] {
     c
 }
 
+/// READ(10).
+#[must_use]
 pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
     let mut c = [0u8; 10];
     c[0] = 0x28;
@@ -25,12 +32,16 @@ pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
     c
 }
 
+/// SYNCHRONIZE CACHE(16) of the whole LUN.
+#[must_use]
 pub fn sync16() -> [u8; 16] {
     let mut c = [0u8; 16];
     c[0] = 0x91;
     c
 }
 
+/// WRITE SAME(16); `unmap` and `ndob` set those bits.
+#[must_use]
 pub fn write_same16(lba: u64, blocks: u32, unmap: bool, ndob: bool) -> [u8; 16] {
     let mut c = read16(lba, blocks);
     c[0] = 0x93;
@@ -43,6 +54,8 @@ pub fn write_same16(lba: u64, blocks: u32, unmap: bool, ndob: bool) -> [u8; 16] 
     c
 }
 
+/// COMPARE AND WRITE of `blocks` blocks (Data-Out: compare data, then write data).
+#[must_use]
 pub fn caw(lba: u64, blocks: u8) -> [u8; 16] {
     let mut c = [0u8; 16];
     c[0] = 0x89;
@@ -51,6 +64,8 @@ pub fn caw(lba: u64, blocks: u8) -> [u8; 16] {
     c
 }
 
+/// UNMAP with a parameter list of `param_len` bytes.
+#[must_use]
 pub fn unmap(param_len: u16) -> [u8; 10] {
     let mut c = [0u8; 10];
     c[0] = 0x42;
@@ -59,6 +74,7 @@ pub fn unmap(param_len: u16) -> [u8; 10] {
 }
 
 /// UNMAP parameter list with the given (lba, blocks) descriptors.
+#[must_use]
 pub fn unmap_params(ranges: &[(u64, u32)]) -> Vec<u8> {
     let mut p = vec![0u8; 8];
     for &(lba, n) in ranges {
@@ -73,11 +89,15 @@ pub fn unmap_params(ranges: &[(u64, u32)]) -> Vec<u8> {
     p
 }
 
+/// INQUIRY; `evpd` asks for VPD page `page`.
+#[must_use]
 pub fn inquiry(evpd: bool, page: u8, alloc: u16) -> [u8; 6] {
     let a = alloc.to_be_bytes();
     [0x12, u8::from(evpd), page, a[0], a[1], 0]
 }
 
+/// READ CAPACITY(16) (SERVICE ACTION IN(16)).
+#[must_use]
 pub fn read_capacity16(alloc: u32) -> [u8; 16] {
     let mut c = [0u8; 16];
     c[0] = 0x9E;
@@ -86,16 +106,22 @@ pub fn read_capacity16(alloc: u32) -> [u8; 16] {
     c
 }
 
+/// MODE SENSE(10) of `page`, block descriptors disabled.
+#[must_use]
 pub fn mode_sense10(page: u8, alloc: u16) -> [u8; 10] {
     let a = alloc.to_be_bytes();
     [0x5A, 0x08, page, 0, 0, 0, 0, a[0], a[1], 0]
 }
 
+/// MODE SELECT(10), page format.
+#[must_use]
 pub fn mode_select10(param_len: u16) -> [u8; 10] {
     let a = param_len.to_be_bytes();
     [0x55, 0x10, 0, 0, 0, 0, 0, a[0], a[1], 0]
 }
 
+/// VERIFY(16); `bytchk` compares with the Data-Out.
+#[must_use]
 pub fn verify16(lba: u64, blocks: u32, bytchk: bool) -> [u8; 16] {
     let mut c = read16(lba, blocks);
     c[0] = 0x8F;
@@ -105,22 +131,30 @@ pub fn verify16(lba: u64, blocks: u32, bytchk: bool) -> [u8; 16] {
     c
 }
 
+/// TEST UNIT READY.
+#[must_use]
 pub fn test_unit_ready() -> [u8; 6] {
     [0; 6]
 }
 
+/// READ CAPACITY(10).
+#[must_use]
 pub fn read_capacity10() -> [u8; 10] {
     let mut c = [0u8; 10];
     c[0] = 0x25;
     c
 }
 
+/// WRITE(10).
+#[must_use]
 pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
     let mut c = read10(lba, blocks);
     c[0] = 0x2A;
     c
 }
 
+/// VERIFY(10); `bytchk` compares with the Data-Out.
+#[must_use]
 pub fn verify10(lba: u32, blocks: u16, bytchk: bool) -> [u8; 10] {
     let mut c = read10(lba, blocks);
     c[0] = 0x2F;
@@ -130,6 +164,8 @@ pub fn verify10(lba: u32, blocks: u16, bytchk: bool) -> [u8; 10] {
     c
 }
 
+/// WRITE SAME(10); `unmap` sets UNMAP.
+#[must_use]
 pub fn write_same10(lba: u32, blocks: u16, unmap: bool) -> [u8; 10] {
     let mut c = read10(lba, blocks);
     c[0] = 0x41;
@@ -139,6 +175,8 @@ pub fn write_same10(lba: u32, blocks: u16, unmap: bool) -> [u8; 10] {
     c
 }
 
+/// REPORT LUNS.
+#[must_use]
 pub fn report_luns(alloc: u32) -> [u8; 12] {
     let mut c = [0u8; 12];
     c[0] = 0xA0;
@@ -148,6 +186,7 @@ pub fn report_luns(alloc: u32) -> [u8; 12] {
 
 /// A CDB of the length the kernel copies for `opcode` (`scsi_command_size`), zero apart from
 /// the opcode; for the variable-length opcode 0x7F a 32-byte CDB (ADDITIONAL CDB LENGTH 24).
+#[must_use]
 pub fn bare(opcode: u8) -> Vec<u8> {
     const GROUP_LEN: [usize; 8] = [6, 10, 10, 12, 16, 12, 10, 10];
     if opcode == 0x7F {

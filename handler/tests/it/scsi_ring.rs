@@ -3,21 +3,17 @@
 //! plus the ring-level failure modes (bad entries, a corrupted ring, TMR entries, a full ring
 //! and data area, a stop while the backend hangs).
 
-mod common;
-
-use common::{assert_good, cdbs, sense_of, Harness};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tcmu_ring::emu::{Completed, DataDir, EmuConfig, EmuDoorbell, KernelEmu};
-use tcmu_ring::{Mapping, Ring};
+use tcmu_ring::emu::{Completed, DataDir, EmuConfig};
 use tcmu_scsi::lun::LunInfo;
 use tcmu_scsi::sense::Sense;
+use tcmu_warden::backend::fault::{parse_rules, FaultBackend};
 use tcmu_warden::backend::file::FileBackend;
-use tcmu_warden::backend::{Backend, Caps, Io, IoOp};
-use tcmu_warden::configfs::DeviceAttrs;
-use tcmu_warden::device::{self, DeviceConfig, DeviceHandle};
+use tcmu_warden::backend::{Backend, Io};
+use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, sense_of, wait_until, Harness, LunSpec};
 
 const BS: usize = 512;
 const BS64: u64 = 512;
@@ -37,16 +33,10 @@ const INTERNAL_TARGET_FAILURE: (u8, u8, u8) = (0x04, 0x44, 0x00);
 // Fixtures
 // ---------------------------------------------------------------------------------------------
 
-fn attrs(blocks: u64, write_cache: bool) -> DeviceAttrs {
-    DeviceAttrs {
-        dev_size: blocks * BS64,
-        block_size: 512,
-        hw_max_sectors: 256,
-        write_cache,
-        serial: Some("qa-scsi-ring-0001".into()),
-        cmd_time_out: None,
-        qfull_time_out: None,
-    }
+fn attrs(blocks: u64, write_cache: bool) -> LunSpec {
+    LunSpec::blocks(blocks, 512)
+        .write_cache(write_cache)
+        .serial("qa-scsi-ring-0001")
 }
 
 /// A file-backed LUN of `BLOCKS` blocks in a fresh temporary directory.
@@ -55,11 +45,7 @@ fn file_lun() -> (tempfile::TempDir, Arc<FileBackend>, LunInfo) {
     let backend = Arc::new(
         FileBackend::open(&dir.path().join("lun.img"), BLOCKS * BS64).expect("file backend"),
     );
-    let lun = tcmu_warden::daemon::lun_info(
-        &attrs(BLOCKS, true),
-        backend.as_ref() as &dyn Backend,
-        "fallback",
-    );
+    let lun = attrs(BLOCKS, true).lun_info(backend.as_ref());
     (dir, backend, lun)
 }
 
@@ -97,12 +83,12 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 
 fn write_blocks(h: &mut Harness, lba: u64, data: &[u8]) {
     let n = u32::try_from(data.len() / BS).unwrap();
-    let c = h.run(&cdbs::write16(lba, n, false), DataDir::ToDevice(data));
+    let c = h.run(&cdb::write16(lba, n, false), DataDir::ToDevice(data));
     assert_good(&c);
 }
 
 fn read_blocks(h: &mut Harness, lba: u64, n: u32) -> Vec<u8> {
-    let c = h.run(&cdbs::read16(lba, n), DataDir::FromDevice(n as usize * BS));
+    let c = h.run(&cdb::read16(lba, n), DataDir::FromDevice(n as usize * BS));
     assert_good(&c);
     c.data_in
 }
@@ -117,92 +103,19 @@ fn assert_check(c: &Completed, want: (u8, u8, u8), what: &str) {
     assert_eq!(sense_of(c), want, "{what}: sense key/asc/ascq");
 }
 
-fn stats(h: &Harness) -> &tcmu_warden::device::DeviceStats {
-    &h.dev.as_ref().expect("device running").stats
+/// `backend` behind a [`FaultBackend`] that holds the operations `rules` names (`any:hang`,
+/// or `read:hang,at=<byte offset>`) until the test releases them (`set_rules(Vec::new())`
+/// releases them and holds no more; `release_hung` releases them and keeps holding).
+fn held(backend: Arc<FileBackend>, rules: &str) -> Arc<FaultBackend> {
+    Arc::new(FaultBackend::new(
+        backend,
+        parse_rules(rules).expect("rules"),
+    ))
 }
 
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// A backend that parks the operations it is told to hold (all of them, or reads at one byte
-/// offset) until the test releases them, and forwards everything else to `inner`.
-struct Gate {
-    inner: Arc<dyn Backend>,
-    state: Mutex<GateState>,
-}
-
-struct GateState {
-    closed: bool,
-    /// Hold only reads at this byte offset; `None` holds every operation.
-    only_read_at: Option<u64>,
-    parked: Vec<Io>,
-}
-
-impl Gate {
-    fn new(inner: Arc<dyn Backend>, only_read_at: Option<u64>) -> Arc<Gate> {
-        Arc::new(Gate {
-            inner,
-            state: Mutex::new(GateState {
-                closed: true,
-                only_read_at,
-                parked: Vec::new(),
-            }),
-        })
-    }
-
-    fn parked(&self) -> usize {
-        self.state.lock().unwrap().parked.len()
-    }
-
-    /// Stop holding and forward everything held.
-    fn open(&self) {
-        let held = {
-            let mut s = self.state.lock().unwrap();
-            s.closed = false;
-            std::mem::take(&mut s.parked)
-        };
-        for io in held {
-            self.inner.submit(io);
-        }
-    }
-
-    /// Take the held operations without running them (dropping them completes them with EIO).
-    fn take_parked(&self) -> Vec<Io> {
-        std::mem::take(&mut self.state.lock().unwrap().parked)
-    }
-}
-
-impl Backend for Gate {
-    fn describe(&self) -> String {
-        format!("gate:{}", self.inner.describe())
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn caps(&self) -> Caps {
-        self.inner.caps()
-    }
-    fn submit(&self, io: Io) {
-        let mut s = self.state.lock().unwrap();
-        let hold = s.closed
-            && s.only_read_at
-                .map_or(true, |off| io.op() == IoOp::Read && io.offset() == off);
-        if hold {
-            s.parked.push(io);
-            return;
-        }
-        drop(s);
-        self.inner.submit(io);
-    }
+/// Hold the reads at one byte offset.
+fn hold_reads_at(backend: Arc<FileBackend>, offset: u64) -> Arc<FaultBackend> {
+    held(backend, &format!("read:hang,at={offset}"))
 }
 
 /// A backend that claims a size and fails every operation (for geometry-only tests).
@@ -217,82 +130,6 @@ impl Backend for NullBackend {
     }
     fn submit(&self, io: Io) {
         io.complete(Err(nix::errno::Errno::EIO));
-    }
-}
-
-/// The emulated kernel with the device started later, so a test can corrupt entries after
-/// the kernel wrote them but before the handler reads them, and give the device thread a
-/// unique name (its CPU time is measured by name).
-struct Rig {
-    emu: KernelEmu,
-    handler_side: Option<(Mapping, EmuDoorbell)>,
-    dev: Option<DeviceHandle>,
-    done: HashMap<u16, Completed>,
-}
-
-impl Rig {
-    fn new(cfg: EmuConfig) -> Rig {
-        let (emu, map, bell) = KernelEmu::new(cfg).expect("emulated ring");
-        Rig {
-            emu,
-            handler_side: Some((map, bell)),
-            dev: None,
-            done: HashMap::new(),
-        }
-    }
-
-    fn spawn(&mut self, name: &str, backend: Arc<dyn Backend>, lun: LunInfo, cfg: &DeviceConfig) {
-        let (map, bell) = self.handler_side.take().expect("spawned once");
-        let ring = Ring::new(Arc::new(map)).expect("mailbox valid");
-        self.dev =
-            Some(device::spawn(name, ring, Box::new(bell), backend, lun, cfg).expect("spawn"));
-    }
-
-    fn submit(&mut self, cdb: &[u8], dir: DataDir<'_>) -> u16 {
-        let id = self.emu.submit(cdb, dir).expect("room in the ring");
-        self.done.remove(&id);
-        id
-    }
-
-    fn pump(&mut self, wait: Duration) {
-        let _ = self.emu.wait_kick(wait);
-        let mut buf = Vec::new();
-        if let Err(v) = self.emu.reap(&mut buf) {
-            panic!("protocol violation by the handler: {v}");
-        }
-        for c in buf {
-            assert!(
-                self.done.insert(c.cmd_id, c.clone()).is_none(),
-                "cmd {} completed twice",
-                c.cmd_id
-            );
-        }
-    }
-
-    fn wait(&mut self, id: u16) -> Completed {
-        let t = Instant::now();
-        loop {
-            if let Some(c) = self.done.remove(&id) {
-                return c;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "command {id} not completed within 30 s"
-            );
-            self.pump(Duration::from_millis(5));
-        }
-    }
-
-    fn stats(&self) -> &tcmu_warden::device::DeviceStats {
-        &self.dev.as_ref().expect("device running").stats
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(d) = self.dev.take() {
-            d.join();
-        }
     }
 }
 
@@ -332,7 +169,7 @@ fn unsupported_opcodes_get_invalid_opcode_sense_and_device_keeps_serving() {
         if supported(op) {
             continue;
         }
-        let cdb = cdbs::bare(op);
+        let cdb = cdb::bare(op);
         // Half of them arrive with a Data-In buffer full of stale bytes, as the kernel sends.
         let dir = if op % 2 == 0 {
             DataDir::None
@@ -361,11 +198,11 @@ fn unsupported_opcodes_get_invalid_opcode_sense_and_device_keeps_serving() {
         assert_check(&c, INVALID_OPCODE, &format!("opcode {op:#04x}"));
     }
     // Still serving: emulated and data commands.
-    assert_good(&h.run(&cdbs::test_unit_ready(), DataDir::None));
+    assert_good(&h.run(&cdb::test_unit_ready(), DataDir::None));
     let data = pattern(7, 4 * BS);
     write_blocks(&mut h, 3, &data);
     assert_eq!(read_blocks(&mut h, 3, 4), data);
-    assert!(!stats(&h).broken.load(Ordering::SeqCst));
+    assert!(!h.stats().broken.load(Ordering::SeqCst));
     h.stop();
     assert_eq!(h.emu.outstanding(), 0, "every command completed");
 }
@@ -380,78 +217,78 @@ fn lba_out_of_range_on_every_data_command_is_illegal_request_21_00() {
     let one = pattern(1, BS);
     let two = pattern(2, 2 * BS);
     let last = u32::try_from(BLOCKS - 1).unwrap();
-    let mut sync_far = cdbs::sync16();
+    let mut sync_far = cdb::sync16();
     sync_far[2..10].copy_from_slice(&(BLOCKS + 1).to_be_bytes());
     sync_far[10..14].copy_from_slice(&1u32.to_be_bytes());
     let cases: Vec<(&str, Vec<u8>, DataDir<'_>)> = vec![
         (
             "READ(16) at capacity",
-            cdbs::read16(BLOCKS, 1).to_vec(),
+            cdb::read16(BLOCKS, 1).to_vec(),
             DataDir::FromDevice(BS),
         ),
         (
             "READ(16) across the end",
-            cdbs::read16(BLOCKS - 1, 2).to_vec(),
+            cdb::read16(BLOCKS - 1, 2).to_vec(),
             DataDir::FromDevice(2 * BS),
         ),
         (
             "READ(16) LBA overflow",
-            cdbs::read16(u64::MAX, 1).to_vec(),
+            cdb::read16(u64::MAX, 1).to_vec(),
             DataDir::FromDevice(BS),
         ),
         (
             "READ(10) at capacity",
-            cdbs::read10(last + 1, 1).to_vec(),
+            cdb::read10(last + 1, 1).to_vec(),
             DataDir::FromDevice(BS),
         ),
         (
             "WRITE(16) at capacity",
-            cdbs::write16(BLOCKS, 1, false).to_vec(),
+            cdb::write16(BLOCKS, 1, false).to_vec(),
             DataDir::ToDevice(&one),
         ),
         (
             "WRITE(10) across the end",
-            cdbs::write10(last, 2).to_vec(),
+            cdb::write10(last, 2).to_vec(),
             DataDir::ToDevice(&two),
         ),
         (
             "WRITE(16) LBA overflow",
-            cdbs::write16(u64::MAX - 1, 2, false).to_vec(),
+            cdb::write16(u64::MAX - 1, 2, false).to_vec(),
             DataDir::ToDevice(&two),
         ),
         (
             "WRITE SAME(16) at capacity",
-            cdbs::write_same16(BLOCKS, 1, false, false).to_vec(),
+            cdb::write_same16(BLOCKS, 1, false, false).to_vec(),
             DataDir::ToDevice(&one),
         ),
         (
             "WRITE SAME(16) across the end",
-            cdbs::write_same16(BLOCKS - 1, 2, false, false).to_vec(),
+            cdb::write_same16(BLOCKS - 1, 2, false, false).to_vec(),
             DataDir::ToDevice(&one),
         ),
         (
             "WRITE SAME(10) at capacity",
-            cdbs::write_same10(last + 1, 1, false).to_vec(),
+            cdb::write_same10(last + 1, 1, false).to_vec(),
             DataDir::ToDevice(&one),
         ),
         (
             "COMPARE AND WRITE at capacity",
-            cdbs::caw(BLOCKS, 1).to_vec(),
+            cdb::caw(BLOCKS, 1).to_vec(),
             DataDir::ToDevice(&two),
         ),
         (
             "VERIFY(16) at capacity",
-            cdbs::verify16(BLOCKS, 1, false).to_vec(),
+            cdb::verify16(BLOCKS, 1, false).to_vec(),
             DataDir::None,
         ),
         (
             "VERIFY(16) BYTCHK across the end",
-            cdbs::verify16(BLOCKS - 1, 2, true).to_vec(),
+            cdb::verify16(BLOCKS - 1, 2, true).to_vec(),
             DataDir::ToDevice(&two),
         ),
         (
             "VERIFY(10) at capacity",
-            cdbs::verify10(last + 1, 1, false).to_vec(),
+            cdb::verify10(last + 1, 1, false).to_vec(),
             DataDir::None,
         ),
         (
@@ -474,30 +311,30 @@ fn lba_out_of_range_on_every_data_command_is_illegal_request_21_00() {
         vec![0u8; BS],
         "last block untouched"
     );
-    assert!(stats(&h).errors.load(Ordering::Relaxed) >= 15);
+    assert!(h.stats().errors.load(Ordering::Relaxed) >= 15);
 }
 
 #[test]
 fn transfer_longer_than_the_data_buffer_is_illegal_request_and_changes_nothing() {
     let (_dir, mut h, _lun) = file_harness();
     let short = pattern(9, BS);
-    let c = h.run(&cdbs::read16(0, 8), DataDir::FromDevice(BS));
+    let c = h.run(&cdb::read16(0, 8), DataDir::FromDevice(BS));
     assert_check(&c, INVALID_FIELD_IN_CDB, "READ of 8 blocks into 1 block");
-    let c = h.run(&cdbs::write16(0, 8, false), DataDir::ToDevice(&short));
+    let c = h.run(&cdb::write16(0, 8, false), DataDir::ToDevice(&short));
     assert_check(&c, INVALID_FIELD_IN_CDB, "WRITE of 8 blocks from 1 block");
-    let c = h.run(&cdbs::caw(0, 1), DataDir::ToDevice(&short));
+    let c = h.run(&cdb::caw(0, 1), DataDir::ToDevice(&short));
     assert_check(
         &c,
         INVALID_FIELD_IN_CDB,
         "COMPARE AND WRITE with half its Data-Out",
     );
-    let c = h.run(&cdbs::verify16(0, 4, true), DataDir::ToDevice(&short));
+    let c = h.run(&cdb::verify16(0, 4, true), DataDir::ToDevice(&short));
     assert_check(
         &c,
         INVALID_FIELD_IN_CDB,
         "VERIFY BYTCHK=1 of 4 blocks with 1 block",
     );
-    let c = h.run(&cdbs::write_same16(0, 4, false, false), DataDir::None);
+    let c = h.run(&cdb::write_same16(0, 4, false, false), DataDir::None);
     assert_check(&c, INVALID_FIELD_IN_CDB, "WRITE SAME without its block");
     assert_eq!(
         read_blocks(&mut h, 0, 8),
@@ -513,7 +350,7 @@ fn transfer_longer_than_the_data_buffer_is_illegal_request_and_changes_nothing()
 /// INQUIRY through the ring; `page` None is standard data.
 fn inquiry(h: &mut Harness, page: Option<u8>, alloc: u16, buf: usize) -> Completed {
     h.run(
-        &cdbs::inquiry(page.is_some(), page.unwrap_or(0), alloc),
+        &cdb::inquiry(page.is_some(), page.unwrap_or(0), alloc),
         DataDir::FromDevice(buf),
     )
 }
@@ -630,14 +467,14 @@ fn emulated_data_in_is_zero_filled_when_the_kernel_lacks_read_len() {
         "stale bytes after the {resp}-byte INQUIRY response: {:02x?}",
         &c.data_in[resp..resp + 16]
     );
-    let c = h.run(&cdbs::inquiry(true, 0x80, 200), DataDir::FromDevice(1024));
+    let c = h.run(&cdb::inquiry(true, 0x80, 200), DataDir::FromDevice(1024));
     assert_good(&c);
     let resp = 4 + usize::from(c.data_in[3]);
     assert!(
         c.data_in[resp..].iter().all(|&b| b == 0),
         "stale bytes after the VPD 80h response"
     );
-    let c = h.run(&cdbs::read_capacity10(), DataDir::FromDevice(512));
+    let c = h.run(&cdb::read_capacity10(), DataDir::FromDevice(512));
     assert_good(&c);
     assert!(
         c.data_in[8..].iter().all(|&b| b == 0),
@@ -648,7 +485,7 @@ fn emulated_data_in_is_zero_filled_when_the_kernel_lacks_read_len() {
 #[test]
 fn read_capacity_10_and_16_report_the_geometry() {
     let (_dir, mut h, lun) = file_harness();
-    let c = h.run(&cdbs::read_capacity10(), DataDir::FromDevice(8));
+    let c = h.run(&cdb::read_capacity10(), DataDir::FromDevice(8));
     assert_good(&c);
     assert_eq!(
         u32::from_be_bytes(c.data_in[0..4].try_into().unwrap()),
@@ -660,7 +497,7 @@ fn read_capacity_10_and_16_report_the_geometry() {
         512,
         "RC10 block length"
     );
-    let c = h.run(&cdbs::read_capacity16(32), DataDir::FromDevice(32));
+    let c = h.run(&cdb::read_capacity16(32), DataDir::FromDevice(32));
     assert_good(&c);
     assert_eq!(
         u64::from_be_bytes(c.data_in[0..8].try_into().unwrap()),
@@ -678,7 +515,7 @@ fn read_capacity_10_and_16_report_the_geometry() {
         "LBPME follows the unmap capability"
     );
     // Allocation length shorter than the data.
-    let c = h.run(&cdbs::read_capacity16(12), DataDir::FromDevice(12));
+    let c = h.run(&cdb::read_capacity16(12), DataDir::FromDevice(12));
     assert_good(&c);
     assert_eq!(c.data_in.len(), 12);
     assert_eq!(
@@ -691,16 +528,16 @@ fn read_capacity_10_and_16_report_the_geometry() {
 fn read_capacity_10_saturates_above_two_terablocks() {
     let blocks: u64 = (1 << 32) + 5;
     let backend: Arc<dyn Backend> = Arc::new(NullBackend(blocks * BS64));
-    let lun = tcmu_warden::daemon::lun_info(&attrs(blocks, false), backend.as_ref(), "big");
+    let lun = attrs(blocks, false).lun_info(backend.as_ref());
     let mut h = Harness::new(backend, lun, small_emu(), &dev_cfg());
-    let c = h.run(&cdbs::read_capacity10(), DataDir::FromDevice(8));
+    let c = h.run(&cdb::read_capacity10(), DataDir::FromDevice(8));
     assert_good(&c);
     assert_eq!(
         &c.data_in[0..4],
         &[0xFF; 4],
         "RC10 says: use READ CAPACITY(16)"
     );
-    let c = h.run(&cdbs::read_capacity16(32), DataDir::FromDevice(32));
+    let c = h.run(&cdb::read_capacity16(32), DataDir::FromDevice(32));
     assert_good(&c);
     assert_eq!(
         u64::from_be_bytes(c.data_in[0..8].try_into().unwrap()),
@@ -710,7 +547,7 @@ fn read_capacity_10_saturates_above_two_terablocks() {
 
 /// The caching mode page (20 bytes) from MODE SENSE(10) with DBD.
 fn caching_page(h: &mut Harness) -> Vec<u8> {
-    let c = h.run(&cdbs::mode_sense10(0x08, 255), DataDir::FromDevice(255));
+    let c = h.run(&cdb::mode_sense10(0x08, 255), DataDir::FromDevice(255));
     assert_good(&c);
     let d = &c.data_in;
     let total = usize::from(u16::from_be_bytes([d[0], d[1]])) + 2;
@@ -728,13 +565,13 @@ fn mode_select_caching(h: &mut Harness, page: &[u8]) -> Completed {
     p[0] &= 0x3F; // PS is reserved in MODE SELECT
     params.extend_from_slice(&p);
     h.run(
-        &cdbs::mode_select10(u16::try_from(params.len()).unwrap()),
+        &cdb::mode_select10(u16::try_from(params.len()).unwrap()),
         DataDir::ToDevice(&params),
     )
 }
 
 fn v_sup(h: &mut Harness) -> bool {
-    let c = h.run(&cdbs::inquiry(true, 0x86, 64), DataDir::FromDevice(64));
+    let c = h.run(&cdb::inquiry(true, 0x86, 64), DataDir::FromDevice(64));
     assert_good(&c);
     c.data_in[6] & 0x01 != 0
 }
@@ -782,7 +619,7 @@ fn mode_select_of_an_unchangeable_field_is_invalid_field_in_parameter_list() {
     let mut params = vec![0u8; 8];
     params.extend_from_slice(&[0x01, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     let c = h.run(
-        &cdbs::mode_select10(u16::try_from(params.len()).unwrap()),
+        &cdb::mode_select10(u16::try_from(params.len()).unwrap()),
         DataDir::ToDevice(&params),
     );
     assert_check(&c, INVALID_FIELD_IN_PARAM_LIST, "unknown page");
@@ -804,12 +641,12 @@ fn read_into_a_longer_buffer_reports_read_len_equal_to_the_transfer() {
     let (_dir, mut h, _lun) = file_harness();
     let d = pattern(11, 2 * BS);
     write_blocks(&mut h, 40, &d);
-    let c = h.run(&cdbs::read16(40, 2), DataDir::FromDevice(8192));
+    let c = h.run(&cdb::read16(40, 2), DataDir::FromDevice(8192));
     assert_good(&c);
     assert_eq!(c.read_len, Some(1024), "read_len = transfer length");
     assert_eq!(c.data_in, d);
     // Exactly sized buffer: no read_len needed.
-    let c = h.run(&cdbs::read16(40, 2), DataDir::FromDevice(1024));
+    let c = h.run(&cdb::read16(40, 2), DataDir::FromDevice(1024));
     assert_good(&c);
     assert!(c.read_len.is_none() || c.read_len == Some(1024));
     assert_eq!(c.data_in, d);
@@ -832,7 +669,7 @@ fn read_into_a_longer_buffer_without_read_len_cap_leaves_no_stale_bytes() {
     );
     let d = pattern(12, BS);
     write_blocks(&mut h, 41, &d);
-    let c = h.run(&cdbs::read16(41, 1), DataDir::FromDevice(4096));
+    let c = h.run(&cdb::read16(41, 1), DataDir::FromDevice(4096));
     assert_good(&c);
     assert_eq!(c.data_in.len(), 4096);
     assert_eq!(c.data_in[..BS], d[..]);
@@ -857,13 +694,13 @@ fn compare_and_write_writes_on_match_and_reports_the_miscompare_offset() {
     let a = pattern(20, BS);
     let b = pattern(21, BS);
     write_blocks(&mut h, 10, &a);
-    assert_good(&h.run(&cdbs::caw(10, 1), DataDir::ToDevice(&caw_data(&a, &b))));
+    assert_good(&h.run(&cdb::caw(10, 1), DataDir::ToDevice(&caw_data(&a, &b))));
     assert_eq!(read_blocks(&mut h, 10, 1), b, "CAW wrote on match");
     // Compare data that differs from the medium first at byte 100.
     let mut wrong = b.clone();
     wrong[100] ^= 0xFF;
     wrong[300] ^= 0xFF;
-    let c = h.run(&cdbs::caw(10, 1), DataDir::ToDevice(&caw_data(&wrong, &a)));
+    let c = h.run(&cdb::caw(10, 1), DataDir::ToDevice(&caw_data(&wrong, &a)));
     assert_check(&c, MISCOMPARE, "CAW miscompare");
     assert_eq!(
         Sense::from_bytes(&c.sense).unwrap().info,
@@ -876,7 +713,7 @@ fn compare_and_write_writes_on_match_and_reports_the_miscompare_offset() {
         "medium unchanged after a miscompare"
     );
     // CAW of 0 blocks is a no-op.
-    assert_good(&h.run(&cdbs::caw(10, 0), DataDir::None));
+    assert_good(&h.run(&cdb::caw(10, 0), DataDir::None));
 }
 
 #[test]
@@ -899,13 +736,13 @@ fn concurrent_compare_and_writes_on_one_block_exactly_one_wins() {
         for (i, w) in writes.iter().enumerate() {
             ids.push((
                 Some(i),
-                h.submit(&cdbs::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, w))),
+                h.submit(&cdb::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, w))),
             ));
             if i % 3 == 0 {
                 // Interleave CAWs whose expected data never matches.
                 ids.push((
                     None,
-                    h.submit(&cdbs::caw(lba, 1), DataDir::ToDevice(&caw_data(&never, &x))),
+                    h.submit(&cdb::caw(lba, 1), DataDir::ToDevice(&caw_data(&never, &x))),
                 ));
             }
         }
@@ -935,7 +772,7 @@ fn concurrent_compare_and_writes_on_one_block_exactly_one_wins() {
 fn compare_and_write_is_atomic_against_a_write_to_its_block_and_does_not_block_other_writes() {
     let (_dir, backend, lun) = file_lun();
     let lba = 30;
-    let gate = Gate::new(backend, Some(lba * BS64));
+    let gate = hold_reads_at(backend, lba * BS64);
     let mut h = Harness::new(
         Arc::clone(&gate) as Arc<dyn Backend>,
         lun,
@@ -946,16 +783,14 @@ fn compare_and_write_is_atomic_against_a_write_to_its_block_and_does_not_block_o
     let y = pattern(31, BS);
     let z = pattern(32, BS);
     write_blocks(&mut h, lba, &x);
-    // The CAW reads its block and is held there by the gate.
-    let caw = h.submit(&cdbs::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, &y)));
-    wait_until("CAW read held", Duration::from_secs(5), || {
-        gate.parked() == 1
-    });
+    // The CAW reads its block and is held there by the fault rule.
+    let caw = h.submit(&cdb::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, &y)));
+    wait_until("CAW read held", Duration::from_secs(5), || gate.hung() == 1);
     // A write to its block must wait for it ...
-    let same = h.submit(&cdbs::write16(lba, 1, false), DataDir::ToDevice(&z));
+    let same = h.submit(&cdb::write16(lba, 1, false), DataDir::ToDevice(&z));
     // ... a write elsewhere must not.
     let other = pattern(33, BS);
-    let c = h.run(&cdbs::write16(900, 1, false), DataDir::ToDevice(&other));
+    let c = h.run(&cdb::write16(900, 1, false), DataDir::ToDevice(&other));
     assert_good(&c);
     h.pump(Duration::from_millis(200));
     assert_eq!(
@@ -963,7 +798,7 @@ fn compare_and_write_is_atomic_against_a_write_to_its_block_and_does_not_block_o
         2,
         "the CAW and the write to its block are still in flight"
     );
-    gate.open();
+    gate.set_rules(Vec::new());
     assert_good(&h.wait(caw));
     assert_good(&h.wait(same));
     assert_eq!(
@@ -981,7 +816,7 @@ fn compare_and_writes_waiting_on_one_block_do_not_starve_other_lbas() {
     // WRITE to another LBA must still be served.
     let (_dir, backend, lun) = file_lun();
     let lba = 31;
-    let gate = Gate::new(backend, Some(lba * BS64));
+    let gate = hold_reads_at(backend, lba * BS64);
     let cfg = DeviceConfig {
         workers: 2,
         max_inflight: 64,
@@ -995,15 +830,15 @@ fn compare_and_writes_waiting_on_one_block_do_not_starve_other_lbas() {
     );
     let x = pattern(40, BS);
     write_blocks(&mut h, lba, &x);
-    let first = h.submit(&cdbs::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, &x)));
+    let first = h.submit(&cdb::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, &x)));
     wait_until("first CAW held", Duration::from_secs(5), || {
-        gate.parked() == 1
+        gate.hung() == 1
     });
     let queued: Vec<u16> = (0..4)
-        .map(|_| h.submit(&cdbs::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, &x))))
+        .map(|_| h.submit(&cdb::caw(lba, 1), DataDir::ToDevice(&caw_data(&x, &x))))
         .collect();
     let other = pattern(41, BS);
-    let id = h.submit(&cdbs::write16(700, 1, false), DataDir::ToDevice(&other));
+    let id = h.submit(&cdb::write16(700, 1, false), DataDir::ToDevice(&other));
     let t = Instant::now();
     let mut served = false;
     while t.elapsed() < Duration::from_secs(3) {
@@ -1013,7 +848,7 @@ fn compare_and_writes_waiting_on_one_block_do_not_starve_other_lbas() {
             break;
         }
     }
-    gate.open();
+    gate.set_rules(Vec::new());
     for q in queued {
         assert_good(&h.wait(q));
     }
@@ -1033,7 +868,7 @@ fn write_same_with_unmap_and_unmap_read_back_as_zeros() {
     write_blocks(&mut h, 100, &d);
     let zero = vec![0u8; BS];
     assert_good(&h.run(
-        &cdbs::write_same16(100, 16, true, false),
+        &cdb::write_same16(100, 16, true, false),
         DataDir::ToDevice(&zero),
     ));
     assert_eq!(
@@ -1044,7 +879,7 @@ fn write_same_with_unmap_and_unmap_read_back_as_zeros() {
     // WRITE SAME(16) NDOB.
     write_blocks(&mut h, 120, &d);
     assert_good(&h.run(
-        &cdbs::write_same16(120, 16, lun.caps.unmap, true),
+        &cdb::write_same16(120, 16, lun.caps.unmap, true),
         DataDir::None,
     ));
     assert_eq!(
@@ -1054,7 +889,7 @@ fn write_same_with_unmap_and_unmap_read_back_as_zeros() {
     );
     // WRITE SAME(10) of a pattern block.
     let blk = pattern(51, BS);
-    assert_good(&h.run(&cdbs::write_same10(140, 8, false), DataDir::ToDevice(&blk)));
+    assert_good(&h.run(&cdb::write_same10(140, 8, false), DataDir::ToDevice(&blk)));
     assert_eq!(
         read_blocks(&mut h, 140, 8),
         blk.repeat(8),
@@ -1062,9 +897,9 @@ fn write_same_with_unmap_and_unmap_read_back_as_zeros() {
     );
     // UNMAP.
     write_blocks(&mut h, 200, &d);
-    let p = cdbs::unmap_params(&[(200, 8), (210, 6)]);
+    let p = cdb::unmap_params(&[(200, 8), (210, 6)]);
     let c = h.run(
-        &cdbs::unmap(u16::try_from(p.len()).unwrap()),
+        &cdb::unmap(u16::try_from(p.len()).unwrap()),
         DataDir::ToDevice(&p),
     );
     if lun.caps.unmap {
@@ -1096,12 +931,12 @@ fn verify_with_bytchk_matches_and_miscompares() {
     let (_dir, mut h, _lun) = file_harness();
     let d = pattern(60, 4 * BS);
     write_blocks(&mut h, 300, &d);
-    assert_good(&h.run(&cdbs::verify16(300, 4, true), DataDir::ToDevice(&d)));
-    assert_good(&h.run(&cdbs::verify10(300, 4, true), DataDir::ToDevice(&d)));
-    assert_good(&h.run(&cdbs::verify16(300, 4, false), DataDir::None));
+    assert_good(&h.run(&cdb::verify16(300, 4, true), DataDir::ToDevice(&d)));
+    assert_good(&h.run(&cdb::verify10(300, 4, true), DataDir::ToDevice(&d)));
+    assert_good(&h.run(&cdb::verify16(300, 4, false), DataDir::None));
     let mut wrong = d.clone();
     wrong[3 * BS + 17] ^= 0x01;
-    let c = h.run(&cdbs::verify16(300, 4, true), DataDir::ToDevice(&wrong));
+    let c = h.run(&cdb::verify16(300, 4, true), DataDir::ToDevice(&wrong));
     assert_check(&c, MISCOMPARE, "VERIFY miscompare");
     assert_eq!(
         Sense::from_bytes(&c.sense).unwrap().info,
@@ -1115,7 +950,7 @@ fn verify_with_bytchk_matches_and_miscompares() {
 fn synchronize_cache_is_good() {
     let (_dir, mut h, _lun) = file_harness();
     write_blocks(&mut h, 0, &pattern(70, BS));
-    assert_good(&h.run(&cdbs::sync16(), DataDir::None));
+    assert_good(&h.run(&cdb::sync16(), DataDir::None));
     let mut sync10 = [0u8; 10];
     sync10[0] = 0x35;
     assert_good(&h.run(&sync10, DataDir::None));
@@ -1128,15 +963,15 @@ fn synchronize_cache_is_good() {
 #[test]
 fn bad_cdb_off_and_iovec_outside_the_data_area_complete_once_with_hardware_error() {
     let (_dir, backend, lun) = file_lun();
-    let mut rig = Rig::new(small_emu());
+    let mut rig = Harness::kernel(small_emu());
     let d = pattern(80, BS);
-    let ok_before = rig.submit(&cdbs::write16(1, 1, false), DataDir::ToDevice(&d));
-    let bad_iov = rig.submit(&cdbs::write16(0, 1, false), DataDir::ToDevice(&d));
-    let bad_cdb = rig.submit(&cdbs::inquiry(false, 0, 96), DataDir::FromDevice(96));
-    let cdb_far = rig.submit(&cdbs::test_unit_ready(), DataDir::None);
-    let iov_past_end = rig.submit(&cdbs::read16(2, 1), DataDir::FromDevice(BS));
-    let ok_after = rig.submit(&cdbs::read16(1, 1), DataDir::FromDevice(BS));
-    let at = |rig: &Rig, id| rig.emu.entry_at(id).expect("entry");
+    let ok_before = rig.submit(&cdb::write16(1, 1, false), DataDir::ToDevice(&d));
+    let bad_iov = rig.submit(&cdb::write16(0, 1, false), DataDir::ToDevice(&d));
+    let bad_cdb = rig.submit(&cdb::inquiry(false, 0, 96), DataDir::FromDevice(96));
+    let cdb_far = rig.submit(&cdb::test_unit_ready(), DataDir::None);
+    let iov_past_end = rig.submit(&cdb::read16(2, 1), DataDir::FromDevice(BS));
+    let ok_after = rig.submit(&cdb::read16(1, 1), DataDir::FromDevice(BS));
+    let at = |rig: &Harness, id| rig.emu.entry_at(id).expect("entry");
     let a = at(&rig, bad_iov);
     rig.emu.poke_u64(a, tcmu_sys::req::IOV, 0); // iovec base in the mailbox
     let a = at(&rig, bad_cdb);
@@ -1145,7 +980,7 @@ fn bad_cdb_off_and_iovec_outside_the_data_area_complete_once_with_hardware_error
     rig.emu.poke_u64(a, tcmu_sys::req::CDB_OFF, u64::MAX - 3); // far outside the mapping
     let a = at(&rig, iov_past_end);
     rig.emu.poke_u64(a, tcmu_sys::req::IOV + 8, 1 << 40); // length past the mapping
-    rig.spawn("badent", backend, lun, &dev_cfg());
+    rig.start("badent", backend, lun, &dev_cfg());
     assert_good(&rig.wait(ok_before));
     for (what, id) in [
         ("iovec outside data area", bad_iov),
@@ -1165,7 +1000,7 @@ fn bad_cdb_off_and_iovec_outside_the_data_area_complete_once_with_hardware_error
         "a bad entry does not break the ring"
     );
     // Later commands still work, and the rejected write wrote nothing.
-    let id = rig.submit(&cdbs::read16(0, 1), DataDir::FromDevice(BS));
+    let id = rig.submit(&cdb::read16(0, 1), DataDir::FromDevice(BS));
     let c = rig.wait(id);
     assert_good(&c);
     assert_eq!(
@@ -1175,9 +1010,9 @@ fn bad_cdb_off_and_iovec_outside_the_data_area_complete_once_with_hardware_error
     );
     rig.pump(Duration::from_millis(50));
     assert!(
-        rig.done.is_empty(),
+        rig.done_ids().is_empty(),
         "no extra completions: {:?}",
-        rig.done.keys()
+        rig.done_ids()
     );
     assert_eq!(rig.emu.outstanding(), 0);
 }
@@ -1185,27 +1020,27 @@ fn bad_cdb_off_and_iovec_outside_the_data_area_complete_once_with_hardware_error
 #[test]
 fn corrupt_len_op_stops_reading_without_spinning_and_commands_in_flight_complete() {
     let (_dir, backend, lun) = file_lun();
-    let gate = Gate::new(backend, None);
-    let mut rig = Rig::new(small_emu());
-    let a = rig.submit(&cdbs::read16(0, 1), DataDir::FromDevice(BS));
-    let b = rig.submit(&cdbs::read16(1, 1), DataDir::FromDevice(BS));
-    let bad = rig.submit(&cdbs::test_unit_ready(), DataDir::None);
+    let gate = held(backend, "any:hang");
+    let mut rig = Harness::kernel(small_emu());
+    let a = rig.submit(&cdb::read16(0, 1), DataDir::FromDevice(BS));
+    let b = rig.submit(&cdb::read16(1, 1), DataDir::FromDevice(BS));
+    let bad = rig.submit(&cdb::test_unit_ready(), DataDir::None);
     let at = rig.emu.entry_at(bad).unwrap();
     rig.emu.corrupt_len_op(at, tcmu_sys::op::CMD); // length 0
     let name = "lenop";
-    rig.spawn(name, Arc::clone(&gate) as Arc<dyn Backend>, lun, &dev_cfg());
+    rig.start(name, Arc::clone(&gate) as Arc<dyn Backend>, lun, &dev_cfg());
     wait_until("ring marked broken", Duration::from_secs(5), || {
         rig.stats().broken.load(Ordering::SeqCst)
     });
     wait_until("both reads in the backend", Duration::from_secs(5), || {
-        gate.parked() == 2
+        gate.hung() == 2
     });
     // More commands and doorbells after the corruption: not read, no spinning.
-    let after = rig.submit(&cdbs::test_unit_ready(), DataDir::None);
+    let after = rig.submit(&cdb::test_unit_ready(), DataDir::None);
     let cpu0 = thread_cpu_secs(&format!("tcmu-d/{name}"));
     let t = Instant::now();
     for _ in 0..10 {
-        let _ = rig.emu.submit(&cdbs::test_unit_ready(), DataDir::None);
+        let _ = rig.emu.submit(&cdb::test_unit_ready(), DataDir::None);
         rig.pump(Duration::from_millis(100));
     }
     let cpu = thread_cpu_secs(&format!("tcmu-d/{name}")) - cpu0;
@@ -1215,7 +1050,7 @@ fn corrupt_len_op_stops_reading_without_spinning_and_commands_in_flight_complete
         "device thread used {cpu:.2} s CPU in {wall:.2} s while broken"
     );
     assert!(
-        rig.done.is_empty(),
+        rig.done_ids().is_empty(),
         "nothing completes while the reads are held"
     );
     assert_eq!(
@@ -1224,12 +1059,12 @@ fn corrupt_len_op_stops_reading_without_spinning_and_commands_in_flight_complete
         "nothing read past the corrupt entry"
     );
     // The commands read before the corruption still complete.
-    gate.open();
+    gate.set_rules(Vec::new());
     assert_good(&rig.wait(a));
     assert_good(&rig.wait(b));
     rig.pump(Duration::from_millis(50));
     assert!(
-        !rig.done.contains_key(&bad) && !rig.done.contains_key(&after),
+        !rig.is_done(bad) && !rig.is_done(after),
         "entries past the corruption are not completed"
     );
     // And it stops promptly.
@@ -1245,7 +1080,7 @@ fn corrupt_len_op_stops_reading_without_spinning_and_commands_in_flight_complete
 #[test]
 fn tmr_entries_between_commands_are_stepped_over_on_a_wrapping_ring() {
     let (_dir, backend, lun) = file_lun();
-    let gate = Gate::new(backend, Some(0));
+    let gate = hold_reads_at(backend, 0);
     // A 2 KiB ring wraps every ~15 entries: PADs, TMRs and CMDs at every position.
     let emu = EmuConfig {
         cmdr_size: 2048,
@@ -1255,8 +1090,8 @@ fn tmr_entries_between_commands_are_stepped_over_on_a_wrapping_ring() {
     let mut h = Harness::new(Arc::clone(&gate) as Arc<dyn Backend>, lun, emu, &dev_cfg());
     // A command held in the backend, then aborted: the TMR names it. A command already in
     // the backend finishes normally; one the TMR reaches before it does is cancelled.
-    let held = h.submit(&cdbs::read16(0, 1), DataDir::FromDevice(BS));
-    wait_until("read held", Duration::from_secs(5), || gate.parked() == 1);
+    let held = h.submit(&cdb::read16(0, 1), DataDir::FromDevice(BS));
+    wait_until("read held", Duration::from_secs(5), || gate.hung() == 1);
     let mut tmrs = 0u64;
     let mut submit_tmr = |h: &mut Harness, ty: u8, ids: &[u16]| {
         while h.emu.submit_tmr(ty, ids).is_err() {
@@ -1269,7 +1104,7 @@ fn tmr_entries_between_commands_are_stepped_over_on_a_wrapping_ring() {
     for i in 0..300u32 {
         let lba = 1 + u64::from(i % 64);
         let d = pattern(u8::try_from(i % 256).unwrap(), BS);
-        let w = h.submit(&cdbs::write16(lba, 1, false), DataDir::ToDevice(&d));
+        let w = h.submit(&cdb::write16(lba, 1, false), DataDir::ToDevice(&d));
         match i % 5 {
             0 => submit_tmr(&mut h, tcmu_sys::tmr::LUN_RESET, &[]),
             1 => submit_tmr(&mut h, tcmu_sys::tmr::ABORT_TASK, &[w]),
@@ -1285,16 +1120,16 @@ fn tmr_entries_between_commands_are_stepped_over_on_a_wrapping_ring() {
             expect.insert(lba, d);
         }
         if i % 16 == 15 {
-            let r = h.submit(&cdbs::read16(lba, 1), DataDir::FromDevice(BS));
+            let r = h.submit(&cdb::read16(lba, 1), DataDir::FromDevice(BS));
             let c = h.wait(r);
             assert_good(&c);
             let want = expect.get(&lba).cloned().unwrap_or_else(|| vec![0; BS]);
             assert_eq!(c.data_in, want, "read after write {i}");
         }
     }
-    gate.open();
+    gate.set_rules(Vec::new());
     assert_good(&h.wait(held)); // it was in the backend when aborted: it finishes
-    let st = stats(&h);
+    let st = h.stats();
     wait_until("every TMR seen", Duration::from_secs(5), || {
         st.tmrs() == tmrs
     });
@@ -1331,7 +1166,7 @@ fn ring_and_data_area_smaller_than_the_queued_work_lose_nothing() {
         .enumerate()
         .map(|(i, d)| {
             h.submit(
-                &cdbs::write16(u64::try_from(i).unwrap() * u64::from(blocks), blocks, false),
+                &cdb::write16(u64::try_from(i).unwrap() * u64::from(blocks), blocks, false),
                 DataDir::ToDevice(d),
             )
         })
@@ -1341,9 +1176,9 @@ fn ring_and_data_area_smaller_than_the_queued_work_lose_nothing() {
         assert_good(&h.wait(id));
     }
     assert_eq!(h.emu.outstanding(), 0, "every write completed");
-    assert_eq!(stats(&h).completed.load(Ordering::Relaxed), 32);
+    assert_eq!(h.stats().completed.load(Ordering::Relaxed), 32);
     assert_eq!(
-        stats(&h).errors.load(Ordering::Relaxed),
+        h.stats().errors.load(Ordering::Relaxed),
         0,
         "no write failed"
     );
@@ -1352,7 +1187,7 @@ fn ring_and_data_area_smaller_than_the_queued_work_lose_nothing() {
         let ids: Vec<(usize, u16)> = (batch * 4..batch * 4 + 4)
             .map(|i| {
                 let id = h.submit(
-                    &cdbs::read16(i * u64::from(blocks), blocks),
+                    &cdb::read16(i * u64::from(blocks), blocks),
                     DataDir::FromDevice(per),
                 );
                 (usize::try_from(i).unwrap(), id)
@@ -1364,7 +1199,7 @@ fn ring_and_data_area_smaller_than_the_queued_work_lose_nothing() {
             assert!(c.data_in == datas[i], "write {i} read back differently");
         }
     }
-    assert_eq!(stats(&h).completed.load(Ordering::Relaxed), 64);
+    assert_eq!(h.stats().completed.load(Ordering::Relaxed), 64);
     h.stop();
     assert_eq!(h.emu.outstanding(), 0);
     assert_eq!(
@@ -1377,7 +1212,7 @@ fn ring_and_data_area_smaller_than_the_queued_work_lose_nothing() {
 #[test]
 fn stop_with_a_hung_backend_returns_within_the_deadline() {
     let (_dir, backend, lun) = file_lun();
-    let gate = Gate::new(backend, None);
+    let gate = held(backend, "any:hang");
     let deadline = Duration::from_secs(1);
     let cfg = DeviceConfig {
         workers: 2,
@@ -1393,12 +1228,12 @@ fn stop_with_a_hung_backend_returns_within_the_deadline() {
     );
     let d = pattern(100, BS);
     let mut ids: Vec<u16> = (0..8)
-        .map(|i| h.submit(&cdbs::write16(i, 1, false), DataDir::ToDevice(&d)))
+        .map(|i| h.submit(&cdb::write16(i, 1, false), DataDir::ToDevice(&d)))
         .collect();
     // A CAW keeps a worker blocked inside the backend, too.
-    ids.push(h.submit(&cdbs::caw(50, 1), DataDir::ToDevice(&caw_data(&d, &d))));
+    ids.push(h.submit(&cdb::caw(50, 1), DataDir::ToDevice(&caw_data(&d, &d))));
     wait_until("all 9 operations held", Duration::from_secs(5), || {
-        gate.parked() == 9
+        gate.hung() == 9
     });
     let dev = h.dev.take().unwrap();
     let t = Instant::now();
@@ -1424,8 +1259,8 @@ fn stop_with_a_hung_backend_returns_within_the_deadline() {
             "cmd {id}: data blocks kept until the late I/O returns"
         );
     }
-    // Completing the held operations now must be harmless: no second completion.
-    drop(gate.take_parked());
+    // The backend answering the held operations now must be harmless: no second completion.
+    gate.release_hung();
     std::thread::sleep(Duration::from_millis(100));
     h.pump(Duration::from_millis(50));
     assert_eq!(
@@ -1438,7 +1273,7 @@ fn stop_with_a_hung_backend_returns_within_the_deadline() {
 #[test]
 fn stop_waits_for_commands_in_flight_and_completes_them() {
     let (_dir, backend, lun) = file_lun();
-    let gate = Gate::new(backend, None);
+    let gate = held(backend, "any:hang");
     let cfg = DeviceConfig {
         stop_deadline: Duration::from_secs(10),
         ..dev_cfg()
@@ -1451,16 +1286,16 @@ fn stop_waits_for_commands_in_flight_and_completes_them() {
     );
     let d = pattern(110, BS);
     let ids: Vec<u16> = (0..6)
-        .map(|i| h.submit(&cdbs::write16(i, 1, false), DataDir::ToDevice(&d)))
+        .map(|i| h.submit(&cdb::write16(i, 1, false), DataDir::ToDevice(&d)))
         .collect();
-    wait_until("writes held", Duration::from_secs(5), || gate.parked() == 6);
+    wait_until("writes held", Duration::from_secs(5), || gate.hung() == 6);
     let dev = h.dev.take().unwrap();
     dev.stop();
     let opener = {
         let gate = Arc::clone(&gate);
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            gate.open();
+            gate.set_rules(Vec::new());
         })
     };
     let t = Instant::now();

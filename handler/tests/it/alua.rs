@@ -5,9 +5,6 @@
 //! `echo 2 > alua/gp2/alua_access_state` must show up in RTPG at once and stop READs with
 //! NOT READY 04/0B within `ALUA_REFRESH`.
 
-mod common;
-
-use common::{assert_good, cdbs, sense_of, Harness};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +13,7 @@ use tcmu_scsi::lun::LunInfo;
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::configfs;
 use tcmu_warden::device::{AluaSource, DeviceConfig, ALUA_REFRESH};
+use tcmu_warden::testing::{assert_good, cdb, sense_of, Harness};
 
 const CHECK_CONDITION: u8 = 0x02;
 const STANDBY: (u8, u8, u8) = (0x02, 0x04, 0x0B);
@@ -126,7 +124,7 @@ fn assert_sense(c: &Completed, want: (u8, u8, u8), what: &str) {
 }
 
 fn read1(h: &mut Harness) -> Completed {
-    h.run(&cdbs::read16(0, 1), DataDir::FromDevice(512))
+    h.run(&cdb::read16(0, 1), DataDir::FromDevice(512))
 }
 
 #[test]
@@ -141,12 +139,12 @@ fn default_group_is_reported_active_optimized() {
     assert_eq!(&d[12..16], &[0, 0, 0, 1]);
     // Standard INQUIRY: TPGS implicit.
     let c =
-        r.h.run(&cdbs::inquiry(false, 0, 96), DataDir::FromDevice(96));
+        r.h.run(&cdb::inquiry(false, 0, 96), DataDir::FromDevice(96));
     assert_good(&c);
     assert_eq!(c.data_in[5] & 0x30, 0x10);
     // VPD 0x83: relative target port 1, target port group 0.
     let c =
-        r.h.run(&cdbs::inquiry(true, 0x83, 512), DataDir::FromDevice(512));
+        r.h.run(&cdb::inquiry(true, 0x83, 512), DataDir::FromDevice(512));
     assert_good(&c);
     let page = &c.data_in;
     let n = usize::from(u16::from_be_bytes([page[2], page[3]])) + 4;
@@ -154,7 +152,7 @@ fn default_group_is_reported_active_optimized() {
     assert_eq!(&page[n - 8..n], &[0x01, 0x15, 0, 4, 0, 0, 0, 0]);
     // Data commands run.
     assert_good(&read1(&mut r.h));
-    assert_good(&r.h.run(&cdbs::test_unit_ready(), DataDir::None));
+    assert_good(&r.h.run(&cdb::test_unit_ready(), DataDir::None));
 }
 
 #[test]
@@ -184,17 +182,17 @@ fn admin_state_change_is_seen_and_enforced() {
     // RTPG re-read configfs: the state is in force for the next READ.
     assert_sense(&read1(&mut r.h), STANDBY, "READ in standby");
     assert_sense(
-        &r.h.run(&cdbs::test_unit_ready(), DataDir::None),
+        &r.h.run(&cdb::test_unit_ready(), DataDir::None),
         STANDBY,
         "TEST UNIT READY in standby",
     );
     assert_sense(
-        &r.h.run(&cdbs::write16(0, 1, false), DataDir::ToDevice(&[0u8; 512])),
+        &r.h.run(&cdb::write16(0, 1, false), DataDir::ToDevice(&[0u8; 512])),
         STANDBY,
         "WRITE in standby",
     );
-    assert_good(&r.h.run(&cdbs::inquiry(false, 0, 96), DataDir::FromDevice(96)));
-    assert_good(&r.h.run(&cdbs::read_capacity16(32), DataDir::FromDevice(32)));
+    assert_good(&r.h.run(&cdb::inquiry(false, 0, 96), DataDir::FromDevice(96)));
+    assert_good(&r.h.run(&cdb::read_capacity16(32), DataDir::FromDevice(32)));
     run_rtpg(&mut r.h, true, 64);
 
     // Without any RTPG or INQUIRY, a change is picked up within ALUA_REFRESH.
@@ -213,7 +211,7 @@ fn admin_state_change_is_seen_and_enforced() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_sense(
-        &r.h.run(&cdbs::read_capacity10(), DataDir::FromDevice(8)),
+        &r.h.run(&cdb::read_capacity10(), DataDir::FromDevice(8)),
         UNAVAILABLE,
         "READ CAPACITY in unavailable",
     );
@@ -246,7 +244,7 @@ fn without_groups_rtpg_is_refused_and_nothing_is_enforced() {
     );
     let c = h.run(&rtpg(false, 64), DataDir::FromDevice(64));
     assert_sense(&c, (0x05, 0x24, 0x00), "RTPG without groups");
-    let c = h.run(&cdbs::inquiry(false, 0, 96), DataDir::FromDevice(96));
+    let c = h.run(&cdb::inquiry(false, 0, 96), DataDir::FromDevice(96));
     assert_eq!(c.data_in[5] & 0x30, 0);
     assert_good(&read1(&mut h));
 }

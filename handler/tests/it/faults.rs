@@ -3,9 +3,6 @@
 //! report out of space), through the emulated ring and the real dispatcher; and a backend
 //! that loses an I/O cannot lose the command.
 
-mod common;
-
-use common::{assert_good, cdbs, sense_of, Harness};
 use nix::errno::Errno;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +11,8 @@ use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::sense::Sense;
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::{Backend, Caps, Io, IoOp};
-use tcmu_warden::configfs::DeviceAttrs;
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, sense_of, Harness, LunSpec};
 
 const BS: usize = 512;
 const BLOCKS: u64 = 1024;
@@ -105,16 +102,9 @@ impl Backend for Faulty {
 }
 
 fn harness(backend: &Arc<Faulty>) -> Harness {
-    let attrs = DeviceAttrs {
-        dev_size: BLOCKS * BS as u64,
-        block_size: 512,
-        hw_max_sectors: 256,
-        write_cache: true,
-        serial: Some("faults".into()),
-        cmd_time_out: None,
-        qfull_time_out: None,
-    };
-    let lun = tcmu_warden::daemon::lun_info(&attrs, backend.as_ref() as &dyn Backend, "faults");
+    let lun = LunSpec::blocks(BLOCKS, 512)
+        .serial("faults")
+        .lun_info(backend.as_ref() as &dyn Backend);
     let emu = EmuConfig {
         cmdr_size: 64 * 1024,
         data_size: 1 << 20,
@@ -145,11 +135,11 @@ fn assert_sense(c: &Completed, want: (u8, u8, u8), what: &str) {
 }
 
 fn read(h: &mut Harness, lba: u64) -> Completed {
-    h.run(&cdbs::read16(lba, 1), DataDir::FromDevice(BS))
+    h.run(&cdb::read16(lba, 1), DataDir::FromDevice(BS))
 }
 
 fn write(h: &mut Harness, lba: u64, d: &[u8]) -> Completed {
-    h.run(&cdbs::write16(lba, 1, false), DataDir::ToDevice(d))
+    h.run(&cdb::write16(lba, 1, false), DataDir::ToDevice(d))
 }
 
 /// Every way a command reaches the backend, failing with `e` on the operation of `k`.
@@ -163,29 +153,29 @@ fn expect_mapping(e: Errno, read_sense: (u8, u8, u8), write_sense: (u8, u8, u8))
     b.fail(Kind::Read, Fault::Errno(e));
     assert_sense(&read(&mut h, 5), read_sense, &what("READ"));
     let c = h.run(
-        &cdbs::caw(5, 1),
+        &cdb::caw(5, 1),
         DataDir::ToDevice(&[d.clone(), pattern(2)].concat()),
     );
     assert_sense(&c, read_sense, &what("COMPARE AND WRITE, read step"));
-    let c = h.run(&cdbs::verify16(5, 1, true), DataDir::ToDevice(&d));
+    let c = h.run(&cdb::verify16(5, 1, true), DataDir::ToDevice(&d));
     assert_sense(&c, read_sense, &what("VERIFY"));
 
     b.fail(Kind::Write, Fault::Errno(e));
     assert_sense(&write(&mut h, 5, &pattern(3)), write_sense, &what("WRITE"));
     let c = h.run(
-        &cdbs::caw(5, 1),
+        &cdb::caw(5, 1),
         DataDir::ToDevice(&[d.clone(), pattern(4)].concat()),
     );
     assert_sense(&c, write_sense, &what("COMPARE AND WRITE, write step"));
     let c = h.run(
-        &cdbs::write_same16(5, 4, false, false),
+        &cdb::write_same16(5, 4, false, false),
         DataDir::ToDevice(&pattern(5)),
     );
     assert_sense(&c, write_sense, &what("WRITE SAME of a pattern"));
 
     b.fail(Kind::Flush, Fault::Errno(e));
     assert_sense(
-        &h.run(&cdbs::sync16(), DataDir::None),
+        &h.run(&cdb::sync16(), DataDir::None),
         write_sense,
         &what("SYNCHRONIZE CACHE"),
     );
@@ -218,7 +208,7 @@ fn enospc_is_data_protect_space_allocation_failed() {
     let b = Faulty::new();
     let mut h = harness(&b);
     b.fail(Kind::Zero, Fault::Errno(Errno::ENOSPC));
-    let c = h.run(&cdbs::write_same16(8, 4, false, true), DataDir::None);
+    let c = h.run(&cdb::write_same16(8, 4, false, true), DataDir::None);
     assert_sense(&c, SPACE_ALLOCATION_FAILED, "WRITE SAME NDOB (zeroing)");
 }
 
@@ -265,11 +255,11 @@ fn a_dropped_io_completes_its_command_once_with_an_error() {
     b.fail(Kind::Read, Fault::Drop);
     assert_sense(&read(&mut h, 7), READ_ERROR, "dropped READ");
     let c = h.run(
-        &cdbs::caw(7, 1),
+        &cdb::caw(7, 1),
         DataDir::ToDevice(&[d.clone(), pattern(10)].concat()),
     );
     assert_sense(&c, READ_ERROR, "dropped CAW read");
-    let c = h.run(&cdbs::verify16(7, 1, true), DataDir::ToDevice(&d));
+    let c = h.run(&cdb::verify16(7, 1, true), DataDir::ToDevice(&d));
     assert_sense(&c, READ_ERROR, "dropped VERIFY read");
     b.fail(Kind::Write, Fault::Drop);
     assert_sense(
@@ -279,14 +269,14 @@ fn a_dropped_io_completes_its_command_once_with_an_error() {
     );
     b.fail(Kind::Flush, Fault::Drop);
     assert_sense(
-        &h.run(&cdbs::sync16(), DataDir::None),
+        &h.run(&cdb::sync16(), DataDir::None),
         WRITE_ERROR,
         "dropped FLUSH",
     );
     // Many at once: each completes exactly once (the harness panics on a second completion).
     b.fail(Kind::Read, Fault::Drop);
     let ids: Vec<u16> = (0..20)
-        .map(|i| h.submit(&cdbs::read16(i, 1), DataDir::FromDevice(BS)))
+        .map(|i| h.submit(&cdb::read16(i, 1), DataDir::FromDevice(BS)))
         .collect();
     for id in ids {
         assert_sense(&h.wait(id), READ_ERROR, "dropped READ in a batch");
@@ -295,13 +285,7 @@ fn a_dropped_io_completes_its_command_once_with_an_error() {
     let c = read(&mut h, 7);
     assert_good(&c);
     assert_eq!(c.data_in, d);
-    let completed = h
-        .dev
-        .as_ref()
-        .unwrap()
-        .stats
-        .completed
-        .load(Ordering::Relaxed);
+    let completed = h.stats().completed.load(Ordering::Relaxed);
     h.stop();
     assert_eq!(h.emu.outstanding(), 0, "nothing lost");
     assert_eq!(completed, 27, "one completion per command");

@@ -1,13 +1,11 @@
 //! The device thread feeds its Prometheus series: commands by op and outcome, bytes, stage
 //! latencies, ring capacity.
 
-mod common;
-
-use common::{assert_good, cdbs, Harness};
 use std::sync::Arc;
 use tcmu_ring::emu::{DataDir, EmuConfig};
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, Harness};
 use tcmu_warden_supervisor::metrics::Metrics;
 
 fn value(text: &str, prefix: &str) -> f64 {
@@ -37,12 +35,12 @@ fn commands_bytes_and_stages_are_counted() {
     );
     let data = vec![7u8; 4096];
     for lba in 0..10 {
-        assert_good(&h.run(&cdbs::write16(lba * 8, 8, false), DataDir::ToDevice(&data)));
+        assert_good(&h.run(&cdb::write16(lba * 8, 8, false), DataDir::ToDevice(&data)));
     }
     for lba in 0..5 {
-        assert_good(&h.run(&cdbs::read16(lba * 8, 8), DataDir::FromDevice(4096)));
+        assert_good(&h.run(&cdb::read16(lba * 8, 8), DataDir::FromDevice(4096)));
     }
-    let c = h.run(&cdbs::read16(4096, 1), DataDir::FromDevice(512));
+    let c = h.run(&cdb::read16(4096, 1), DataDir::FromDevice(512));
     assert_eq!(c.status, 2, "LBA out of range");
     h.stop();
     let t = m.encode();

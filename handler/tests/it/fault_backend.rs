@@ -2,9 +2,6 @@
 //! the real dispatcher: injected errors reach the initiator as the right sense, delays never
 //! lose or duplicate a command, and a hung backend cannot keep a device from stopping.
 
-mod common;
-
-use common::{assert_good, cdbs, sense_of, Harness};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +9,8 @@ use tcmu_ring::emu::{Completed, DataDir, EmuConfig};
 use tcmu_warden::backend::fault::{parse_rules, FaultBackend};
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::Backend;
-use tcmu_warden::configfs::DeviceAttrs;
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, sense_of, Harness, LunSpec};
 
 const BS: usize = 512;
 const BLOCKS: u64 = 1024;
@@ -27,16 +24,9 @@ fn faulty(rules: &str) -> Arc<FaultBackend> {
 }
 
 fn harness(b: &Arc<FaultBackend>, dev: &DeviceConfig) -> Harness {
-    let attrs = DeviceAttrs {
-        dev_size: BLOCKS * BS as u64,
-        block_size: 512,
-        hw_max_sectors: 256,
-        write_cache: true,
-        serial: Some("fault-backend".into()),
-        cmd_time_out: None,
-        qfull_time_out: None,
-    };
-    let lun = tcmu_warden::daemon::lun_info(&attrs, b.as_ref() as &dyn Backend, "fault-backend");
+    let lun = LunSpec::blocks(BLOCKS, 512)
+        .serial("fault-backend")
+        .lun_info(b.as_ref() as &dyn Backend);
     let emu = EmuConfig {
         cmdr_size: 64 * 1024,
         data_size: 1 << 20,
@@ -60,33 +50,28 @@ fn pattern(seed: u8) -> Vec<u8> {
 }
 
 fn write(h: &mut Harness, lba: u64, d: &[u8]) -> Completed {
-    h.run(&cdbs::write16(lba, 1, false), DataDir::ToDevice(d))
+    h.run(&cdb::write16(lba, 1, false), DataDir::ToDevice(d))
 }
 
 fn read(h: &mut Harness, lba: u64) -> Completed {
-    h.run(&cdbs::read16(lba, 1), DataDir::FromDevice(BS))
+    h.run(&cdb::read16(lba, 1), DataDir::FromDevice(BS))
 }
 
 fn completed(h: &Harness) -> u64 {
-    h.dev
-        .as_ref()
-        .expect("device running")
-        .stats
-        .completed
-        .load(Ordering::Relaxed)
+    h.stats().completed.load(Ordering::Relaxed)
 }
 
 #[test]
 fn etimedout_writes_give_retryable_not_ready_in_transition() {
     let b = faulty("write:fail=ETIMEDOUT");
     let mut h = harness(&b, &dev_cfg());
-    for cdb in [cdbs::write16(3, 1, false), cdbs::write16(3, 1, true)] {
+    for cdb in [cdb::write16(3, 1, false), cdb::write16(3, 1, true)] {
         let c = h.run(&cdb, DataDir::ToDevice(&pattern(1)));
         assert_eq!(c.status, CHECK_CONDITION);
         assert_eq!(sense_of(&c), NOT_READY_IN_TRANSITION);
     }
     let c = h.run(
-        &cdbs::write_same16(3, 4, false, false),
+        &cdb::write_same16(3, 4, false, false),
         DataDir::ToDevice(&pattern(2)),
     );
     assert_eq!(sense_of(&c), NOT_READY_IN_TRANSITION, "WRITE SAME");
@@ -129,22 +114,19 @@ fn a_delayed_backend_completes_every_command_exactly_once() {
             let d = pattern(i);
             (
                 i,
-                h.submit(
-                    &cdbs::write16(u64::from(i), 1, false),
-                    DataDir::ToDevice(&d),
-                ),
+                h.submit(&cdb::write16(u64::from(i), 1, false), DataDir::ToDevice(&d)),
             )
         })
         .collect();
     for (_, id) in ids {
         assert_good(&h.wait(id));
     }
-    assert_good(&h.run(&cdbs::sync16(), DataDir::None));
+    assert_good(&h.run(&cdb::sync16(), DataDir::None));
     let ids: Vec<(u8, u16)> = (0..n)
         .map(|i| {
             (
                 i,
-                h.submit(&cdbs::read16(u64::from(i), 1), DataDir::FromDevice(BS)),
+                h.submit(&cdb::read16(u64::from(i), 1), DataDir::FromDevice(BS)),
             )
         })
         .collect();
@@ -171,13 +153,13 @@ fn a_hung_backend_cannot_keep_the_device_from_stopping() {
     let mut h = harness(&b, &cfg);
     let d = pattern(7);
     let mut ids: Vec<u16> = (0..6)
-        .map(|i| h.submit(&cdbs::write16(i, 1, false), DataDir::ToDevice(&d)))
+        .map(|i| h.submit(&cdb::write16(i, 1, false), DataDir::ToDevice(&d)))
         .collect();
-    ids.push(h.submit(&cdbs::read16(9, 1), DataDir::FromDevice(BS)));
-    ids.push(h.submit(&cdbs::sync16(), DataDir::None));
+    ids.push(h.submit(&cdb::read16(9, 1), DataDir::FromDevice(BS)));
+    ids.push(h.submit(&cdb::sync16(), DataDir::None));
     // A COMPARE AND WRITE keeps a worker waiting inside the backend.
     ids.push(h.submit(
-        &cdbs::caw(50, 1),
+        &cdb::caw(50, 1),
         DataDir::ToDevice(&[d.clone(), d.clone()].concat()),
     ));
     let t = Instant::now();

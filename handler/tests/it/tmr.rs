@@ -1,9 +1,6 @@
 //! Task management: ABORT TASK and LUN RESET notifications cancel work that has not reached
 //! the backend yet; a command already in the backend finishes normally.
 
-mod common;
-
-use common::{assert_good, cdbs, Harness};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +9,7 @@ use tcmu_warden::backend::io::Io;
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::{Backend, IoOp};
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, Harness};
 
 const TASK_ABORTED: u8 = 0x40;
 const ABORT_TASK: u8 = 1;
@@ -71,10 +69,10 @@ fn abort_task_cancels_a_command_waiting_for_its_blocks() {
     let (mut h, _b) = harness(2);
     let data = vec![1u8; 512];
     // A write to block 0 is in the backend; a COMPARE AND WRITE of block 0 must wait for it.
-    let w = h.submit(&cdbs::write16(0, 1, false), DataDir::ToDevice(&data));
+    let w = h.submit(&cdb::write16(0, 1, false), DataDir::ToDevice(&data));
     std::thread::sleep(Duration::from_millis(50));
     let caw_data = vec![0u8; 1024];
-    let caw = h.submit(&cdbs::caw(0, 1), DataDir::ToDevice(&caw_data));
+    let caw = h.submit(&cdb::caw(0, 1), DataDir::ToDevice(&caw_data));
     std::thread::sleep(Duration::from_millis(50));
     h.emu
         .submit_tmr(ABORT_TASK, &[caw])
@@ -86,7 +84,7 @@ fn abort_task_cancels_a_command_waiting_for_its_blocks() {
     );
     assert_good(&h.wait(w));
     // The cancelled COMPARE AND WRITE changed nothing: block 0 holds the write's data.
-    let r = h.run(&cdbs::read16(0, 1), DataDir::FromDevice(512));
+    let r = h.run(&cdb::read16(0, 1), DataDir::FromDevice(512));
     assert!(r.data_in.iter().all(|&x| x == 1));
 }
 
@@ -94,9 +92,9 @@ fn abort_task_cancels_a_command_waiting_for_its_blocks() {
 fn lun_reset_cancels_commands_queued_for_a_busy_worker() {
     let (mut h, b) = harness(1);
     let data = vec![2u8; 512];
-    let first = h.submit(&cdbs::write16(0, 1, false), DataDir::ToDevice(&data)); // the worker sleeps in it
+    let first = h.submit(&cdb::write16(0, 1, false), DataDir::ToDevice(&data)); // the worker sleeps in it
     std::thread::sleep(Duration::from_millis(50));
-    let queued = h.submit(&cdbs::write16(8, 1, false), DataDir::ToDevice(&data));
+    let queued = h.submit(&cdb::write16(8, 1, false), DataDir::ToDevice(&data));
     std::thread::sleep(Duration::from_millis(50));
     h.emu
         .submit_tmr(LUN_RESET, &[first, queued])
@@ -110,7 +108,7 @@ fn lun_reset_cancels_commands_queued_for_a_busy_worker() {
     );
     // The slot is reused normally afterwards; ids already completed are ignored.
     h.emu.submit_tmr(ABORT_TASK, &[queued]).expect("room");
-    assert_good(&h.run(&cdbs::write16(8, 1, false), DataDir::ToDevice(&data)));
+    assert_good(&h.run(&cdb::write16(8, 1, false), DataDir::ToDevice(&data)));
     h.stop();
     assert_eq!(h.emu.outstanding(), 0);
 }

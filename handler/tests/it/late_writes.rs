@@ -5,9 +5,6 @@
 //! write until the backend returns it, and never runs a command that expired before it reached
 //! the backend.
 
-mod common;
-
-use common::{assert_good, cdbs, data_in, sense_of, Harness};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +13,7 @@ use tcmu_warden::backend::fault::{parse_rules, FaultBackend};
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::device::{DeviceConfig, FreeKeptBuf};
+use tcmu_warden::testing::{assert_good, cdb, data_in, sense_of, Harness};
 
 const BS: usize = 512;
 const NOT_READY_IN_TRANSITION: (u8, u8, u8) = (0x02, 0x04, 0x0A);
@@ -54,14 +52,11 @@ fn rig(deadline: Duration) -> Rig {
 }
 
 fn write(h: &mut Harness, lba: u64, byte: u8) -> u16 {
-    h.submit(
-        &cdbs::write16(lba, 1, false),
-        DataDir::ToDevice(&[byte; BS]),
-    )
+    h.submit(&cdb::write16(lba, 1, false), DataDir::ToDevice(&[byte; BS]))
 }
 
 fn read_byte(h: &mut Harness, lba: u64) -> u8 {
-    let c = h.run(&cdbs::read16(lba, 1), DataDir::FromDevice(BS));
+    let c = h.run(&cdb::read16(lba, 1), DataDir::FromDevice(BS));
     assert_good(&c);
     let d = data_in(&c);
     assert!(d.iter().all(|&b| b == d[0]), "torn block");
@@ -156,7 +151,7 @@ fn a_write_that_expires_while_held_back_is_never_run() {
 fn caw(h: &mut Harness, lba: u64, compare: u8, write: u8) -> u16 {
     let mut buf = vec![compare; BS];
     buf.extend(std::iter::repeat(write).take(BS));
-    h.submit(&cdbs::caw(lba, 1), DataDir::ToDevice(&buf))
+    h.submit(&cdb::caw(lba, 1), DataDir::ToDevice(&buf))
 }
 
 const MISCOMPARE: (u8, u8, u8) = (0x0E, 0x1D, 0x00);

@@ -4,9 +4,6 @@
 //! through recovering to healthy by itself. Faults are injected with the fault backend, so
 //! every transition is deterministic.
 
-mod common;
-
-use common::{assert_good, cdbs, data_in, sense_of, Harness};
 use nix::errno::Errno;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,8 +12,8 @@ use tcmu_ring::emu::{DataDir, EmuConfig};
 use tcmu_warden::backend::fault::{parse_rules, FaultBackend};
 use tcmu_warden::backend::ram::RamBackend;
 use tcmu_warden::backend::{Backend, Caps, Io};
-use tcmu_warden::configfs::DeviceAttrs;
 use tcmu_warden::device::DeviceConfig;
+use tcmu_warden::testing::{assert_good, cdb, data_in, sense_of, Harness, LunSpec};
 use tcmu_warden_supervisor::health::Policy;
 use tcmu_warden_supervisor::metrics::BackendState;
 
@@ -64,16 +61,9 @@ fn rig(rules: &str) -> Rig {
         Arc::clone(&inner) as Arc<dyn Backend>,
         parse_rules(rules).unwrap(),
     ));
-    let attrs = DeviceAttrs {
-        dev_size: BLOCKS * BS as u64,
-        block_size: 512,
-        hw_max_sectors: 256,
-        write_cache: true,
-        serial: Some("health".into()),
-        cmd_time_out: None,
-        qfull_time_out: None,
-    };
-    let lun = tcmu_warden::daemon::lun_info(&attrs, fault.as_ref(), "health");
+    let lun = LunSpec::blocks(BLOCKS, 512)
+        .serial("health")
+        .lun_info(fault.as_ref());
     let cfg = DeviceConfig {
         health: Some(Policy {
             interval: Duration::from_millis(100),
@@ -94,7 +84,7 @@ fn rig(rules: &str) -> Rig {
 
 impl Rig {
     fn state(&self) -> BackendState {
-        self.h.dev.as_ref().unwrap().link().health.state()
+        self.h.link().health.state()
     }
 
     /// Wait for `want`, recording every state seen on the way.
@@ -119,7 +109,7 @@ impl Rig {
     fn write(&mut self, lba: u64, byte: u8) -> u16 {
         let data = vec![byte; BS];
         self.h
-            .submit(&cdbs::write16(lba, 1, false), DataDir::ToDevice(&data))
+            .submit(&cdb::write16(lba, 1, false), DataDir::ToDevice(&data))
     }
 }
 
@@ -148,12 +138,12 @@ fn a_backend_that_stops_answering_goes_lost_fails_fast_and_recovers_by_itself() 
     // While lost: new commands fail at once with the retryable status; nothing reaches the
     // backend (which would hang them).
     let t = Instant::now();
-    let c = r.h.run(&cdbs::read16(7, 1), DataDir::FromDevice(BS));
+    let c = r.h.run(&cdb::read16(7, 1), DataDir::FromDevice(BS));
     assert_eq!(sense_of(&c), NOT_READY_IN_TRANSITION);
     let c =
-        r.h.run(&cdbs::write16(9, 1, false), DataDir::ToDevice(&[0x33; BS]));
+        r.h.run(&cdb::write16(9, 1, false), DataDir::ToDevice(&[0x33; BS]));
     assert_eq!(sense_of(&c), NOT_READY_IN_TRANSITION);
-    let c = r.h.run(&cdbs::test_unit_ready(), DataDir::None);
+    let c = r.h.run(&cdb::test_unit_ready(), DataDir::None);
     assert_eq!(
         sense_of(&c),
         NOT_READY_IN_TRANSITION,
@@ -191,14 +181,14 @@ fn a_backend_that_stops_answering_goes_lost_fails_fast_and_recovers_by_itself() 
         r.inner.reopens.load(Ordering::SeqCst) >= 1,
         "the backend was reopened"
     );
-    let link = r.h.dev.as_ref().unwrap().link().clone();
+    let link = r.h.link().clone();
     assert!(link.health.failed_fast.load(Ordering::Relaxed) >= 2);
     assert!(link.health.reopens.load(Ordering::Relaxed) >= 1);
     let last = link.health.last_transition().unwrap().1;
     assert!(last.starts_with("healthy (was recovering)"), "{last}");
 
     // Data written before and during the outage is there.
-    let c = r.h.run(&cdbs::read16(7, 2), DataDir::FromDevice(2 * BS));
+    let c = r.h.run(&cdb::read16(7, 2), DataDir::FromDevice(2 * BS));
     assert_good(&c);
     assert!(data_in(&c)[..BS].iter().all(|&b| b == 0x11));
     assert!(data_in(&c)[BS..].iter().all(|&b| b == 0x22));
