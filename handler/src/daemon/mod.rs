@@ -262,6 +262,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
                 control::serve_pending(l, &devices, started);
             }
         }
+        life.sweep();
         if ready {
             notifier.send("WATCHDOG=1");
         }
