@@ -8,6 +8,7 @@
 
 pub mod control;
 mod events;
+pub mod facts;
 mod open;
 mod reload;
 
@@ -178,7 +179,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     cfg.metrics = Some(metrics);
     let cfg = &cfg;
     let started = std::time::SystemTime::now();
-    let control = cfg
+    let mut control = cfg
         .control_socket
         .as_deref()
         .and_then(|p| match control::bind(p) {
@@ -238,12 +239,17 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
         }
         let mut fds = vec![sfd.as_raw_fd()];
         fds.extend(life.fds());
-        fds.extend(control.as_ref().map(AsRawFd::as_raw_fd));
-        let wait = if ready {
+        if let Some(c) = &control {
+            fds.extend(c.fds());
+        }
+        let mut wait = if ready {
             tick
         } else {
             tick.min(Duration::from_millis(200))
         };
+        if let Some(hint) = control.as_ref().and_then(control::Control::wait_hint) {
+            wait = wait.min(hint);
+        }
         if wait_readable(&fds, wait)? {
             match sfd.read_signal() {
                 Ok(Some(si)) if si.ssi_signo == Signal::SIGHUP as u32 => {
@@ -257,10 +263,10 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
                 Err(e) => return Err(format!("reading signals: {e}")),
             }
             life.poll();
-            if let Some(l) = &control {
-                let devices: Vec<&Served> = life.served.values().collect();
-                control::serve_pending(l, &devices, started);
-            }
+        }
+        if let Some(c) = &mut control {
+            let devices: Vec<&Served> = life.served.values().collect();
+            c.serve(&devices, started);
         }
         life.sweep();
         if ready {
