@@ -211,12 +211,14 @@ fn main() -> std::process::ExitCode {
         control_socket: Some(cli.control_socket),
         log_level,
     };
-    match daemon::run(&cfg) {
+    let code = match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("tcmu-warden: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    logging::finish();
+    code
 }

@@ -226,7 +226,16 @@ impl Control {
         let uptime = SystemTime::now()
             .duration_since(started)
             .unwrap_or_default();
-        report(&views, uptime, full).into_bytes()
+        let mut text = report(&views, uptime, full);
+        let dropped = crate::logging::dropped_lines();
+        if full && dropped > 0 {
+            use std::fmt::Write as _;
+            let _ = writeln!(
+                text,
+                "\nlog: {dropped} line(s) dropped because the log output did not keep up (logging never blocks the device threads)"
+            );
+        }
+        text.into_bytes()
     }
 }
 

@@ -269,6 +269,9 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
             c.serve(&devices, started);
         }
         life.sweep();
+        if let Some(m) = &cfg.metrics {
+            m.log_lines_dropped(crate::logging::dropped_lines());
+        }
         if ready {
             notifier.send("WATCHDOG=1");
         }
