@@ -21,4 +21,5 @@ pub mod kernel_actions;
 pub mod logging;
 pub mod netlink;
 pub mod notify;
+pub mod panic_policy;
 pub mod tcmu_conf;

@@ -148,6 +148,8 @@ fn main() -> std::process::ExitCode {
         eprintln!("tcmu-warden: blocking signals: {e}");
         return std::process::ExitCode::FAILURE;
     }
+    // A panic on any thread ends the process (systemd restarts a clean one).
+    tcmu_warden::panic_policy::install();
     // Log level: RUST_LOG, -d, our config file's log_level, tcmu.conf's, `info`.
     let overrides = tcmu_conf::Overrides {
         env: std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()),
