@@ -337,7 +337,12 @@ impl Lifecycle {
             .name("tcmu-stop".into())
             .spawn(move || {
                 super::log_stats(&s);
-                s.handle.join();
+                // Everything of the device, its backend included, is gone before the stop is
+                // reported (the exit waits for that report: no image lock or watcher is left
+                // behind by an exit racing a removal).
+                let Served { handle, fault, .. } = s;
+                handle.join();
+                drop(fault);
                 let _ = tx.send(Finished::Stopped { ev });
                 let _ = wake.write(1);
             });
