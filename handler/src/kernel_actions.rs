@@ -98,10 +98,16 @@ pub fn global_reply_mode_plan() -> [PlanStep; 5] {
 
 /// Proof that [`KernelActions::prepare_clean_restart`] blocked and reset a device; hand it
 /// to [`KernelActions::finish_clean_restart`] once the uio device is open and mapped.
+///
+/// It is also a guard: dropped without `finish_clean_restart` (opening the device failed
+/// half-way, an early return), it unblocks the device itself, so a failed restart never
+/// leaves the LUN answering BUSY for ever.
 #[derive(Debug)]
-#[must_use = "the device stays blocked (every new command gets BUSY) until finish_clean_restart"]
+#[must_use = "the device stays blocked (every new command gets BUSY) until finish_clean_restart or drop"]
 pub struct CleanRestart {
     device_dir: PathBuf,
+    /// Still blocked by us: unblock on drop.
+    armed: bool,
 }
 
 impl CleanRestart {
@@ -109,6 +115,23 @@ impl CleanRestart {
     #[must_use]
     pub fn device_dir(&self) -> &Path {
         &self.device_dir
+    }
+}
+
+impl Drop for CleanRestart {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let path = self.device_dir.join("action/block_dev");
+        match write_once(&path, b"0") {
+            Ok(()) => {
+                tracing::info!(dir = %self.device_dir.display(), "device unblocked after an unfinished restart")
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.device_dir.display(), "could not unblock the device after an unfinished restart ({e}); run: echo -n 0 > {}", path.display())
+            }
+        }
     }
 }
 
@@ -259,6 +282,7 @@ impl KernelActions {
         }
         Ok(CleanRestart {
             device_dir: device_dir.to_path_buf(),
+            armed: true,
         })
     }
 
@@ -267,7 +291,9 @@ impl KernelActions {
     ///
     /// # Errors
     /// [`ActionError`].
-    pub fn finish_clean_restart(&self, restart: CleanRestart) -> Result<(), ActionError> {
+    pub fn finish_clean_restart(&self, mut restart: CleanRestart) -> Result<(), ActionError> {
+        // One attempt here, reported to the caller; the guard does not write again.
+        restart.armed = false;
         self.block_dev(&restart.device_dir, false)
     }
 
@@ -422,6 +448,25 @@ mod tests {
             ]
         );
         assert_eq!(read(&a.join("block_dev")), b"0");
+    }
+
+    #[test]
+    fn an_unfinished_restart_unblocks_on_drop() {
+        let f = fake();
+        let k = KernelActions::recording(&f.params);
+        let r = k.prepare_clean_restart(&f.dev).unwrap();
+        assert_eq!(read(&f.dev.join("action/block_dev")), b"1");
+        drop(r);
+        assert_eq!(
+            read(&f.dev.join("action/block_dev")),
+            b"0",
+            "a restart dropped half-way unblocks the device"
+        );
+        // A finished one is not written twice.
+        let r = k.prepare_clean_restart(&f.dev).unwrap();
+        k.finish_clean_restart(r).unwrap();
+        std::fs::write(f.dev.join("action/block_dev"), "stale").unwrap();
+        assert_eq!(read(&f.dev.join("action/block_dev")), b"stale");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod kernel_actions;
 pub mod logging;
 pub mod netlink;
 pub mod notify;
+pub mod panic_policy;
 pub mod tcmu_conf;
 #[cfg(feature = "test-utils")]
 pub mod testing;

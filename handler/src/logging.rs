@@ -1,16 +1,66 @@
 //! The process's log: stderr (the journal under systemd) and optionally a file, with a
 //! filter that changes at run time (tcmu.conf's `log_level`, see [`crate::tcmu_conf`]).
+//!
+//! Logging never blocks the thread that logs: each output is written by a thread of its own
+//! (`tracing-appender`'s non-blocking writer) from a bounded buffer of [`BUFFER_LINES`] lines.
+//! When the output does not keep up (a stalled journald, a slow log disk), new lines are
+//! dropped, not waited for, and counted: [`dropped_lines`], exported as
+//! `tcmu_warden_log_lines_dropped_total` and shown by `diagnose`. A device thread logging
+//! during an incident thus never waits on the log.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 /// The log file's name inside the log directory.
 pub const FILE_NAME: &str = "tcmu-warden.log";
+
+/// Lines each output buffers while its writer catches up; more are dropped and counted.
+pub const BUFFER_LINES: usize = 16_384;
+
+/// The dropped-line counters of every non-blocking output made by [`non_blocking`].
+static DROPPED: OnceLock<parking_lot::Mutex<Vec<ErrorCounter>>> = OnceLock::new();
+
+/// The guards of the process's outputs; [`finish`] drops them.
+static GUARDS: parking_lot::Mutex<Vec<WorkerGuard>> = parking_lot::Mutex::new(Vec::new());
+
+/// Write out what the outputs still buffer (bounded by `tracing-appender`: about 1 s per
+/// output). Call once, as the process exits; later lines are lost.
+pub fn finish() {
+    drop(std::mem::take(&mut *GUARDS.lock()));
+}
+
+/// Lines dropped so far because an output did not keep up.
+#[must_use]
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |v| {
+        v.lock()
+            .iter()
+            .map(|c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+            .sum()
+    })
+}
+
+/// A non-blocking, lossy writer over `w`, written by a thread of its own from a buffer of
+/// [`BUFFER_LINES`] lines; its drops count in [`dropped_lines`]. Keep the guard for as long
+/// as the writer is used (dropping it flushes what is buffered).
+pub fn non_blocking<W: Write + Send + 'static>(w: W) -> (NonBlocking, WorkerGuard) {
+    let (nb, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFER_LINES)
+        .thread_name("tcmu-log")
+        .finish(w);
+    DROPPED
+        .get_or_init(Default::default)
+        .lock()
+        .push(nb.error_counter());
+    (nb, guard)
+}
 
 /// Handle on the installed logger: change the filter and the log file while running.
 pub struct Logging {
@@ -34,12 +84,13 @@ pub fn init(initial: &str) -> Arc<Logging> {
     let (filter, handle) =
         reload::Layer::new(parse_filter(initial).unwrap_or_else(|_| EnvFilter::new("info")));
     let file = Arc::new(parking_lot::Mutex::new(None));
-    let to_file = fmt::layer()
-        .with_ansi(false)
-        .with_writer(FileSink(Arc::clone(&file)));
+    let (file_writer, file_guard) = non_blocking(FileWriter(Arc::clone(&file)));
+    let (stderr_writer, stderr_guard) = non_blocking(std::io::stderr());
+    let to_file = fmt::layer().with_ansi(false).with_writer(file_writer);
     let to_stderr = fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(stderr_writer);
+    *GUARDS.lock() = vec![stderr_guard, file_guard];
     tracing_subscriber::registry()
         .with(filter)
         .with(to_stderr)
@@ -126,20 +177,10 @@ impl Logging {
     }
 }
 
-/// `MakeWriter` for the optional log file.
-struct FileSink(Arc<parking_lot::Mutex<Option<File>>>);
+/// Writes to the log file if there is one, else discards (on the file output's own thread).
+struct FileWriter(Arc<parking_lot::Mutex<Option<File>>>);
 
-impl<'a> fmt::MakeWriter<'a> for FileSink {
-    type Writer = FileWriter<'a>;
-    fn make_writer(&'a self) -> FileWriter<'a> {
-        FileWriter(&self.0)
-    }
-}
-
-/// Writes to the log file if there is one, else discards.
-struct FileWriter<'a>(&'a parking_lot::Mutex<Option<File>>);
-
-impl Write for FileWriter<'_> {
+impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self.0.lock().as_mut() {
             Some(f) => f.write(buf),

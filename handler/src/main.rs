@@ -148,6 +148,8 @@ fn main() -> std::process::ExitCode {
         eprintln!("tcmu-warden: blocking signals: {e}");
         return std::process::ExitCode::FAILURE;
     }
+    // A panic on any thread ends the process (systemd restarts a clean one).
+    tcmu_warden::panic_policy::install();
     // Log level: RUST_LOG, -d, our config file's log_level, tcmu.conf's, `info`.
     let overrides = tcmu_conf::Overrides {
         env: std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()),
@@ -211,12 +213,14 @@ fn main() -> std::process::ExitCode {
         control_socket: Some(cli.control_socket),
         log_level,
     };
-    match daemon::run(&cfg) {
+    let code = match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("tcmu-warden: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    logging::finish();
+    code
 }

@@ -3,7 +3,8 @@
 //! Hand-written over `std::net` (no async runtime, no HTTP crate): one named accept thread,
 //! one short-lived thread per connection, at most [`MAX_CONNECTIONS`] at once (more are
 //! closed at once). Each request must arrive whole, headers within [`MAX_REQUEST_BYTES`],
-//! within [`REQUEST_TIMEOUT`]; the response must be taken within [`REQUEST_TIMEOUT`]. Every
+//! within [`REQUEST_TIMEOUT`]; the whole response must be taken within [`REQUEST_TIMEOUT`]
+//! (one deadline for all its writes, not a timeout per write). Every
 //! response closes the connection. So a slow, silent or garbage client costs one thread for
 //! at most a few seconds, and never blocks the device threads (which only touch atomics) or
 //! other scrapes.
@@ -137,7 +138,6 @@ fn find_end(b: &[u8]) -> Option<usize> {
 
 fn handle(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let _ = stream.set_nodelay(true);
     let head = match read_head(&mut stream, deadline) {
         Ok(Head::Complete(h)) => h,
@@ -227,11 +227,32 @@ fn respond(
         "HTTP/1.1 {code} {reason}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
+    // The whole response within one deadline: a write timeout alone bounds each system
+    // call, so a reader taking a few bytes at a time would hold the connection for ever.
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    write_all_by(stream, head.as_bytes(), deadline)?;
     if !head_only {
-        stream.write_all(body)?;
+        write_all_by(stream, body, deadline)?;
     }
-    stream.flush()?;
     let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Write all of `buf` before `deadline`, or fail with `TimedOut` (the caller then drops the
+/// connection).
+fn write_all_by(stream: &mut TcpStream, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }

@@ -172,6 +172,7 @@ struct Vecs {
     outliers: IntCounterVec,
     stuck: IntCounterVec,
     devices: IntGauge,
+    log_dropped: IntCounter,
     /// Label values of `tier`/`type` used beyond the known ones (so removal finds them).
     extra_tiers: Mutex<Vec<&'static str>>,
     extra_tmrs: Mutex<Vec<&'static str>>,
@@ -307,6 +308,11 @@ impl Metrics {
                 "Devices this handler serves (with series in this exposition).",
             ))
             .expect("valid metric definition"),
+            log_dropped: IntCounter::with_opts(Opts::new(
+                name("log_lines_dropped_total"),
+                "Log lines dropped because the log output (stderr/journal, log file) did not keep up.",
+            ))
+            .expect("valid metric definition"),
             extra_tiers: Mutex::new(Vec::new()),
             extra_tmrs: Mutex::new(Vec::new()),
             live: Mutex::new(BTreeSet::new()),
@@ -326,6 +332,7 @@ impl Metrics {
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(build),
             Box::new(vecs.devices.clone()),
+            Box::new(vecs.log_dropped.clone()),
             Box::new(vecs.commands.clone()),
             Box::new(vecs.read_bytes.clone()),
             Box::new(vecs.written_bytes.clone()),
@@ -351,6 +358,15 @@ impl Metrics {
             registry,
             vecs: Arc::new(vecs),
         })
+    }
+
+    /// Bring `tcmu_warden_log_lines_dropped_total` up to `total` (the logger's own count;
+    /// never goes down).
+    pub fn log_lines_dropped(&self, total: u64) {
+        let now = self.vecs.log_dropped.get();
+        if total > now {
+            self.vecs.log_dropped.inc_by(total - now);
+        }
     }
 
     /// The registry, to add process-wide collectors.

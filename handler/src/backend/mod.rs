@@ -22,6 +22,8 @@ pub mod ram;
 #[cfg(feature = "rbd")]
 pub mod rbd;
 pub mod registry;
+#[cfg(any(feature = "rbd", feature = "glfs"))]
+pub mod series;
 
 pub use io::{Io, IoOp};
 

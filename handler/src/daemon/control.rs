@@ -1,22 +1,40 @@
 //! `tcmu-warden status` and `diagnose`: the running daemon answers on a Unix socket (root
 //! only) with what each device is doing, in words an operator understands.
+//!
+//! The socket is served on the main loop without ever blocking it: clients are read and
+//! written non-blocking as the loop passes; each has [`CLIENT_DEADLINE`] for its whole request
+//! and response and is dropped after that; at most [`MAX_CLIENTS`] at once. `diagnose` asks
+//! each backend for its own facts off the loop ([`super::facts`]) and waits for them at most
+//! [`FACTS_WAIT`], then answers with the last known facts.
 
+use super::facts::BackendFacts;
 use super::open::Served;
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 /// The default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/tcmu-warden/control.sock";
+/// Time a client has for its whole request and for taking the whole answer.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+/// Clients served at once; more are closed without an answer.
+pub const MAX_CLIENTS: usize = 16;
+/// Longest `diagnose` waits for the backends' own facts before answering with the last known.
+pub const FACTS_WAIT: Duration = Duration::from_millis(500);
+/// Longest request line.
+const MAX_REQUEST: usize = 256;
 
 /// Bind the control socket (mode 0600; a stale socket file is replaced).
 ///
 /// # Errors
 /// When the directory or the socket cannot be made.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+pub fn bind(path: &Path) -> std::io::Result<Control> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -24,36 +42,201 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     l.set_nonblocking(true)?;
-    Ok(l)
+    Ok(Control {
+        listener: l,
+        clients: Vec::new(),
+        facts: HashMap::new(),
+    })
 }
 
-/// Answer pending clients: one request line (`status` or `diagnose`), one report.
-pub fn serve_pending(l: &UnixListener, devices: &[&Served], started: SystemTime) {
-    while let Ok((stream, _)) = l.accept() {
-        if let Err(e) = answer(stream, devices, started) {
-            tracing::debug!("control client: {e}");
+/// The control socket and its clients in progress.
+pub struct Control {
+    listener: UnixListener,
+    clients: Vec<Client>,
+    /// Backend facts by device name.
+    facts: HashMap<String, Arc<BackendFacts>>,
+}
+
+struct Client {
+    stream: UnixStream,
+    input: Vec<u8>,
+    state: State,
+    /// Dropped after this.
+    by: Instant,
+}
+
+enum State {
+    Reading,
+    /// `diagnose`: waiting for the backends' facts until then.
+    Facts(Instant),
+    Writing(Vec<u8>, usize),
+    Done,
+}
+
+impl Control {
+    /// Descriptors to poll: the socket and the clients still sending their request.
+    #[must_use]
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = vec![self.listener.as_fd()];
+        v.extend(
+            self.clients
+                .iter()
+                .filter(|c| matches!(c.state, State::Reading))
+                .map(|c| c.stream.as_fd()),
+        );
+        v
+    }
+
+    /// How soon the main loop must come back for clients waiting on facts or on a full
+    /// socket (None: only when a descriptor is readable).
+    #[must_use]
+    pub fn wait_hint(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.clients
+            .iter()
+            .map(|c| match c.state {
+                State::Facts(_) | State::Writing(..) => Duration::from_millis(20),
+                // Come back to drop it at its deadline.
+                _ => c.by.saturating_duration_since(now),
+            })
+            .min()
+    }
+
+    /// Clients in progress.
+    #[must_use]
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Accept, read, answer and write whatever can be done now without waiting.
+    pub fn serve(&mut self, devices: &[&Served], started: SystemTime) {
+        let now = Instant::now();
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
+                tracing::debug!("control socket: too many clients, one refused");
+                continue;
+            }
+            self.clients.push(Client {
+                stream,
+                input: Vec::new(),
+                state: State::Reading,
+                by: now + CLIENT_DEADLINE,
+            });
+        }
+        self.facts
+            .retain(|name, _| devices.iter().any(|d| &d.name == name));
+        let mut clients = std::mem::take(&mut self.clients);
+        for c in &mut clients {
+            self.step(c, devices, started);
+        }
+        let now = Instant::now();
+        clients.retain(|c| {
+            let keep = !matches!(c.state, State::Done) && now < c.by;
+            if !keep && !matches!(c.state, State::Done) {
+                tracing::debug!("control client dropped: no whole request and answer within {CLIENT_DEADLINE:?}");
+            }
+            keep
+        });
+        self.clients = clients;
+    }
+
+    fn step(&mut self, c: &mut Client, devices: &[&Served], started: SystemTime) {
+        if matches!(c.state, State::Reading) {
+            let mut buf = [0u8; MAX_REQUEST];
+            let eof = loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => {
+                        c.input.extend_from_slice(&buf[..n]);
+                        if c.input.len() >= MAX_REQUEST || c.input.contains(&b'\n') {
+                            break false;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => {
+                        c.state = State::Done;
+                        return;
+                    }
+                }
+            };
+            if !(eof || c.input.len() >= MAX_REQUEST || c.input.contains(&b'\n')) {
+                return;
+            }
+            let line = String::from_utf8_lossy(&c.input);
+            let line = line
+                .split('\n')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            c.state = match line.as_str() {
+                "status" => State::Writing(self.report(devices, started, false), 0),
+                "diagnose" => {
+                    for d in devices {
+                        self.facts_of(d).refresh(d.handle.link());
+                    }
+                    State::Facts(Instant::now() + FACTS_WAIT)
+                }
+                other => State::Writing(
+                    format!("unknown request {other:?}: expected status or diagnose\n")
+                        .into_bytes(),
+                    0,
+                ),
+            };
+        }
+        if let State::Facts(until) = c.state {
+            let settled = devices.iter().all(|d| self.facts_of(d).settled());
+            if settled || Instant::now() >= until {
+                c.state = State::Writing(self.report(devices, started, true), 0);
+            }
+        }
+        if let State::Writing(out, pos) = &mut c.state {
+            while *pos < out.len() {
+                match c.stream.write(&out[*pos..]) {
+                    Ok(0) => break,
+                    Ok(n) => *pos += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let done = *pos >= out.len();
+            if done {
+                c.state = State::Done;
+            }
         }
     }
-}
 
-fn answer(stream: UnixStream, devices: &[&Served], started: SystemTime) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    // A local client that does not send its line promptly must not stall the daemon.
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-    let mut line = String::new();
-    BufReader::new(std::io::Read::take(stream.try_clone()?, 256)).read_line(&mut line)?;
-    let views: Vec<DeviceView> = devices.iter().map(|s| DeviceView::of(s)).collect();
-    let uptime = SystemTime::now()
-        .duration_since(started)
-        .unwrap_or_default();
-    let text = match line.trim() {
-        "status" => report(&views, uptime, false),
-        "diagnose" => report(&views, uptime, true),
-        other => format!("unknown request {other:?}: expected status or diagnose\n"),
-    };
-    let mut stream = stream;
-    stream.write_all(text.as_bytes())
+    fn facts_of(&mut self, d: &Served) -> Arc<BackendFacts> {
+        Arc::clone(self.facts.entry(d.name.clone()).or_default())
+    }
+
+    fn report(&mut self, devices: &[&Served], started: SystemTime, full: bool) -> Vec<u8> {
+        let views: Vec<DeviceView> = devices
+            .iter()
+            .map(|s| {
+                let notes = if full {
+                    self.facts_of(s).notes()
+                } else {
+                    Vec::new()
+                };
+                DeviceView::of(s, notes)
+            })
+            .collect();
+        let uptime = SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default();
+        let mut text = report(&views, uptime, full);
+        let dropped = crate::logging::dropped_lines();
+        if full && dropped > 0 {
+            use std::fmt::Write as _;
+            let _ = writeln!(
+                text,
+                "\nlog: {dropped} line(s) dropped because the log output did not keep up (logging never blocks the device threads)"
+            );
+        }
+        text.into_bytes()
+    }
 }
 
 /// Ask the daemon at `path` and return its answer.
@@ -129,10 +312,15 @@ pub struct DeviceView {
 }
 
 impl DeviceView {
-    fn of(s: &Served) -> DeviceView {
+    /// The view of `s`; `backend_notes` are the backend's own facts (asked off the main
+    /// loop, see `super::facts`). No lock is held longer than a copy.
+    fn of(s: &Served, backend_notes: Vec<String>) -> DeviceView {
         let st = &s.handle.stats;
         let link = s.handle.link();
-        let lun = link.lun.read();
+        let size = {
+            let lun = link.lun.read();
+            lun.num_blocks * u64::from(lun.block_size)
+        };
         let recent = st
             .recent_outliers
             .snapshot()
@@ -159,7 +347,7 @@ impl DeviceView {
             name: s.name.clone(),
             backend: link.backend().describe(),
             uio: s.uio.display().to_string(),
-            size: lun.num_blocks * u64::from(lun.block_size),
+            size,
             tiers: s.tiers.clone(),
             commands: st.commands.load(Relaxed),
             errors: st.errors.load(Relaxed),
@@ -185,7 +373,7 @@ impl DeviceView {
             }),
             failed_fast: link.health.failed_fast.load(Relaxed),
             reopens: link.health.reopens.load(Relaxed),
-            backend_notes: link.backend().diagnose(),
+            backend_notes,
         }
     }
 
@@ -375,6 +563,161 @@ fn opname(op: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ram::RamBackend;
+    use crate::backend::{Backend, Io};
+    use crate::device::{self, DeviceConfig};
+    use tcmu_ring::emu::{EmuConfig, KernelEmu};
+
+    /// A RAM backend whose `diagnose` waits until `release` is set (an RBD backend asking
+    /// OSDs that do not answer).
+    struct SlowFacts {
+        ram: RamBackend,
+        release: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Backend for SlowFacts {
+        fn describe(&self) -> String {
+            "slow-facts".into()
+        }
+        fn size(&self) -> u64 {
+            self.ram.size()
+        }
+        fn submit(&self, io: Io) {
+            self.ram.submit(io);
+        }
+        fn diagnose(&self) -> Vec<String> {
+            while !self.release.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            vec!["lock owner: me".into()]
+        }
+    }
+
+    fn served(backend: Arc<dyn Backend>) -> (Served, KernelEmu) {
+        let (emu, map, bell) = KernelEmu::new(EmuConfig::default()).unwrap();
+        let ring = tcmu_ring::Ring::new(Arc::new(map)).unwrap();
+        let lun = tcmu_scsi::lun::LunInfo::new(512, 2048, "control");
+        let handle = device::spawn(
+            "user_0/lun0",
+            ring,
+            Box::new(bell),
+            backend,
+            lun,
+            &DeviceConfig::default(),
+        )
+        .unwrap();
+        let s = Served {
+            name: "user_0/lun0".into(),
+            dir: "/nonexistent".into(),
+            subtype: "file".into(),
+            uio: "/dev/uio0".into(),
+            tiers: String::new(),
+            handle,
+            options: Vec::new(),
+            cmd_time_out: None,
+            backend_timeout: None,
+            fault: None,
+        };
+        (s, emu)
+    }
+
+    /// Serve passes (each timed) until `c` has its whole answer; the answer and the longest
+    /// pass.
+    fn ask_through(
+        ctl: &mut Control,
+        devices: &[&Served],
+        c: &mut UnixStream,
+        request: &[u8],
+    ) -> (String, Duration) {
+        c.set_nonblocking(true).unwrap();
+        c.write_all(request).unwrap();
+        let (mut out, mut longest) = (Vec::new(), Duration::ZERO);
+        let t = Instant::now();
+        loop {
+            let p = Instant::now();
+            ctl.serve(devices, SystemTime::now());
+            longest = longest.max(p.elapsed());
+            let mut b = [0u8; 4096];
+            match c.read(&mut b) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&b[..n]),
+                Err(_) => {}
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "no answer");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (String::from_utf8(out).unwrap(), longest)
+    }
+
+    #[test]
+    fn a_slow_client_neither_stalls_the_loop_nor_delays_others_and_is_dropped_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let mut ctl = bind(&path).unwrap();
+        // Sends part of its line, then nothing.
+        let mut slow = UnixStream::connect(&path).unwrap();
+        slow.write_all(b"sta").unwrap();
+        let mut fast = UnixStream::connect(&path).unwrap();
+        let (text, longest) = ask_through(&mut ctl, &[], &mut fast, b"status\n");
+        assert!(text.contains("0 device(s)"), "{text}");
+        assert!(
+            longest < Duration::from_millis(100),
+            "a pass took {longest:?}"
+        );
+        assert_eq!(ctl.clients(), 1, "the slow client is still waited for");
+        let t = Instant::now();
+        slow.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        loop {
+            ctl.serve(&[], SystemTime::now());
+            let mut b = [0u8; 16];
+            if let Ok(0) = slow.read(&mut b) {
+                break;
+            }
+            assert!(
+                t.elapsed() < CLIENT_DEADLINE + Duration::from_secs(1),
+                "not dropped"
+            );
+        }
+        assert_eq!(ctl.clients(), 0);
+    }
+
+    #[test]
+    fn diagnose_answers_from_the_last_known_facts_while_the_backend_does_not_answer() {
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backend = Arc::new(SlowFacts {
+            ram: RamBackend::new(1 << 20),
+            release: Arc::clone(&release),
+        });
+        let (s, _emu) = served(backend);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let mut ctl = bind(&path).unwrap();
+        let t = Instant::now();
+        let mut c = UnixStream::connect(&path).unwrap();
+        let (text, longest) = ask_through(&mut ctl, &[&s], &mut c, b"diagnose\n");
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(1), "diagnose took {took:?}");
+        assert!(
+            longest < Duration::from_millis(100),
+            "a pass took {longest:?}"
+        );
+        assert!(
+            text.contains("backend not answering: its diagnose query has waited"),
+            "{text}"
+        );
+        // status never asks the backend.
+        let mut c = UnixStream::connect(&path).unwrap();
+        let (text, _) = ask_through(&mut ctl, &[&s], &mut c, b"status\n");
+        assert!(text.contains("verdict"), "{text}");
+        // Once it answers, its facts are reported.
+        release.store(true, Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut c = UnixStream::connect(&path).unwrap();
+        let (text, _) = ask_through(&mut ctl, &[&s], &mut c, b"diagnose\n");
+        assert!(text.contains("backend: lock owner: me"), "{text}");
+        assert!(!text.contains("not answering"), "{text}");
+    }
 
     fn dev() -> DeviceView {
         DeviceView {

@@ -14,38 +14,67 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tcmu_ring::parse_uio_name;
 
+/// Opens one device (`serve` in the daemon; tests put their own in its place).
+pub(super) type Opener =
+    Arc<dyn Fn(&Path, &DaemonConfig, bool) -> Result<Served, DeviceError> + Send + Sync>;
+
 /// What a background open or stop reports.
 enum Finished {
-    /// A device found at start-up: no netlink request waits for an answer.
-    Adopted {
-        minor: u32,
-        dev: PathBuf,
-        result: Result<Served, DeviceError>,
-    },
+    /// An open ended. `ev` is the ADDED it answers (None: a device found at start-up, no
+    /// netlink request waits); `token` says which open of `minor` it was.
     Opened {
-        ev: Event,
-        result: Result<Served, DeviceError>,
+        minor: u32,
+        token: u64,
+        dev: PathBuf,
+        ev: Option<Event>,
+        result: Result<Box<Served>, DeviceError>,
     },
-    Stopped {
-        ev: Event,
-    },
+    /// A device was stopped; `ev` is the REMOVED waiting for that, if any.
+    Stopped { ev: Option<Event> },
+}
+
+/// An open in progress on one uio minor.
+struct Opening {
+    /// Matches [`Finished::Opened::token`]: a result with another token is stale (its device
+    /// was removed, or replaced, while it opened) and is stopped, never served.
+    token: u64,
+    /// The uio name it opens (`tcm-user/<hba>/<name>/...`; empty: not known, start-up).
+    device: String,
+    /// Further ADDED events for the same device (start-up scan and event raced), answered
+    /// with the open's result.
+    also_answer: Vec<Event>,
+    /// Found at start-up (counted in [`Lifecycle::adopting`]).
+    adopted: bool,
 }
 
 /// The devices being served and the netlink conversation about them.
+///
+/// The table of served devices holds only live devices: a device whose thread ended on its
+/// own (uio hangup or error) is dropped from it on the next pass ([`Lifecycle::sweep`]); an
+/// open that finishes after its device was removed is stopped instead of served; an ADDED on a
+/// minor that still has a stale entry replaces it (the kernel reuses a minor only once the
+/// old uio device is gone).
 pub struct Lifecycle {
     cfg: Arc<DaemonConfig>,
     listener: Option<Listener>,
     /// Served devices by uio minor.
     pub served: HashMap<u32, Served>,
+    opening: HashMap<u32, Opening>,
+    next_token: u64,
+    open: Opener,
     tx: Sender<Finished>,
     rx: Receiver<Finished>,
     wake: Arc<EventFd>,
-    adopting: usize,
     adopt_failures: usize,
+    /// Devices being stopped in the background (their backends closing).
+    stopping: usize,
+    /// Every reply sent, `(event command, DEVICE_ID, status)` (tests read it).
+    #[cfg(test)]
+    sent: Vec<(u8, u32, i32)>,
 }
 
 impl Lifecycle {
@@ -54,6 +83,14 @@ impl Lifecycle {
     /// # Errors
     /// When the wake-up eventfd cannot be created.
     pub fn new(cfg: Arc<DaemonConfig>, listener: Option<Listener>) -> std::io::Result<Lifecycle> {
+        Self::with_opener(cfg, listener, Arc::new(serve))
+    }
+
+    pub(super) fn with_opener(
+        cfg: Arc<DaemonConfig>,
+        listener: Option<Listener>,
+        open: Opener,
+    ) -> std::io::Result<Lifecycle> {
         let (tx, rx) = unbounded();
         let wake = Arc::new(EventFd::from_flags(
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
@@ -62,11 +99,16 @@ impl Lifecycle {
             cfg,
             listener,
             served: HashMap::new(),
+            opening: HashMap::new(),
+            next_token: 0,
+            open,
             tx,
             rx,
             wake,
-            adopting: 0,
             adopt_failures: 0,
+            stopping: 0,
+            #[cfg(test)]
+            sent: Vec::new(),
         })
     }
 
@@ -84,29 +126,61 @@ impl Lifecycle {
     /// predecessor may have died). A slow backend delays neither the other devices nor
     /// netlink; [`Lifecycle::adopting`] says how many are still opening.
     pub fn adopt(&mut self, dev: PathBuf, minor: u32) {
-        let (cfg, tx, wake) = (
+        self.start_open(minor, dev, None, String::new(), true);
+    }
+
+    /// Open `dev` on its own thread; the result comes back as [`Finished::Opened`].
+    fn start_open(
+        &mut self,
+        minor: u32,
+        dev: PathBuf,
+        ev: Option<Event>,
+        device: String,
+        adopted: bool,
+    ) {
+        self.next_token += 1;
+        let token = self.next_token;
+        let (cfg, tx, wake, open) = (
             Arc::clone(&self.cfg),
             self.tx.clone(),
             Arc::clone(&self.wake),
+            Arc::clone(&self.open),
         );
-        self.adopting += 1;
+        let restart = adopted;
+        let thread_name = if adopted { "tcmu-adopt" } else { "tcmu-open" };
         let spawned = std::thread::Builder::new()
-            .name(format!("tcmu-adopt/{minor}"))
+            .name(format!("{thread_name}/{minor}"))
             .spawn(move || {
-                let result = serve(&dev, &cfg, true);
-                let _ = tx.send(Finished::Adopted { minor, dev, result });
+                let result = open(&dev, &cfg, restart).map(Box::new);
+                let _ = tx.send(Finished::Opened {
+                    minor,
+                    token,
+                    dev,
+                    ev,
+                    result,
+                });
                 let _ = wake.write(1);
             });
-        if let Err(e) = spawned {
-            self.adopting -= 1;
-            tracing::error!("cannot start an adopt thread: {e}");
+        match spawned {
+            Ok(_) => {
+                self.opening.insert(
+                    minor,
+                    Opening {
+                        token,
+                        device,
+                        also_answer: Vec::new(),
+                        adopted,
+                    },
+                );
+            }
+            Err(e) => tracing::error!("cannot start an open thread: {e}"),
         }
     }
 
     /// Devices found at start-up that are still being opened.
     #[must_use]
     pub fn adopting(&self) -> usize {
-        self.adopting
+        self.opening.values().filter(|o| o.adopted).count()
     }
 
     /// Devices that failed to open at start-up.
@@ -115,12 +189,31 @@ impl Lifecycle {
         self.adopt_failures
     }
 
+    /// Drop from the served table every device whose thread has ended on its own (its uio
+    /// device went away or failed): it no longer serves anything, and a later ADDED on the
+    /// same minor must open the new device rather than be told it is served already.
+    pub fn sweep(&mut self) {
+        let ended: Vec<u32> = self
+            .served
+            .iter()
+            .filter(|(_, s)| s.handle.is_finished())
+            .map(|(m, _)| *m)
+            .collect();
+        for minor in ended {
+            if let Some(s) = self.served.remove(&minor) {
+                tracing::warn!(device = %s.name, minor, "the device thread ended on its own (uio device gone or failed); no longer served");
+                self.retire(s, None);
+            }
+        }
+    }
+
     /// Handle whatever is pending: netlink events and finished background work.
     pub fn poll(&mut self) {
         let _ = self.wake.read();
         while let Ok(f) = self.rx.try_recv() {
             self.finished(f);
         }
+        self.sweep();
         loop {
             let Some(l) = self.listener.as_mut() else {
                 return;
@@ -167,13 +260,11 @@ impl Lifecycle {
     }
 
     fn added(&mut self, ev: Event) {
-        if self.served.contains_key(&ev.minor) {
-            self.reply(&ev, 0);
-            return;
-        }
         // Refuse at once what we cannot serve, with a reason: `enable` then fails cleanly.
-        match parse_uio_name(&ev.device) {
-            Ok(n) if n.subtype.is_some_and(|s| cfgstring::SUBTYPES.contains(&s)) => {}
+        let name = match parse_uio_name(&ev.device) {
+            Ok(n) if n.subtype.is_some_and(|s| cfgstring::SUBTYPES.contains(&s)) => {
+                format!("user_{}/{}", n.hba, n.device)
+            }
             Ok(n) => {
                 tracing::error!(device = %ev.device, subtype = ?n.subtype, "refused: not a subtype tcmu-warden serves ({})", cfgstring::SUBTYPES.join(", "));
                 self.reply(&ev, -libc::ENOENT);
@@ -184,50 +275,80 @@ impl Lifecycle {
                 self.reply(&ev, -libc::EINVAL);
                 return;
             }
+        };
+        if let Some(s) = self.served.get(&ev.minor) {
+            if s.name == name && !s.handle.is_finished() {
+                // Seen by the start-up scan and as an event: already served.
+                self.reply(&ev, 0);
+                return;
+            }
+            // The kernel reuses a minor only once its old uio device is gone: what we hold
+            // under it is stale.
+            if let Some(s) = self.served.remove(&ev.minor) {
+                tracing::warn!(device = %s.name, minor = ev.minor, new = %name, "a new device took this uio minor: the old one is stale, stopping it");
+                self.retire(s, None);
+            }
         }
-        let (cfg, tx, wake) = (
-            Arc::clone(&self.cfg),
-            self.tx.clone(),
-            Arc::clone(&self.wake),
-        );
-        let spawned = std::thread::Builder::new()
-            .name(format!("tcmu-open/{}", ev.minor))
-            .spawn(move || {
-                let dev = PathBuf::from(format!("/dev/uio{}", ev.minor));
-                let result = serve(&dev, &cfg, false);
-                let _ = tx.send(Finished::Opened { ev, result });
-                let _ = wake.write(1);
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start an open thread: {e}");
+        if let Some(o) = self.opening.get_mut(&ev.minor) {
+            if o.device.is_empty() || o.device == ev.device {
+                // Being opened already (start-up scan, or a repeated event): one open, and
+                // this event gets its result too.
+                o.also_answer.push(ev);
+                return;
+            }
+            // Otherwise the open in progress is for a device that is gone; its result will
+            // be stale (a new token) and is stopped when it arrives.
         }
+        let dev = PathBuf::from(format!("/dev/uio{}", ev.minor));
+        let device = ev.device.clone();
+        self.start_open(ev.minor, dev, Some(ev), device, false);
     }
 
     fn removed(&mut self, ev: Event) {
+        if let Some(o) = self.opening.remove(&ev.minor) {
+            // Still opening: whatever the open yields is stopped when it arrives, never
+            // served. Nothing of it serves the kernel yet, so the removal is answered now.
+            tracing::info!(device = %ev.device, minor = ev.minor, "removed while being opened: the open will be discarded");
+            for other in o.also_answer {
+                self.reply(&other, -libc::ENODEV);
+            }
+            if o.adopted {
+                self.adopt_failures += 1;
+            }
+        }
         let Some(s) = self.served.remove(&ev.minor) else {
             self.reply(&ev, 0);
             return;
         };
-        let (tx, wake, metrics) = (
-            self.tx.clone(),
-            Arc::clone(&self.wake),
-            self.cfg.metrics.clone(),
-        );
-        // Stopping waits (boundedly) for commands in flight; do it off the main loop.
+        tracing::info!(device = %s.name, "removed by the kernel: stopping");
+        self.retire(s, Some(ev));
+    }
+
+    /// Stop a device that is no longer served, off the main loop (stopping waits, boundedly,
+    /// for commands in flight and for the backend to close). Its metrics go at once, so a new
+    /// device of the same name registers its own. `ev` (a REMOVED) is answered once stopped.
+    fn retire(&mut self, s: Served, ev: Option<Event>) {
+        if let Some(m) = &self.cfg.metrics {
+            m.remove_device(&s.name, &s.subtype);
+        }
+        s.handle.stop();
+        let (tx, wake) = (self.tx.clone(), Arc::clone(&self.wake));
         let spawned = std::thread::Builder::new()
-            .name(format!("tcmu-stop/{}", ev.minor))
+            .name("tcmu-stop".into())
             .spawn(move || {
-                tracing::info!(device = %s.name, "removed by the kernel: stopping");
-                if let Some(m) = &metrics {
-                    m.remove_device(&s.name, &s.subtype);
-                }
                 super::log_stats(&s);
-                s.handle.join();
+                // Everything of the device, its backend included, is gone before the stop is
+                // reported (the exit waits for that report: no image lock or watcher is left
+                // behind by an exit racing a removal).
+                let Served { handle, fault, .. } = s;
+                handle.join();
+                drop(fault);
                 let _ = tx.send(Finished::Stopped { ev });
                 let _ = wake.write(1);
             });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start a stop thread: {e}");
+        match spawned {
+            Ok(_) => self.stopping += 1,
+            Err(e) => tracing::error!("cannot start a stop thread: {e}"),
         }
     }
 
@@ -261,38 +382,55 @@ impl Lifecycle {
 
     fn finished(&mut self, f: Finished) {
         match f {
-            Finished::Adopted {
+            Finished::Opened {
                 minor,
-                result: Ok(s),
-                ..
-            } => {
-                self.adopting -= 1;
-                tracing::info!(device = %s.name, minor, "serving (adopted at start-up)");
-                self.served.insert(minor, s);
-            }
-            Finished::Adopted {
+                token,
                 dev,
-                result: Err(e),
-                ..
+                ev,
+                result,
             } => {
-                self.adopting -= 1;
-                self.adopt_failures += 1;
-                tracing::error!(uio = %dev.display(), "cannot serve: {e}");
+                let current = self.opening.get(&minor).is_some_and(|o| o.token == token);
+                let (also, adopted) = if current {
+                    let o = self.opening.remove(&minor);
+                    o.map_or((Vec::new(), false), |o| (o.also_answer, o.adopted))
+                } else {
+                    (Vec::new(), false)
+                };
+                let status = match result {
+                    Ok(s) if current => {
+                        tracing::info!(device = %s.name, minor, adopted, "serving");
+                        self.served.insert(minor, *s);
+                        0
+                    }
+                    Ok(s) => {
+                        tracing::warn!(device = %s.name, minor, "opened after its device was removed or replaced: stopping it, not serving it");
+                        self.retire(*s, None);
+                        -libc::ENODEV
+                    }
+                    Err(e) => {
+                        if adopted {
+                            self.adopt_failures += 1;
+                        }
+                        tracing::error!(uio = %dev.display(), "cannot serve: {e}");
+                        e.errno()
+                    }
+                };
+                for e in ev.iter().chain(also.iter()) {
+                    self.reply(e, status);
+                }
             }
-            Finished::Opened { ev, result: Ok(s) } => {
-                tracing::info!(device = %s.name, minor = ev.minor, "serving");
-                self.served.insert(ev.minor, s);
-                self.reply(&ev, 0);
+            Finished::Stopped { ev } => {
+                self.stopping = self.stopping.saturating_sub(1);
+                if let Some(ev) = ev {
+                    self.reply(&ev, 0);
+                }
             }
-            Finished::Opened { ev, result: Err(e) } => {
-                tracing::error!(device = %ev.device, "cannot serve: {e}");
-                self.reply(&ev, e.errno());
-            }
-            Finished::Stopped { ev } => self.reply(&ev, 0),
         }
     }
 
-    fn reply(&self, ev: &Event, status: i32) {
+    fn reply(&mut self, ev: &Event, status: i32) {
+        #[cfg(test)]
+        self.sent.push((ev.cmd.cmd(), ev.device_id, status));
         if let Some(l) = &self.listener {
             match l.reply(ev, status) {
                 Ok(()) => {}
@@ -304,7 +442,9 @@ impl Lifecycle {
         }
     }
 
-    fn reply_raw(&self, cmd: u8, device_id: u32, status: i32) {
+    fn reply_raw(&mut self, cmd: u8, device_id: u32, status: i32) {
+        #[cfg(test)]
+        self.sent.push((cmd, device_id, status));
         if let Some(l) = &self.listener {
             if let Err(e) = l.reply_to(cmd, device_id, status) {
                 tracing::error!(device_id, "netlink reply failed: {e}");
@@ -324,31 +464,235 @@ impl Lifecycle {
         }
     }
 
-    /// Stop every device (bounded by each device's stop deadline).
+    /// Stop every device (bounded by each device's stop deadline), and wait, within the same
+    /// bound, for the opens and stops still running in the background, so every backend is
+    /// closed before the process exits.
     pub fn stop_all(&mut self) {
         for s in self.served.values() {
             s.handle.stop();
         }
-        for (_, s) in self.served.drain() {
-            super::log_stats(&s);
-            s.handle.join();
+        let served: Vec<Served> = self.served.drain().map(|(_, s)| s).collect();
+        for s in served {
+            self.retire(s, None);
         }
-        // Let background opens and stops finish their replies if they are quick.
-        while let Ok(f) = self.rx.recv_timeout(std::time::Duration::from_millis(100)) {
+        let bound = self.cfg.device.stop_deadline + std::time::Duration::from_secs(5);
+        let until = std::time::Instant::now() + bound;
+        while self.stopping > 0 || !self.opening.is_empty() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let Ok(f) = self.rx.recv_timeout(left) else {
+                tracing::warn!(
+                    stopping = self.stopping,
+                    opening = self.opening.len(),
+                    "exiting with devices still stopping or opening after {bound:?}"
+                );
+                break;
+            };
             match f {
-                Finished::Opened { ev, result } => {
-                    let status = result
-                        .map(|s| s.handle.join())
-                        .map_or_else(|e| e.errno(), |()| 0);
-                    self.reply(&ev, status);
-                }
-                Finished::Stopped { ev } => self.reply(&ev, 0),
-                Finished::Adopted { result, .. } => {
-                    if let Ok(s) = result {
-                        s.handle.join();
+                Finished::Opened {
+                    minor, ev, result, ..
+                } => {
+                    // Never served now: stop what opened, answer the ADDED with an error.
+                    let also = self
+                        .opening
+                        .remove(&minor)
+                        .map(|o| o.also_answer)
+                        .unwrap_or_default();
+                    let status = match result {
+                        Ok(s) => {
+                            self.retire(*s, None);
+                            -libc::ENODEV
+                        }
+                        Err(e) => e.errno(),
+                    };
+                    for e in ev.iter().chain(also.iter()) {
+                        self.reply(e, status);
                     }
                 }
+                f @ Finished::Stopped { .. } => self.finished(f),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ram::RamBackend;
+    use crate::device::{self, DeviceConfig};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use tcmu_ring::emu::{EmuConfig, KernelEmu};
+    use tcmu_ring::Doorbell;
+
+    /// A doorbell whose uio read fails once `gone` is signalled: the device thread then ends
+    /// on its own, as when the kernel's uio device goes away.
+    struct Vanishing {
+        gone: Arc<EventFd>,
+    }
+
+    impl Doorbell for Vanishing {
+        fn raw_fd(&self) -> RawFd {
+            self.gone.as_raw_fd()
+        }
+        fn ack(&self) -> std::io::Result<bool> {
+            match self.gone.read() {
+                Ok(_) => Err(std::io::Error::other("uio device gone")),
+                Err(_) => Ok(false),
+            }
+        }
+        fn kick(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Fake {
+        opens: AtomicUsize,
+        /// Signal these to make the devices' threads end on their own.
+        gone: parking_lot::Mutex<Vec<Arc<EventFd>>>,
+        /// While set, opens wait until it is cleared.
+        hold: parking_lot::Mutex<bool>,
+        emus: parking_lot::Mutex<Vec<KernelEmu>>,
+    }
+
+    fn fake() -> (Arc<Fake>, Opener) {
+        let f = Arc::new(Fake {
+            opens: AtomicUsize::new(0),
+            gone: parking_lot::Mutex::new(Vec::new()),
+            hold: parking_lot::Mutex::new(false),
+            emus: parking_lot::Mutex::new(Vec::new()),
+        });
+        let f2 = Arc::clone(&f);
+        let open: Opener = Arc::new(move |dev: &Path, _cfg: &DaemonConfig, _restart: bool| {
+            f2.opens.fetch_add(1, Ordering::SeqCst);
+            let t = Instant::now();
+            while *f2.hold.lock() && t.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let (emu, map, _bell) = KernelEmu::new(EmuConfig::default()).unwrap();
+            let ring = tcmu_ring::Ring::new(Arc::new(map)).unwrap();
+            let gone = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK).unwrap());
+            f2.gone.lock().push(Arc::clone(&gone));
+            f2.emus.lock().push(emu);
+            let name = format!("user_0/{}", dev.display());
+            let lun = tcmu_scsi::lun::LunInfo::new(512, 2048, "events");
+            let bell = Box::new(Vanishing { gone });
+            let handle = device::spawn(
+                &name,
+                ring,
+                bell,
+                Arc::new(RamBackend::new(1 << 20)),
+                lun,
+                &DeviceConfig::default(),
+            )
+            .map_err(DeviceError::Spawn)?;
+            Ok(Served {
+                name: "user_0/lun0".into(),
+                dir: "/nonexistent".into(),
+                subtype: "file".into(),
+                uio: dev.to_path_buf(),
+                tiers: String::new(),
+                handle,
+                options: Vec::new(),
+                cmd_time_out: None,
+                backend_timeout: None,
+                fault: None,
+            })
+        });
+        (f, open)
+    }
+
+    fn ev(cmd: EventKind, id: u32, minor: u32) -> Event {
+        Event {
+            cmd,
+            device_id: id,
+            minor,
+            device: "tcm-user/0/lun0/file/a.img".into(),
+        }
+    }
+
+    /// Poll until `cond` holds (at most 10 s).
+    fn until(life: &mut Lifecycle, what: &str, cond: impl Fn(&Lifecycle) -> bool) {
+        let t = Instant::now();
+        while !cond(life) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{what}: not within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+            life.poll();
+        }
+    }
+
+    fn life(open: Opener) -> Lifecycle {
+        Lifecycle::with_opener(Arc::new(DaemonConfig::default()), None, open).unwrap()
+    }
+
+    #[test]
+    fn a_device_whose_thread_ends_on_its_own_leaves_the_table_and_its_minor_can_be_added_again() {
+        let (f, open) = fake();
+        let mut l = life(open);
+        l.event(ev(EventKind::Added, 1, 3));
+        until(&mut l, "ADDED answered", |l| l.sent.contains(&(1, 1, 0)));
+        assert!(l.served.contains_key(&3));
+        // The uio device goes away: the device thread ends by itself.
+        f.gone.lock()[0].write(1).unwrap();
+        until(&mut l, "the ended device dropped", |l| l.served.is_empty());
+        // The kernel reuses the minor for a new device: it is opened and served.
+        l.event(ev(EventKind::Added, 2, 3));
+        until(&mut l, "second ADDED answered", |l| {
+            l.sent.contains(&(1, 2, 0))
+        });
+        assert_eq!(
+            f.opens.load(Ordering::SeqCst),
+            2,
+            "the new device was opened"
+        );
+        assert!(!l.served[&3].handle.is_finished(), "and is served");
+        l.stop_all();
+    }
+
+    #[test]
+    fn an_open_that_finishes_after_its_removal_is_stopped_not_served() {
+        let (f, open) = fake();
+        let mut l = life(open);
+        *f.hold.lock() = true;
+        l.event(ev(EventKind::Added, 1, 4));
+        until(&mut l, "open started", |_| {
+            f.opens.load(Ordering::SeqCst) == 1
+        });
+        l.event(ev(EventKind::Removed, 2, 4));
+        assert!(l.sent.contains(&(2, 2, 0)), "REMOVED answered at once");
+        *f.hold.lock() = false;
+        until(&mut l, "ADDED answered", |l| {
+            l.sent.iter().any(|&(c, id, _)| c == 1 && id == 1)
+        });
+        assert!(l.sent.contains(&(1, 1, -libc::ENODEV)), "{:?}", l.sent);
+        assert!(l.served.is_empty(), "a removed device is never served");
+        until(&mut l, "the late device stopped", |l| l.stopping == 0);
+        // A new ADDED on that minor opens again.
+        l.event(ev(EventKind::Added, 3, 4));
+        until(&mut l, "new ADDED answered", |l| {
+            l.sent.contains(&(1, 3, 0))
+        });
+        assert_eq!(f.opens.load(Ordering::SeqCst), 2);
+        l.stop_all();
+    }
+
+    #[test]
+    fn an_added_event_for_a_device_being_adopted_shares_its_open() {
+        let (f, open) = fake();
+        let mut l = life(open);
+        *f.hold.lock() = true;
+        l.adopt("/dev/uio5".into(), 5);
+        l.event(ev(EventKind::Added, 7, 5));
+        assert_eq!(l.adopting(), 1);
+        *f.hold.lock() = false;
+        until(&mut l, "ADDED answered", |l| l.sent.contains(&(1, 7, 0)));
+        assert_eq!(f.opens.load(Ordering::SeqCst), 1, "one open, not two");
+        assert_eq!(l.adopting(), 0);
+        assert!(l.served.contains_key(&5));
+        l.stop_all();
+        assert!(l.served.is_empty());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod control;
 mod events;
+pub mod facts;
 mod open;
 mod reload;
 
@@ -181,7 +182,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     cfg.metrics = Some(metrics);
     let cfg = &cfg;
     let started = std::time::SystemTime::now();
-    let control = cfg
+    let mut control = cfg
         .control_socket
         .as_deref()
         .and_then(|p| match control::bind(p) {
@@ -239,15 +240,20 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
             );
             notifier.send(&format!("READY=1\nSTATUS={status}"));
         }
-        let wait = if ready {
+        let mut wait = if ready {
             tick
         } else {
             tick.min(Duration::from_millis(200))
         };
+        if let Some(hint) = control.as_ref().and_then(control::Control::wait_hint) {
+            wait = wait.min(hint);
+        }
         let readable = {
             let mut fds = vec![sfd.as_fd()];
             fds.extend(life.fds());
-            fds.extend(control.as_ref().map(AsFd::as_fd));
+            if let Some(c) = &control {
+                fds.extend(c.fds());
+            }
             wait_readable(&fds, wait)?
         };
         if readable {
@@ -263,10 +269,14 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
                 Err(e) => return Err(format!("reading signals: {e}")),
             }
             life.poll();
-            if let Some(l) = &control {
-                let devices: Vec<&Served> = life.served.values().collect();
-                control::serve_pending(l, &devices, started);
-            }
+        }
+        if let Some(c) = &mut control {
+            let devices: Vec<&Served> = life.served.values().collect();
+            c.serve(&devices, started);
+        }
+        life.sweep();
+        if let Some(m) = &cfg.metrics {
+            m.log_lines_dropped(crate::logging::dropped_lines());
         }
         if ready {
             notifier.send("WATCHDOG=1");

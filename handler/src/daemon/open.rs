@@ -424,3 +424,55 @@ pub fn discover(sysfs_uio: &Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restart that fails after the ring reset (here: the uio device cannot be mapped)
+    /// leaves the device unblocked, not answering BUSY for ever.
+    #[test]
+    fn a_restart_that_fails_half_way_unblocks_the_device() {
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("a.img");
+        let sysfs = t.path().join("uio");
+        let uio = sysfs.join("uio7");
+        std::fs::create_dir_all(uio.join("maps/map0")).unwrap();
+        std::fs::write(
+            uio.join("name"),
+            format!("tcm-user/0/lun0/file/{}\n", img.display()),
+        )
+        .unwrap();
+        std::fs::write(uio.join("maps/map0/size"), "0x1000\n").unwrap();
+        let root = t.path().join("core");
+        let dir = configfs::device_dir(&root, 0, "lun0");
+        std::fs::create_dir_all(dir.join("attrib")).unwrap();
+        std::fs::create_dir_all(dir.join("action")).unwrap();
+        std::fs::write(dir.join("attrib/dev_size"), "1048576\n").unwrap();
+        std::fs::write(dir.join("attrib/hw_block_size"), "512\n").unwrap();
+        for f in ["block_dev", "reset_ring"] {
+            std::fs::write(dir.join("action").join(f), "").unwrap();
+        }
+        // /dev/null opens read-write but cannot be mapped: the open fails after the reset.
+        let dev = t.path().join("uio7");
+        std::os::unix::fs::symlink("/dev/null", &dev).unwrap();
+        let cfg = DaemonConfig {
+            sysfs_uio: sysfs,
+            configfs_root: root,
+            control_socket: None,
+            ..DaemonConfig::default()
+        };
+        let r = serve(&dev, &cfg, true);
+        assert!(r.is_err(), "mapping /dev/null must fail");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("action/reset_ring")).unwrap(),
+            "1",
+            "the ring was reset"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("action/block_dev")).unwrap(),
+            "0",
+            "the device is unblocked again"
+        );
+    }
+}

@@ -83,16 +83,26 @@ impl Handler {
             );
         };
         let running = self.checks.fetch_add(1, Ordering::AcqRel);
-        let _slot = Slot(Arc::clone(&self.checks));
+        // Held by the check's own thread: a check that outlives its answer (a backend that
+        // ignores its timeout) keeps its slot, so stuck threads are bounded by MAX_CHECKS.
+        let slot = Slot(Arc::clone(&self.checks));
         if running >= MAX_CHECKS {
             return (
                 false,
-                format!("busy: {running} checks in progress, try again"),
+                format!("busy: {running} checks in progress or stuck in their backend, try again"),
             );
         }
         let (subtype, cfg, timeout) = (self.subtype, cfg.to_string(), self.timeout);
         let t0 = Instant::now();
-        let verdict = blocking::unblock(move || bounded_check(subtype, cfg, timeout)).await;
+        let verdict = blocking::unblock(move || {
+            bounded_check(
+                subtype,
+                move || registry::check_config(subtype, &cfg, timeout),
+                timeout,
+                slot,
+            )
+        })
+        .await;
         let ms = t0.elapsed().as_millis();
         match verdict {
             Ok(()) => {
@@ -171,14 +181,21 @@ fn strip_subtype<'a>(subtype: &str, full: &'a str) -> Option<&'a str> {
     full.strip_prefix(subtype)?.strip_prefix('/')
 }
 
-/// Run the registry's check on a thread of its own and wait at most `timeout` plus a grace
-/// period: a backend that ignores its timeout is reported, not waited for.
-fn bounded_check(subtype: &'static str, cfg: String, timeout: Duration) -> Result<(), String> {
+/// Run `check` on a thread of its own and wait at most `timeout` plus a grace period: a
+/// backend that ignores its timeout is reported, not waited for. The thread holds `slot`
+/// until the check really ends.
+fn bounded_check(
+    subtype: &'static str,
+    check: impl FnOnce() -> Result<(), String> + Send + 'static,
+    timeout: Duration,
+    slot: Slot,
+) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("check-{subtype}"))
         .spawn(move || {
-            let _ = tx.send(registry::check_config(subtype, &cfg, timeout));
+            let _slot = slot;
+            let _ = tx.send(check());
         });
     if let Err(e) = spawned {
         return Err(format!("cannot start the check: {e}"));
@@ -311,6 +328,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_check_that_outlives_its_answer_keeps_its_slot_until_it_ends() {
+        let checks = Arc::new(AtomicUsize::new(1));
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = Arc::clone(&release);
+        let hang = move || {
+            while !r.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        };
+        let t = Instant::now();
+        let e = bounded_check("file", hang, Duration::ZERO, Slot(Arc::clone(&checks))).unwrap_err();
+        assert!(e.contains("did not answer within 2 s"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(4));
+        assert_eq!(
+            checks.load(Ordering::Acquire),
+            1,
+            "the stuck check still counts"
+        );
+        release.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        while checks.load(Ordering::Acquire) != 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "slot not freed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
     fn the_subtype_prefix_is_required_and_stripped() {
         assert_eq!(strip_subtype("file", "file//tmp/a"), Some("/tmp/a"));
         assert_eq!(strip_subtype("file", "file/"), Some(""));
@@ -330,10 +375,25 @@ mod tests {
 
     #[test]
     fn a_check_that_does_not_finish_is_reported() {
-        let e = bounded_check("qcow", "x".into(), Duration::from_millis(10)).unwrap_err();
+        let slot = || Slot(Arc::new(AtomicUsize::new(1)));
+        let t = Duration::from_millis(10);
+        let e = bounded_check(
+            "qcow",
+            move || registry::check_config("qcow", "x", t),
+            t,
+            slot(),
+        )
+        .unwrap_err();
         assert!(e.contains("unsupported subtype"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let ok = format!("{}/a.img", dir.path().display());
-        bounded_check("file", ok, Duration::from_secs(1)).unwrap();
+        let t = Duration::from_secs(1);
+        bounded_check(
+            "file",
+            move || registry::check_config("file", &ok, t),
+            t,
+            slot(),
+        )
+        .unwrap();
     }
 }

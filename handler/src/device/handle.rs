@@ -155,6 +155,13 @@ impl DeviceHandle {
         Ok(())
     }
 
+    /// Whether the device thread has ended: stopped, or on its own (the uio device went away
+    /// or failed). The daemon drops such a device from the devices it serves.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+    }
+
     /// The shared state (for reconfiguration).
     #[must_use]
     pub fn link(&self) -> &Arc<DeviceLink> {

@@ -13,12 +13,16 @@ use prometheus::{
 use std::sync::{Arc, Weak};
 use tcmu_warden_supervisor::metrics::{Metrics, LATENCY_BUCKETS, PREFIX};
 
+/// How a device's volumes are noted among its label values (errno names have no `=`).
+const VOLUME_NOTE: &str = "volume=";
+
 struct Vecs {
     up: IntGaugeVec,
     reopens: IntCounterVec,
     op: HistogramVec,
     errors: IntCounterVec,
     connections: IntGauge,
+    holders: crate::backend::series::Holders,
 }
 
 static REGISTERED: Mutex<Vec<(Weak<Metrics>, Arc<Vecs>)>> = Mutex::new(Vec::new());
@@ -60,6 +64,7 @@ fn vecs(m: &Arc<Metrics>) -> Option<Arc<Vecs>> {
             "Open gfapi connections (glfs_t), one per (volume, servers, ping_timeout) shared by its LUNs",
         ))
         .ok()?,
+        holders: crate::backend::series::Holders::default(),
     };
     let r = m.registry();
     let ok = r.register(Box::new(v.up.clone())).is_ok()
@@ -98,7 +103,6 @@ impl Drop for Connection {
 pub struct DeviceSeries {
     vecs: Arc<Vecs>,
     device: String,
-    volume: String,
     up: IntGauge,
     reopens: IntCounter,
     ops: OpLatency,
@@ -108,6 +112,8 @@ impl DeviceSeries {
     /// Register (once) and resolve the series of `device` on `volume`.
     pub fn new(m: Option<&Arc<Metrics>>, device: &str, volume: &str) -> Option<DeviceSeries> {
         let vecs = vecs(m?)?;
+        vecs.holders.hold(device);
+        vecs.holders.note(device, &format!("{VOLUME_NOTE}{volume}"));
         let up = vecs.up.with_label_values(&[device, volume]);
         up.set(1);
         Some(DeviceSeries {
@@ -115,7 +121,6 @@ impl DeviceSeries {
             ops: OpLatency::resolve(&vecs.op, &[device]),
             up,
             device: device.to_string(),
-            volume: volume.to_string(),
             vecs,
         })
     }
@@ -127,9 +132,11 @@ impl DeviceSeries {
 
     /// An operation failed (errors are rare: resolving the label here is fine).
     pub fn error(&self, errno: nix::errno::Errno) {
+        let name = format!("{errno:?}");
+        self.vecs.holders.note(&self.device, &name);
         self.vecs
             .errors
-            .with_label_values(&[&self.device, &format!("{errno:?}")])
+            .with_label_values(&[&self.device, &name])
             .inc();
     }
 
@@ -147,26 +154,47 @@ impl DeviceSeries {
 impl Drop for DeviceSeries {
     fn drop(&mut self) {
         let v = &self.vecs;
-        let _ = v.up.remove_label_values(&[&self.device, &self.volume]);
-        let _ = v.reopens.remove_label_values(&[&self.device, &self.volume]);
+        // Another backend of this device (a dev_config change) still uses them.
+        let Some(noted) = v.holders.release(&self.device) else {
+            return;
+        };
         OpLatency::remove(&v.op, &[&self.device]);
-        // Error children of this device: remove the ones that exist.
-        for e in [
-            "ENOTCONN",
-            "ETIMEDOUT",
-            "EIO",
-            "ENOSPC",
-            "EAGAIN",
-            "EBADFD",
-            "EBADF",
-            "ESTALE",
-            "EROFS",
-            "EDQUOT",
-            "EINVAL",
-            "ECONNREFUSED",
-            "EOPNOTSUPP",
-        ] {
-            let _ = v.errors.remove_label_values(&[&self.device, e]);
+        // Every volume this device was on, and every errno it counted, whichever it was.
+        for n in &noted {
+            if let Some(volume) = n.strip_prefix(VOLUME_NOTE) {
+                let _ = v.up.remove_label_values(&[&self.device, volume]);
+                let _ = v.reopens.remove_label_values(&[&self.device, volume]);
+            } else {
+                let _ = v.errors.remove_label_values(&[&self.device, n]);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_backend_keeps_its_series_when_the_old_one_drops_and_every_errno_goes_at_the_end() {
+        let m = Metrics::new();
+        let old = DeviceSeries::new(Some(&m), "user_0/g", "vol1").unwrap();
+        old.error(nix::errno::Errno::ENOMEDIUM);
+        // dev_config: the new backend opens before the old one is dropped.
+        let new = DeviceSeries::new(Some(&m), "user_0/g", "vol2").unwrap();
+        new.error(nix::errno::Errno::EHOSTDOWN);
+        drop(old);
+        let text = m.encode();
+        assert!(
+            text.contains("tcmu_warden_glfs_up{device=\"user_0/g\",volume=\"vol2\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tcmu_warden_glfs_op_duration_seconds_count{device=\"user_0/g\""));
+        drop(new);
+        let text = m.encode();
+        assert!(
+            !text.contains("user_0/g"),
+            "every series of the device removed: {text}"
+        );
     }
 }

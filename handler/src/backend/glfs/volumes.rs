@@ -37,6 +37,20 @@ pub struct VolumeEntry {
 
 static VOLUMES: Mutex<Vec<(Key, Weak<VolumeEntry>)>> = Mutex::new(Vec::new());
 
+/// One gate per key being connected: opens of the same volume wait for one connect (and
+/// share it); opens of other volumes never wait for it. [`VOLUMES`] itself is only held for
+/// lookups, never across a connect or an error probe, so one unreachable cluster cannot
+/// serialise every gluster open.
+static CONNECTING: Mutex<Vec<(Key, Arc<Mutex<()>>)>> = Mutex::new(Vec::new());
+
+fn existing(key: &Key) -> Option<Arc<VolumeEntry>> {
+    let mut vols = VOLUMES.lock();
+    vols.retain(|(_, w)| w.strong_count() > 0);
+    vols.iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, w)| w.upgrade())
+}
+
 /// How many connections are open now (for tests).
 #[must_use]
 pub fn open_connections() -> usize {
@@ -62,13 +76,25 @@ pub fn get(
         ping_timeout: cfg.ping_timeout,
         gfapi_log: cfg.gfapi_log.clone(),
     };
-    let mut vols = VOLUMES.lock();
-    vols.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(e) = vols
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
+    if let Some(e) = existing(&key) {
+        return Ok(e);
+    }
+    let gate = {
+        let mut g = CONNECTING.lock();
+        // Gates nobody waits on any more.
+        g.retain(|(_, m)| Arc::strong_count(m) > 1);
+        match g.iter().find(|(k, _)| *k == key) {
+            Some((_, m)) => Arc::clone(m),
+            None => {
+                let m = Arc::new(Mutex::new(()));
+                g.push((key.clone(), Arc::clone(&m)));
+                m
+            }
+        }
+    };
+    let _connecting = gate.lock();
+    // Connected by whoever held the gate before us?
+    if let Some(e) = existing(&key) {
         return Ok(e);
     }
     let mut xlator_options = Vec::new();
@@ -114,7 +140,7 @@ pub fn get(
         tier_source,
         _conn: Connection::new(metrics),
     });
-    vols.push((key, Arc::downgrade(&entry)));
+    VOLUMES.lock().push((key, Arc::downgrade(&entry)));
     Ok(entry)
 }
 
@@ -158,5 +184,58 @@ fn connect_error(cfg: &GlfsConfig, e: &ConnectError) -> String {
             d.as_secs()
         ),
         other => format!("connecting to volume {} at {servers}: {other}", cfg.volume),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A volfile server that accepts connections and never answers (a frozen glusterd).
+    fn frozen() -> (TcpListener, u16) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    }
+
+    fn cfg(volume: &str, port: u16) -> GlfsConfig {
+        GlfsConfig {
+            volume: volume.into(),
+            servers: vec![Server {
+                transport: "tcp".into(),
+                host: "127.0.0.1".into(),
+                port,
+            }],
+            path: "/lun".into(),
+            ping_timeout: None,
+            gfapi_log: None,
+        }
+    }
+
+    #[test]
+    fn an_unreachable_cluster_does_not_hold_up_opens_of_other_volumes() {
+        let (_a, pa) = frozen();
+        let (_b, pb) = frozen();
+        let slow = std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = get(&cfg("stuck", pa), Duration::from_secs(6), None);
+            (r.is_err(), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let e = get(&cfg("other", pb), Duration::from_secs(1), None)
+            .err()
+            .expect("a frozen glusterd gives no volume");
+        let other = t.elapsed();
+        let (failed, stuck) = slow.join().unwrap();
+        println!("open of another volume: {other:?} while the first took {stuck:?}");
+        assert!(failed);
+        assert!(e.contains("did not hand out volume other"), "{e}");
+        assert!(
+            other < Duration::from_secs(4),
+            "the second open waited for the first: {other:?}"
+        );
     }
 }

@@ -8,6 +8,30 @@ use crate::backend::OpenError;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Largest `osd_op_timeout` accepted (one day): longer is as good as none, and a deadline
+/// that far out would overflow the clock arithmetic.
+pub const MAX_OSD_OP_TIMEOUT_SECS: u64 = 86_400;
+
+/// `rados_osd_op_timeout` as the cluster configuration gives it (seconds, possibly with
+/// decimals): None for none (0), for what is not a number, and for values too large to mean
+/// anything (`inf`, `1e30`, past [`MAX_OSD_OP_TIMEOUT_SECS`]), which would otherwise panic in
+/// `Duration::from_secs_f64` or in deadline arithmetic.
+#[must_use]
+pub fn conf_op_timeout(text: &str) -> Option<Duration> {
+    let secs = text.trim().parse::<f64>().ok()?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return None;
+    }
+    if secs > MAX_OSD_OP_TIMEOUT_SECS as f64 {
+        tracing::warn!(
+            rados_osd_op_timeout = text,
+            "rbd: rados_osd_op_timeout above {MAX_OSD_OP_TIMEOUT_SECS} s is taken as none"
+        );
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
+}
+
 /// The options this backend takes from the cfgstring.
 pub const OPTIONS: &[&str] = &["osd_op_timeout", "conf", "id", "lock_hold", "lock_timeout"];
 
@@ -130,11 +154,15 @@ pub fn parse(cfgstring: &str, ctx: &OpenCtx) -> Result<RbdConfig, OpenError> {
     for (k, v) in ctx.options {
         match *k {
             "osd_op_timeout" => {
-                let secs: u64 = v.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
-                    bad(format!(
-                        "osd_op_timeout={v}: expected a whole number of seconds greater than 0"
-                    ))
-                })?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=MAX_OSD_OP_TIMEOUT_SECS).contains(s))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "osd_op_timeout={v}: expected a whole number of seconds from 1 to {MAX_OSD_OP_TIMEOUT_SECS}"
+                        ))
+                    })?;
                 cfg.osd_op_timeout = Some(Duration::from_secs(secs));
             }
             "conf" => {
@@ -227,5 +255,26 @@ mod tests {
         let e = p("rbd/img", &[("osd_op_timeout", "5.0")]).unwrap_err();
         assert!(e.contains("whole number of seconds"), "{e}");
         assert!(p("rbd/img\n", &[]).unwrap_err().contains("newline"));
+    }
+
+    #[test]
+    fn timeouts_too_large_to_mean_anything_are_errors_or_none_never_panics() {
+        let e = p("rbd/img", &[("osd_op_timeout", "18446744073709551615")]).unwrap_err();
+        assert!(e.to_string().contains("from 1 to 86400"), "{e}");
+        assert!(p("rbd/img", &[("osd_op_timeout", "86400")]).is_ok());
+        for v in [
+            "inf",
+            "-inf",
+            "NaN",
+            "1e30",
+            "18446744073709551616",
+            "86401",
+            "0",
+            "x",
+        ] {
+            assert_eq!(conf_op_timeout(v), None, "{v}");
+        }
+        assert_eq!(conf_op_timeout("5"), Some(Duration::from_secs(5)));
+        assert_eq!(conf_op_timeout("2.5\n"), Some(Duration::from_millis(2500)));
     }
 }

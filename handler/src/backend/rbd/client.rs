@@ -180,9 +180,7 @@ fn connect(key: &ClientKey) -> Result<Client, ceph_rbd::Error> {
     let osd_op_timeout = cluster
         .conf_get("rados_osd_op_timeout")
         .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64);
+        .and_then(|s| super::cfg::conf_op_timeout(&s));
     let addr = cluster.addr().unwrap_or_default();
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
     let instance_id = cluster.instance_id();

@@ -24,6 +24,7 @@ struct Vecs {
     watchers: IntGaugeVec,
     op_latency: HistogramVec,
     clients: IntGaugeVec,
+    holders: crate::backend::series::Holders,
 }
 
 static REGISTERED: Mutex<Vec<(Weak<Metrics>, Vecs)>> = Mutex::new(Vec::new());
@@ -95,6 +96,7 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
             &[],
         )
         .ok()?,
+        holders: crate::backend::series::Holders::default(),
     };
     let r = m.registry();
     let cs: [Box<dyn prometheus::core::Collector>; 10] = [
@@ -171,6 +173,7 @@ impl RbdMetrics {
         fn l<'a>(device: &'a str, x: &'a str) -> [&'a str; 3] {
             [device, "rbd", x]
         }
+        v.holders.hold(device);
         RbdMetrics {
             device: device.to_string(),
             blocklisted: v.blocklisted.with_label_values(&[device, "rbd"]),
@@ -230,6 +233,10 @@ impl Drop for RbdMetrics {
     fn drop(&mut self) {
         let Some(v) = &self.vecs else { return };
         let d = self.device.as_str();
+        // Another backend of this device (a dev_config change) still uses them.
+        if v.holders.release(d).is_none() {
+            return;
+        }
         let _ = v.blocklisted.remove_label_values(&[d, "rbd"]);
         let _ = v.lock_owner.remove_label_values(&[d, "rbd"]);
         for r in ["ok", "failed"] {
@@ -249,5 +256,26 @@ impl Drop for RbdMetrics {
             let _ = v.watchers.remove_label_values(&[d, "rbd", k]);
         }
         OpLatency::remove(&v.op_latency, &[d, "rbd"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_backend_keeps_its_series_when_the_old_one_drops() {
+        let m = Metrics::new();
+        let old = RbdMetrics::for_device(Some(&m), "user_0/r");
+        let new = RbdMetrics::for_device(Some(&m), "user_0/r");
+        drop(old);
+        new.lock_owner.set(1);
+        let text = m.encode();
+        assert!(
+            text.contains("tcmu_warden_rbd_lock_owner{device=\"user_0/r\",subtype=\"rbd\"} 1"),
+            "{text}"
+        );
+        drop(new);
+        assert!(!m.encode().contains("user_0/r"));
     }
 }
