@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install everything the VM test harness (tests/vm/) needs, idempotently:
-#  - host packages: qemu (TCG), busybox-static, fio, sg3-utils, cpio
+#  - host packages: qemu (TCG), busybox-static, fio, sg3-utils, cpio, libiscsi-bin
+#    (iscsi-test-cu, the conformance stage's SCSI test suite)
 #  - Debian's current cloud kernel, unpacked (not installed) into tests/vm/.cache/kernel/
 # Fast when everything is already present. Must run as root (apt-get).
 set -eu
@@ -24,7 +25,7 @@ apt_update_once() {
 # Ask dpkg rather than looking for binaries: busybox (dynamic) and busybox-static both
 # provide /bin/busybox, and we need the static one for the initramfs.
 need=""
-for pkg in qemu-system-x86 busybox-static fio sg3-utils cpio; do
+for pkg in qemu-system-x86 busybox-static fio sg3-utils cpio libiscsi-bin; do
     case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
         "install ok installed") ;;
         *) need="$need $pkg" ;;
