@@ -398,16 +398,17 @@ iscsi_target_create() {
 
 # iscsi_lun_create IQN LUN BACKSTORE_DIR [SERIAL]: export a backstore (a directory under
 # $CFS/core) as LUN number LUN of target IQN. Like targetcli it gives the backstore a unit
-# serial (wwn/vpd_unit_serial, settable only while unexported) and creates /var/target/pr,
-# where LIO keeps APTPL reservations: without them PERSISTENT RESERVE OUT fails on every
-# backstore. A user backstore's handler must already serve it (linking sends INQUIRY).
+# serial (wwn/vpd_unit_serial, settable only while unexported) and creates the pr directory
+# under LIO's dbroot ($CFS/dbroot: /etc/target here, /var/target on older kernels), where LIO
+# keeps APTPL reservations: without them PERSISTENT RESERVE OUT fails on every backstore. A
+# user backstore's handler must already serve it (linking sends INQUIRY).
 iscsi_lun_create() {
     _bs=$3
     [ -d "$_bs" ] || die "no backstore $_bs"
     _serial=${4:-}
     [ -n "$_serial" ] || _serial=$(_uuid)
     printf %s "$_serial" >"$_bs/wwn/vpd_unit_serial" || die "unit serial of $_bs"
-    mkdir -p /var/target/pr
+    mkdir -p "$(cat "$CFS/dbroot" 2>/dev/null || echo /etc/target)/pr"
     _lun=$CFS/iscsi/$1/tpgt_1/lun/lun_$2
     mkdir "$_lun" || die "mkdir $_lun"
     ln -s "$_bs" "$_lun/${_bs##*/}" || die "ln -s $_bs into $_lun"
