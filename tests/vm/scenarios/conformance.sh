@@ -12,7 +12,7 @@
 # Kernel command line (all optional), for shorter runs while developing:
 #   warden.ct_suites=S1,S2    suites of family ALL (default: every suite --list names)
 #   warden.ct_runs=R1,R2      among fileio,user128,user1024 (default: all three)
-#   warden.ct_suite_s=N       time limit of one suite's process (default 150 s)
+#   warden.ct_suite_s=N       time limit of one suite's process (default 300 s)
 #   warden.ct_raw=1           copy every suite's output to the console log
 have_handler || die "the conformance scenario needs the handler binary"
 arg() { sed -n "s/.*warden\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
@@ -20,7 +20,7 @@ suites=$(arg ct_suites | tr , ' ')
 runs=$(arg ct_runs | tr , ' ')
 suite_s=$(arg ct_suite_s)
 raw=$(arg ct_raw)
-: "${runs:=fileio user128 user1024}" "${suite_s:=150}" "${raw:=0}"
+: "${runs:=fileio user128 user1024}" "${suite_s:=300}" "${raw:=0}"
 if [ -z "$suites" ]; then
     suites=$(iscsi-test-cu --list | sed -n 's/^ALL\.\([^.]*\)$/\1/p')
 fi
