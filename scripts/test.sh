@@ -82,6 +82,11 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
         passed=$((passed + vp))
         failed=$((failed + vf))
         if [ "$vm_rc" != 0 ] && [ "$vf" = 0 ]; then failed=$((failed + 1)); fi
+        # SCSI conformance: libiscsi's iscsi-test-cu over LIO's iSCSI target, tcmu-warden
+        # against the kernel's fileio backstore in the same boot (tests/conformance/run.sh).
+        stage conformance tests/conformance/run.sh target/release/tcmu-warden &&
+            passed=$((passed + 1)) || failed=$((failed + 1))
+        grep -E '^suite|^TOTAL|REGRESSION|allowlisted|^conformance:' "$log/conformance.log" || true
     else
         failed=$((failed + 1))
     fi

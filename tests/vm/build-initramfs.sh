@@ -27,7 +27,8 @@ done
 
 # Modules the guest loads, in this order after dependency resolution.
 WANT_MODULES="configfs scsi_common scsi_mod sd_mod uio target_core_mod target_core_user
-target_core_file target_core_iblock target_core_pscsi tcm_loop virtio_pci virtio_net"
+target_core_file target_core_iblock target_core_pscsi tcm_loop iscsi_target_mod virtio_pci
+virtio_net"
 
 # Host programs copied into the guest with their shared libraries.
 host_programs() {

@@ -360,6 +360,99 @@ loop_lun_remove() {
     rm -f "$_f"
 }
 
+# ---------------------------------------------------------------- iSCSI fabric
+# LIO's iSCSI target on the guest's loopback, set up as targetcli would for a demo-mode
+# target: one TPG with a portal on 127.0.0.1:3260, ACLs generated for any initiator, no
+# authentication, writable LUNs. iscsi_target_mod is loaded at boot (build-initramfs.sh).
+ISCSI_PORTAL=${ISCSI_PORTAL:-127.0.0.1:3260}
+
+# fileio_backstore_create NAME SIZE PATH: the kernel's own fileio backstore (LIO's SBC
+# emulation, the reference the conformance stage compares with) on PATH, enabled.
+fileio_backstore_create() {
+    _dir=$CFS/core/fileio_0/$1
+    mkdir -p "$_dir" || die "mkdir $_dir"
+    echo "$1" >"$STATE/fileio.$1"
+    printf %s "fd_dev_name=$3,fd_dev_size=$2" >"$_dir/control" || die "fileio control"
+    printf 1 >"$_dir/enable" || die "enable $_dir"
+    log "fileio backstore $1 on $3 ($2 bytes)"
+}
+
+fileio_backstore_remove() {
+    rmdir "$CFS/core/fileio_0/$1" || die "rmdir fileio_0/$1"
+    rm -f "$STATE/fileio.$1"
+}
+
+# iscsi_target_create IQN: target IQN with tpgt_1 and a portal on $ISCSI_PORTAL, demo mode
+# (generate_node_acls=1, cache_dynamic_acls=1, authentication=0, demo_mode_write_protect=0),
+# enabled.
+iscsi_target_create() {
+    _tpg=$CFS/iscsi/$1/tpgt_1
+    mkdir -p "$_tpg" || die "mkdir $_tpg"
+    echo "$1" >"$STATE/iscsi.$1"
+    mkdir "$_tpg/np/$ISCSI_PORTAL" || die "portal $ISCSI_PORTAL on $1"
+    for _a in generate_node_acls=1 cache_dynamic_acls=1 authentication=0 demo_mode_write_protect=0; do
+        printf %s "${_a#*=}" >"$_tpg/attrib/${_a%%=*}" || die "set $1 attrib $_a"
+    done
+    printf 1 >"$_tpg/enable" || die "enable $_tpg"
+    log "iSCSI target $1 on $ISCSI_PORTAL"
+}
+
+# iscsi_lun_create IQN LUN BACKSTORE_DIR [SERIAL]: export a backstore (a directory under
+# $CFS/core) as LUN number LUN of target IQN. Like targetcli it gives the backstore a unit
+# serial (wwn/vpd_unit_serial, settable only while unexported) and creates the pr directory
+# under LIO's dbroot ($CFS/dbroot: /etc/target here, /var/target on older kernels), where LIO
+# keeps APTPL reservations: without them PERSISTENT RESERVE OUT fails on every backstore. A
+# user backstore's handler must already serve it (linking sends INQUIRY).
+iscsi_lun_create() {
+    _bs=$3
+    [ -d "$_bs" ] || die "no backstore $_bs"
+    _serial=${4:-}
+    [ -n "$_serial" ] || _serial=$(_uuid)
+    printf %s "$_serial" >"$_bs/wwn/vpd_unit_serial" || die "unit serial of $_bs"
+    mkdir -p "$(cat "$CFS/dbroot" 2>/dev/null || echo /etc/target)/pr"
+    _lun=$CFS/iscsi/$1/tpgt_1/lun/lun_$2
+    mkdir "$_lun" || die "mkdir $_lun"
+    ln -s "$_bs" "$_lun/${_bs##*/}" || die "ln -s $_bs into $_lun"
+    log "iSCSI $1 LUN $2: ${_bs#"$CFS"/core/} (serial $_serial)"
+}
+
+# A random UUID, the form targetcli gives unit serials.
+_uuid() {
+    od -An -N16 -tx1 /dev/urandom | tr -d ' \n' |
+        sed 's/^\(.\{8\}\)\(.\{4\}\)\(.\{4\}\)\(.\{4\}\)/\1-\2-\3-\4-/'
+}
+
+# iscsi_url IQN LUN: the libiscsi URL of that LUN on the portal.
+iscsi_url() { echo "iscsi://$ISCSI_PORTAL/$1/$2"; }
+
+# iscsi_target_remove IQN: LUN links and directories, portal, TPG, target. Sessions still
+# logged in are dropped by the kernel.
+iscsi_target_remove() {
+    _t=$CFS/iscsi/$1
+    [ -d "$_t" ] || { rm -f "$STATE/iscsi.$1"; return 0; }
+    printf 0 >"$_t/tpgt_1/enable" 2>/dev/null || true
+    for _l in "$_t"/tpgt_1/lun/lun_*; do
+        [ -d "$_l" ] || continue
+        for _x in "$_l"/*; do [ -L "$_x" ] && { rm "$_x" || die "unlink $_x"; }; done
+        rmdir "$_l" || die "rmdir $_l"
+    done
+    for _n in "$_t"/tpgt_1/np/*; do [ -d "$_n" ] && { rmdir "$_n" || die "rmdir $_n"; }; done
+    # Dynamic ACLs vanish with the TPG; explicit ones (none here) would need removing first.
+    rmdir "$_t/tpgt_1" "$_t" || die "rmdir $_t"
+    rm -f "$STATE/iscsi.$1"
+}
+
+# iscsi_cleanup: every target and fileio backstore this scenario made (vm_cleanup).
+iscsi_cleanup() {
+    for _f in "$STATE"/iscsi.*; do
+        [ -e "$_f" ] && iscsi_target_remove "${_f##*/iscsi.}"
+    done
+    for _f in "$STATE"/fileio.*; do
+        [ -e "$_f" ] && fileio_backstore_remove "${_f##*/fileio.}"
+    done
+    return 0
+}
+
 # ---------------------------------------------------------------- fio
 # fio_run PREFIX FIO-ARGS...: run fio (terse v3), emit PREFIX_{r,w}_{iops,bw_kib} for the
 # directions that moved data, PREFIX_err if non-zero; returns fio's status.
@@ -464,6 +557,7 @@ vm_cleanup() {
     for _f in "$STATE"/lun.*; do
         [ -e "$_f" ] && loop_lun_remove "${_f##*/lun.}"
     done
+    iscsi_cleanup
     # A reply-mode daemon that died would leave each rmdir waiting for its REMOVED reply
     # forever: if no handler is alive, block netlink (REMOVED then fails at once and is
     # ignored) for the duration.

@@ -18,6 +18,7 @@ pub mod opcodes;
 pub mod params;
 pub mod sense;
 pub mod status;
+pub mod transfer;
 
 mod bytes;
 

@@ -104,6 +104,13 @@ impl Sense {
         Sense::new(key::ILLEGAL_REQUEST, 0x24, 0x00)
     }
 
+    /// 05/0E/03 INVALID FIELD IN COMMAND INFORMATION UNIT: the transport's expected data
+    /// transfer length does not match the CDB's (SAM-5; LIO's answer to a WRITE whose
+    /// buffer is not the size its CDB names).
+    pub const fn invalid_field_in_command_iu() -> Sense {
+        Sense::new(key::ILLEGAL_REQUEST, 0x0E, 0x03)
+    }
+
     /// 05/26/00 INVALID FIELD IN PARAMETER LIST with a field pointer.
     pub fn invalid_field_in_param_list(byte: u16, bit: Option<u8>) -> Sense {
         Sense {

@@ -127,14 +127,15 @@ pub fn check_data_command(c: &mut Cdb, f: &Facts<'_>) -> Decision {
         return s.into();
     }
     let have = f.data_len;
-    if cdb::data_out_len(c, lun.block_size) > have || cdb::data_in_len(c, lun.block_size) > have {
-        // The fabric's buffer is shorter than the CDB's transfer length.
-        return Sense::invalid_field_in_cdb_unknown().into();
+    // The fabric's buffer against the CDB's length, as LIO decides (a READ gets what fits).
+    if let Err(s) = tcmu_scsi::transfer::check_buffer(c, lun.block_size, have) {
+        return s.into();
     }
     match c {
         Cdb::Read(rw) | Cdb::Write(rw) | Cdb::WriteAndVerify { rw, .. } if rw.blocks == 0 => {
             Decision::Done(Outcome::GOOD)
         }
+        Cdb::Read(_) if have == 0 => Decision::Done(Outcome::GOOD),
         Cdb::Verify { blocks: 0, .. }
         | Cdb::CompareAndWrite { blocks: 0, .. }
         | Cdb::Unmap { param_len: 0, .. } => Decision::Done(Outcome::GOOD),

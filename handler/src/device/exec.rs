@@ -98,8 +98,9 @@ pub fn run(job: Job, w: &mut WorkerState) {
 
 /// One READ or WRITE straight between the ring's data area and the backend.
 fn single(mut ctx: Box<Ctx>, link: Arc<DeviceLink>, op: IoOp, rw: Rw, bs: u64) {
-    let len = u64::from(rw.blocks) * bs;
     let have = ctx.cmd.data_len();
+    // A READ into a shorter buffer transfers what fits (the initiator sees the residual).
+    let len = (u64::from(rw.blocks) * bs).min(have);
     if op == IoOp::Read && have > len {
         // Never hand back stale data from earlier commands past the transfer, even when the
         // kernel cannot take read_len.
@@ -344,16 +345,17 @@ fn write_same(
     }
     let (off, len) = (lba * bs, blocks * bs);
     let caps = link.backend().caps();
-    if w.compare[..bsu].iter().all(|&b| b == 0) {
-        if unmap && caps.unmap {
-            return errno(io(w, link, IoOp::Unmap, off, len, Buf::None), true);
-        }
-        if caps.write_zeroes {
-            return errno(
-                io(w, link, IoOp::WriteZeroes { unmap }, off, len, Buf::None),
-                true,
-            );
-        }
+    // UNMAP=1 lets the device server unmap instead of writing, whatever the block holds
+    // (SBC-4 WRITE SAME: write or unmap each LBA); LIO unmaps, and with LBPRZ=1 the range
+    // reads back as zeros (`docs/conformance.md`).
+    if unmap && caps.unmap {
+        return errno(io(w, link, IoOp::Unmap, off, len, Buf::None), true);
+    }
+    if caps.write_zeroes && w.compare[..bsu].iter().all(|&b| b == 0) {
+        return errno(
+            io(w, link, IoOp::WriteZeroes { unmap }, off, len, Buf::None),
+            true,
+        );
     }
     // Replicate the block through the scratch buffer and write it chunk by chunk.
     let chunk = chunk_len(w, bs);

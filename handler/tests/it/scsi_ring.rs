@@ -314,20 +314,33 @@ fn lba_out_of_range_on_every_data_command_is_illegal_request_21_00() {
     assert!(h.stats().errors.load(Ordering::Relaxed) >= 15);
 }
 
+const INVALID_FIELD_IN_COMMAND_IU: (u8, u8, u8) = (0x05, 0x0E, 0x03);
+
 #[test]
-fn transfer_longer_than_the_data_buffer_is_illegal_request_and_changes_nothing() {
+fn data_out_that_does_not_match_the_cdb_is_refused_as_lio_does_and_changes_nothing() {
     let (_dir, mut h, _lun) = file_harness();
     let short = pattern(9, BS);
-    let c = h.run(&cdb::read16(0, 8), DataDir::FromDevice(BS));
-    assert_check(&c, INVALID_FIELD_IN_CDB, "READ of 8 blocks into 1 block");
+    // WRITE, COMPARE AND WRITE: LIO's data CDBs, any mismatch is 05/0E/03.
     let c = h.run(&cdb::write16(0, 8, false), DataDir::ToDevice(&short));
-    assert_check(&c, INVALID_FIELD_IN_CDB, "WRITE of 8 blocks from 1 block");
+    assert_check(
+        &c,
+        INVALID_FIELD_IN_COMMAND_IU,
+        "WRITE of 8 blocks from 1 block",
+    );
+    let long = pattern(9, 4 * BS);
+    let c = h.run(&cdb::write16(0, 1, false), DataDir::ToDevice(&long));
+    assert_check(
+        &c,
+        INVALID_FIELD_IN_COMMAND_IU,
+        "WRITE of 1 block from 4 blocks",
+    );
     let c = h.run(&cdb::caw(0, 1), DataDir::ToDevice(&short));
     assert_check(
         &c,
-        INVALID_FIELD_IN_CDB,
+        INVALID_FIELD_IN_COMMAND_IU,
         "COMPARE AND WRITE with half its Data-Out",
     );
+    // Other Data-Out commands: shorter than the CDB needs is INVALID FIELD IN CDB.
     let c = h.run(&cdb::verify16(0, 4, true), DataDir::ToDevice(&short));
     assert_check(
         &c,
@@ -341,6 +354,105 @@ fn transfer_longer_than_the_data_buffer_is_illegal_request_and_changes_nothing()
         vec![0u8; 8 * BS],
         "no partial write"
     );
+}
+
+#[test]
+fn read_into_a_shorter_buffer_transfers_what_fits() {
+    // LIO hands over the initiator's buffer (iSCSI expected data transfer length) when it is
+    // shorter than the CDB's transfer: fileio fills it and the initiator sees the residual.
+    let (_dir, mut h, _lun) = file_harness();
+    let d = pattern(21, 8 * BS);
+    write_blocks(&mut h, 60, &d);
+    let c = h.run(&cdb::read16(60, 8), DataDir::FromDevice(BS));
+    assert_good(&c);
+    assert_eq!(c.data_in, d[..BS], "8 blocks into 1 block: the first block");
+    let c = h.run(&cdb::read10(60, 1), DataDir::FromDevice(200));
+    assert_good(&c);
+    assert_eq!(c.data_in, d[..200], "1 block into 200 bytes: its first 200");
+    let c = h.run(&cdb::read10(61, 2), DataDir::FromDevice(3 * BS / 2));
+    assert_good(&c);
+    assert_eq!(
+        c.data_in,
+        d[BS..BS + 3 * BS / 2],
+        "2 blocks into 1.5 blocks"
+    );
+    let c = h.run(&cdb::read10(60, 1), DataDir::None);
+    assert_good(&c);
+    assert!(c.data_in.is_empty(), "no buffer: nothing transferred, GOOD");
+    // Still range-checked on the CDB's length.
+    let c = h.run(&cdb::read16(BLOCKS - 1, 2), DataDir::FromDevice(BS));
+    assert_check(
+        &c,
+        LBA_OUT_OF_RANGE,
+        "READ past the end into a short buffer",
+    );
+}
+
+#[test]
+fn transfers_longer_than_hw_max_sectors_are_served_and_vpd_b0_still_advertises_the_limit() {
+    let (_dir, mut h, lun) = file_harness();
+    // attrs(): hw_max_sectors 256 of 512 bytes.
+    assert_eq!(lun.max_xfer_blocks, 256);
+    let n = 1024u32;
+    let d = pattern(33, n as usize * BS);
+    let c = h.run(&cdb::write16(0, n, false), DataDir::ToDevice(&d));
+    assert_good(&c);
+    assert_eq!(read_blocks(&mut h, 0, n), d, "1024-block READ after WRITE");
+    let c = h.run(&cdb::verify16(0, n, true), DataDir::ToDevice(&d));
+    assert_good(&c);
+    let c = h.run(&cdb::verify16(0, n, false), DataDir::None);
+    assert_good(&c);
+    let c = inquiry(&mut h, Some(0xB0), 64, 64);
+    assert_good(&c);
+    let mtl = u32::from_be_bytes(c.data_in[8..12].try_into().unwrap());
+    assert_eq!(mtl, 256, "MAXIMUM TRANSFER LENGTH still hw_max_sectors");
+}
+
+#[test]
+fn write_same_with_unmap_and_a_non_zero_block_unmaps_and_reads_zeros() {
+    // WRITE SAME(10) UNMAP=1, NUMBER OF BLOCKS 0 (to the end), a block of 0xFF, LBPRZ=1:
+    // the device server may unmap instead of writing (SBC-4), LIO does, and unmapped blocks
+    // read zeros.
+    let (_dir, mut h, lun) = file_harness();
+    if !lun.caps.unmap {
+        eprintln!("filesystem of the temp dir cannot punch holes: nothing to check");
+        return;
+    }
+    let c = h.run(&cdb::read_capacity16(32), DataDir::FromDevice(32));
+    assert_good(&c);
+    assert_eq!(c.data_in[14] & 0xC0, 0xC0, "LBPME and LBPRZ reported");
+    let d = pattern(40, 16 * BS);
+    let at = BLOCKS - 16;
+    write_blocks(&mut h, at, &d);
+    let ff = vec![0xFFu8; BS];
+    let c = h.run(
+        &cdb::write_same10(u32::try_from(at).unwrap(), 0, true),
+        DataDir::ToDevice(&ff),
+    );
+    assert_good(&c);
+    assert_eq!(
+        read_blocks(&mut h, at, 16),
+        vec![0u8; 16 * BS],
+        "unmapped to the end: zeros"
+    );
+    // And with a block count, in the middle of data that must stay.
+    write_blocks(&mut h, 300, &d);
+    let c = h.run(
+        &cdb::write_same16(304, 4, true, false),
+        DataDir::ToDevice(&ff),
+    );
+    assert_good(&c);
+    let got = read_blocks(&mut h, 300, 16);
+    assert_eq!(got[..4 * BS], d[..4 * BS]);
+    assert_eq!(got[4 * BS..8 * BS], vec![0u8; 4 * BS][..]);
+    assert_eq!(got[8 * BS..], d[8 * BS..]);
+    // Without UNMAP the block is written.
+    let c = h.run(
+        &cdb::write_same16(304, 4, false, false),
+        DataDir::ToDevice(&ff),
+    );
+    assert_good(&c);
+    assert_eq!(read_blocks(&mut h, 304, 4), vec![0xFFu8; 4 * BS]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,9 +34,25 @@ fn validate_against_limits() {
         dpo: false,
     };
     assert!(lun.validate(&Cdb::Read(rw(0, 128))).is_ok());
+    // Longer than the advertised MAXIMUM TRANSFER LENGTH: served (the kernel sized the
+    // data area for it), as LIO's backstores do.
+    assert_eq!(lun.max_xfer_blocks, 128);
+    assert!(lun.validate(&Cdb::Read(rw(0, 129))).is_ok());
+    assert!(lun.validate(&Cdb::Write(rw(0, 1000))).is_ok());
+    let verify = Cdb::Verify {
+        lba: 0,
+        blocks: 1000,
+        bytchk: 1,
+    };
+    assert!(lun.validate(&verify).is_ok());
+    let wv = Cdb::WriteAndVerify {
+        rw: rw(0, 1000),
+        bytchk: 0,
+    };
+    assert!(lun.validate(&wv).is_ok());
     assert_eq!(
-        lun.validate(&Cdb::Read(rw(0, 129))),
-        Err(Sense::invalid_field_in_cdb_unknown())
+        lun.validate(&Cdb::Read(rw(0, 1001))),
+        Err(Sense::lba_out_of_range())
     );
     assert_eq!(
         lun.validate(&Cdb::Write(rw(999, 2))),

@@ -10,9 +10,12 @@ impl LunInfo {
     ///
     /// * LBA ranges (READ/WRITE/VERIFY/WRITE AND VERIFY/COMPARE AND
     ///   WRITE/SYNCHRONIZE CACHE/WRITE SAME): LBA OUT OF RANGE;
-    /// * transfer length above `max_xfer_blocks` (when non-zero), WRITE SAME
-    ///   above `max_write_same_blocks`, COMPARE AND WRITE above
+    /// * WRITE SAME above `max_write_same_blocks`, COMPARE AND WRITE above
     ///   `max_compare_write_blocks`: INVALID FIELD IN CDB (no field pointer);
+    /// * READ, WRITE, VERIFY and WRITE AND VERIFY are *not* limited by
+    ///   `max_xfer_blocks`: that is advice to the initiator (VPD B0), and the
+    ///   kernel has already sized the data area for whatever it hands over, as
+    ///   LIO's own backstores serve it (`docs/conformance.md`);
     /// * UNMAP without `caps.unmap`, COMPARE AND WRITE without
     ///   `caps.compare_and_write`: INVALID COMMAND OPERATION CODE;
     /// * WRITE SAME with UNMAP=1 or NDOB=1 while neither `caps.unmap` nor
@@ -25,20 +28,9 @@ impl LunInfo {
         let too_long = Sense::invalid_field_in_cdb_unknown;
         match *cdb {
             Cdb::Read(rw) | Cdb::Write(rw) | Cdb::WriteAndVerify { rw, .. } => {
-                self.check_range(rw.lba, u64::from(rw.blocks))?;
-                self.check_xfer(rw.blocks)
+                self.check_range(rw.lba, u64::from(rw.blocks))
             }
-            Cdb::Verify {
-                lba,
-                blocks,
-                bytchk,
-            } => {
-                self.check_range(lba, u64::from(blocks))?;
-                if bytchk != 0 {
-                    self.check_xfer(blocks)?;
-                }
-                Ok(())
-            }
+            Cdb::Verify { lba, blocks, .. } => self.check_range(lba, u64::from(blocks)),
             Cdb::SyncCache { lba, blocks, .. } => self.check_range(lba, u64::from(blocks)),
             Cdb::WriteSame { lba, blocks, .. } => {
                 self.check_range(lba, u64::from(blocks))?;
@@ -62,12 +54,5 @@ impl LunInfo {
             Cdb::Unmap { .. } if !self.caps.unmap => Err(Sense::invalid_opcode()),
             _ => Ok(()),
         }
-    }
-
-    fn check_xfer(&self, blocks: u32) -> Result<(), Sense> {
-        if self.max_xfer_blocks != 0 && blocks > self.max_xfer_blocks {
-            return Err(Sense::invalid_field_in_cdb_unknown());
-        }
-        Ok(())
     }
 }
