@@ -292,9 +292,22 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_shorter_than_the_transfer_is_refused() {
+    fn a_short_read_buffer_gets_what_fits_and_a_short_write_buffer_is_refused() {
         let l = lun();
+        // LIO hands over the initiator's shorter buffer: a READ transfers what fits.
         let mut c = read10(0, 8);
+        assert_eq!(decide(&mut c, &facts(&l, 512)), Decision::Backend);
+        // An empty one: nothing to transfer, GOOD at once.
+        let mut c = read10(0, 8);
+        assert_eq!(
+            status_of(decide(&mut c, &facts(&l, 0))),
+            Some((status::GOOD, None))
+        );
+        // A WRITE whose Data-Out does not match the CDB: ILLEGAL REQUEST, nothing written.
+        let mut b = [0u8; 10];
+        b[0] = 0x2a;
+        b[7..9].copy_from_slice(&8u16.to_be_bytes());
+        let mut c = decoded(&b);
         assert_eq!(
             status_of(decide(&mut c, &facts(&l, 512))),
             Some((status::CHECK_CONDITION, Some(0x05)))
