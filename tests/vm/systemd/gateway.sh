@@ -4,7 +4,8 @@
 #   1. install, activation, unit: apt install, DBus activation, the sandbox lets the daemon
 #      serve a file LUN, /metrics, status, crash plan, mlock; saveconfig
 #   2. restore, iscsi, restarts: target configuration restored at boot, the LUN over LIO's
-#      iSCSI fabric to open-iscsi, restart/upgrade/kill -9/kill -STOP under fio verify
+#      iSCSI fabric to open-iscsi, restart/upgrade/kill -9/kill -STOP under fio verify, then
+#      apt remove (the backing file stays)
 # usage: tests/vm/systemd/gateway.sh [BINARY]   (default target/release/tcmu-warden)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,4 +16,4 @@ trap 'rm -rf "$debs"' EXIT
 v=$(sed -n '/^\[workspace.package\]/,/^\[/ s/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml")
 BINARY=$bin "$repo/scripts/package.sh" "$debs" >/dev/null
 BINARY=$bin VERSION="$v+upgrade1" "$repo/scripts/package.sh" "$debs/upgrade" >/dev/null
-exec "$here/run.sh" "$debs" install,activation,unit restore,iscsi,restarts
+exec "$here/run.sh" "$debs" install,activation,unit restore,iscsi,restarts,remove

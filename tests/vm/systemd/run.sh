@@ -7,7 +7,8 @@
 #   DEB_DIR  directory of tcmu-warden .debs (scripts/package.sh), copied to the guest's ./debs
 #            (the one to install at the top, a newer build in upgrade/ for scenario restarts)
 #   BOOT     comma-separated scenario names (scenarios/NAME.sh), run in order in one boot
-# env: VM_OUT=dir for the logs (default tests/vm/.cache/runs/systemd-<time>-<pid>)
+# env: VM_OUT=dir for the logs (default tests/vm/.cache/runs/systemd-<time>-<pid>),
+#      VM_REUSE_DISK=1 (with VM_OUT) keeps that directory's disk.qcow2
 # Exit status 0 only if every scenario of every boot passed and each boot reached its end.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,7 +26,10 @@ out=${VM_OUT:-$cache/runs/systemd-$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$out"
 ls -1dt "$cache"/runs/systemd-* 2>/dev/null | tail -n +6 | while read -r d; do rm -rf "$d"; done
 "$here/initrd.sh" "$out/initrd.cpio"
-qemu-img create -q -f qcow2 -b "$img/rootfs.raw" -F raw "$out/disk.qcow2"
+# VM_REUSE_DISK=1 with VM_OUT of a failed run boots that run's disk again (debugging a later boot).
+if [ "${VM_REUSE_DISK:-0}" != 1 ] || [ ! -f "$out/disk.qcow2" ]; then
+    qemu-img create -q -f qcow2 -b "$img/rootfs.raw" -F raw "$out/disk.qcow2"
+fi
 
 status=0
 n=0
