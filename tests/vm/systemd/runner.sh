@@ -13,8 +13,10 @@ say() { echo "$*" >&3; }
 up=$(cut -d' ' -f1 /proc/uptime)
 say "=== BOOT ${up}s"
 say "boot_to_ready_s=$up"
-echo "runner: boot $BOOT_N ready after ${up}s: $(systemd-analyze time 2>&1 | head -n1)"
-say "systemd_time=$(systemd-analyze time 2>&1 | head -n1 | sed 's/^Startup finished in //; s/ /_/g')"
+# The kernel's share: until systemd (PID 1 after switch_root) started.
+us=$(systemctl show -p UserspaceTimestampMonotonic --value 2>/dev/null || echo 0)
+say "kernel_initrd_s=$(awk -v t="${us:-0}" 'BEGIN { printf "%.1f", t / 1e6 }')"
+echo "runner: boot $BOOT_N ready after ${up}s (systemd started at $((${us:-0} / 1000000))s)"
 failed_units=$(systemctl --failed --no-legend --plain | awk '{print $1}' | paste -sd, -)
 say "failed_units=${failed_units:-none}"
 for s in $SCENARIOS; do
