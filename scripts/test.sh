@@ -87,6 +87,16 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
         stage conformance tests/conformance/run.sh target/release/tcmu-warden &&
             passed=$((passed + 1)) || failed=$((failed + 1))
         grep -E '^suite|^TOTAL|REGRESSION|allowlisted|^conformance:' "$log/conformance.log" || true
+        # The gateway: the .deb in a Debian 12 guest with systemd as PID 1 (two boots: install,
+        # DBus activation, the unit's sandbox; restore at boot, iSCSI, restarts under load).
+        stage systemd-gateway tests/vm/systemd/gateway.sh target/release/tcmu-warden
+        gw_rc=$?
+        gp=$(grep -cE '^  [A-Za-z0-9_-]+ +PASS$' "$log/systemd-gateway.log" || true)
+        gf=$(grep -cE '^  [A-Za-z0-9_-]+ +(FAIL|NOT RUN|INCOMPLETE)' "$log/systemd-gateway.log" || true)
+        grep -E '^  [A-Za-z0-9_-]+ +(PASS|FAIL|NOT RUN|INCOMPLETE)|^systemd-vm:' "$log/systemd-gateway.log" || true
+        passed=$((passed + gp))
+        failed=$((failed + gf))
+        if [ "$gw_rc" != 0 ] && [ "$gf" = 0 ]; then failed=$((failed + 1)); fi
     else
         failed=$((failed + 1))
     fi

@@ -87,13 +87,18 @@ pub fn init(initial: &str) -> Arc<Logging> {
     let (file_writer, file_guard) = non_blocking(FileWriter(Arc::clone(&file)));
     let (stderr_writer, stderr_guard) = non_blocking(std::io::stderr());
     let to_file = fmt::layer().with_ansi(false).with_writer(file_writer);
-    let to_stderr = fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(stderr_writer);
+    // Under systemd, straight to the journal (fields kept); otherwise text on stderr.
+    let to_journal = journald();
+    let to_stderr = to_journal.is_none().then(|| {
+        fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(stderr_writer)
+    });
     *GUARDS.lock() = vec![stderr_guard, file_guard];
     tracing_subscriber::registry()
         .with(filter)
         .with(to_stderr)
+        .with(to_journal)
         .with(to_file)
         .init();
     Arc::new(Logging {
@@ -105,6 +110,35 @@ pub fn init(initial: &str) -> Arc<Logging> {
             dir: None,
             dir_told: false,
         }),
+    })
+}
+
+/// A journald sink when stderr is the journal: systemd sets `JOURNAL_STREAM` to the device and
+/// inode of the stream it connected (systemd.exec(5)); a child whose stderr was redirected
+/// elsewhere inherits the variable but not the stream, hence the comparison. Each event goes
+/// out with its level as `PRIORITY` and its fields (`device`, `cmd_id`, stage times ...) as
+/// journal fields of the same name in capitals (`DEVICE`, `CMD_ID`), see README "Install on a
+/// gateway".
+fn journald() -> Option<tracing_journald::Layer> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stream = std::env::var("JOURNAL_STREAM").ok()?;
+    let (dev, ino) = stream.split_once(':')?;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let meta = File::from(fd).metadata().ok()?;
+    if meta.dev().to_string() != dev || meta.ino().to_string() != ino {
+        return None;
+    }
+    // syslog's levels: error 3, warning 4, info 6, debug 7.
+    let priorities = tracing_journald::PriorityMappings {
+        info: tracing_journald::Priority::Informational,
+        debug: tracing_journald::Priority::Debug,
+        ..tracing_journald::PriorityMappings::new()
+    };
+    tracing_journald::layer().ok().map(|l| {
+        l.with_field_prefix(None)
+            .with_syslog_identifier("tcmu-warden".to_string())
+            .with_priority_mappings(priorities)
     })
 }
 

@@ -19,7 +19,7 @@ use tcmu_warden::{config, dbus, logging, tcmu_conf};
 /// file (see docs/config.md); the options below override it.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
     /// The socket the daemon answers `status` and `diagnose` on.

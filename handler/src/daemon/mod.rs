@@ -99,6 +99,8 @@ pub fn reclaim_safety() {
             "PR_SET_IO_FLUSHER failed ({}); memory reclaim could deadlock against our own I/O",
             nix::errno::Errno::last()
         );
+    } else {
+        tracing::info!("PR_SET_IO_FLUSHER set");
     }
     // MCL_ONFAULT locks pages as they are touched; our own buffers are touched when a device
     // starts (`device::warm::resident`). The uio mappings are never locked or populated (see
@@ -109,6 +111,8 @@ pub fn reclaim_safety() {
             "mlockall failed ({}); raise LimitMEMLOCK or pass --no-mlock",
             nix::errno::Errno::last()
         );
+    } else {
+        tracing::info!("memory locked (mlockall)");
     }
 }
 

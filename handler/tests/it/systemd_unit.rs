@@ -269,3 +269,220 @@ fn hardening_keeps_the_exposure_level_low() {
         "exposure above 3.0 (systemd-analyze security):\n{text}"
     );
 }
+
+/// What keeps the sandbox from stopping the daemon's own work, as a list of problems (empty:
+/// none). Each line names the feature the unit would break; `sandbox_rules_catch_regressions`
+/// shows that each rule fires.
+fn sandbox_problems(text: &str) -> Vec<String> {
+    let d = directives(text);
+    let mut p = Vec::new();
+    let families = words(&d, "Service", "RestrictAddressFamilies");
+    for (f, why) in [
+        ("AF_NETLINK", "TCM-USER netlink"),
+        ("AF_UNIX", "control socket, system bus, sd_notify"),
+        ("AF_INET", "librados/gfapi and /metrics on 127.0.0.1"),
+        ("AF_INET6", "librados/gfapi on IPv6 clusters"),
+    ] {
+        if !families.iter().any(|x| x == f) {
+            p.push(format!("RestrictAddressFamilies lacks {f} ({why})"));
+        }
+    }
+    let deny = words(&d, "Service", "IPAddressDeny");
+    let allow = words(&d, "Service", "IPAddressAllow");
+    if deny.iter().any(|w| w == "any")
+        && !allow
+            .iter()
+            .any(|w| w == "localhost" || w == "127.0.0.1" || w == "127.0.0.0/8")
+    {
+        p.push("IPAddressDeny=any without localhost allowed: /metrics unreachable".into());
+    }
+    // The control socket's directory must be created for the daemon (ProtectSystem=strict
+    // leaves /run read-only).
+    let sock_dir = Path::new(tcmu_warden::daemon::control::DEFAULT_SOCKET)
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .expect("socket directory");
+    if !words(&d, "Service", "RuntimeDirectory")
+        .iter()
+        .any(|w| w == sock_dir)
+    {
+        p.push(format!(
+            "no RuntimeDirectory={sock_dir}: `tcmu-warden status` has no socket"
+        ));
+    }
+    // ProtectKernelTunables makes /sys read-only; the crash plan writes the module's
+    // parameters (block_netlink, reset_netlink) and reply mode depends on it.
+    if values(&d, "Service", "ProtectKernelTunables")
+        .iter()
+        .any(|v| v == "yes")
+    {
+        let rw = words(&d, "Service", "ReadWritePaths");
+        let params = "/sys/module/target_core_user/parameters";
+        if !rw
+            .iter()
+            .any(|w| w.trim_start_matches(['-', '+']) == params)
+        {
+            p.push(format!(
+                "ProtectKernelTunables=yes without ReadWritePaths={params}: no crash plan"
+            ));
+        }
+        if !rw.iter().any(|w| w == "/sys/kernel/config") {
+            p.push("configfs is read-only".into());
+        }
+    }
+    p
+}
+
+#[test]
+fn the_sandbox_allows_what_the_daemon_does() {
+    let problems = sandbox_problems(&unit_text());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn sandbox_rules_catch_regressions() {
+    let text = unit_text();
+    let family_line = text
+        .lines()
+        .find(|l| l.starts_with("RestrictAddressFamilies="))
+        .expect("RestrictAddressFamilies line")
+        .to_string();
+    let cases = [
+        (
+            text.replace(&family_line, "RestrictAddressFamilies=AF_NETLINK AF_UNIX"),
+            "AF_INET",
+        ),
+        (
+            text.replace("[Service]\n", "[Service]\nIPAddressDeny=any\n"),
+            "IPAddressDeny",
+        ),
+        (
+            text.replace("RuntimeDirectory=tcmu-warden\n", ""),
+            "RuntimeDirectory",
+        ),
+        (
+            text.replace(
+                "ReadWritePaths=-/sys/module/target_core_user/parameters\n",
+                "",
+            ),
+            "crash plan",
+        ),
+    ];
+    for (mutated, what) in cases {
+        assert_ne!(mutated, text, "the mutation for {what} changed nothing");
+        let problems = sandbox_problems(&mutated);
+        assert!(
+            problems.iter().any(|p| p.contains(what)),
+            "removing {what} went unnoticed: {problems:?}"
+        );
+    }
+}
+
+/// Every system call group `systemd-analyze syscall-filter` knows, members as listed (names
+/// and nested `@group`s).
+fn syscall_groups() -> std::collections::HashMap<String, Vec<String>> {
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager"])
+        .output()
+        .expect("run systemd-analyze syscall-filter");
+    assert!(
+        out.status.success(),
+        "systemd-analyze syscall-filter failed"
+    );
+    let mut groups = std::collections::HashMap::new();
+    let mut cur: Option<String> = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with('@') {
+            cur = Some(line.trim().to_string());
+            groups.insert(line.trim().to_string(), Vec::new());
+        } else if let Some(g) = &cur {
+            let w = line.trim();
+            if !w.is_empty() && !w.starts_with('#') {
+                groups.get_mut(g).expect("group").push(w.to_string());
+            }
+        }
+    }
+    groups
+}
+
+fn expand(
+    groups: &std::collections::HashMap<String, Vec<String>>,
+    name: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    match groups.get(name) {
+        Some(members) => members.iter().for_each(|m| expand(groups, m, out)),
+        None if name.starts_with('@') => panic!("unknown system call group {name}"),
+        None => {
+            out.insert(name.to_string());
+        }
+    }
+}
+
+/// The system calls `SystemCallFilter=` lines allow, systemd's way: the first line without `~`
+/// is the allow list, later plain lines add to it, `~` lines take away.
+fn allowed_syscalls(text: &str) -> std::collections::BTreeSet<String> {
+    let groups = syscall_groups();
+    let d = directives(text);
+    let mut allowed = std::collections::BTreeSet::new();
+    for v in values(&d, "Service", "SystemCallFilter") {
+        let (deny, list) = match v.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, v.as_str()),
+        };
+        let mut set = std::collections::BTreeSet::new();
+        list.split_whitespace()
+            .for_each(|w| expand(&groups, w, &mut set));
+        if deny {
+            allowed.retain(|s| !set.contains(s));
+        } else {
+            allowed.extend(set);
+        }
+    }
+    allowed
+}
+
+#[test]
+fn system_call_filter_allows_the_start_up_calls() {
+    if !have_systemd_analyze() {
+        eprintln!("SKIPPED: systemd-analyze is not installed (Debian package `systemd`)");
+        return;
+    }
+    let text = unit_text();
+    let allowed = allowed_syscalls(&text);
+    // reclaim_safety (mlockall, prctl PR_SET_IO_FLUSHER), the ring (mmap, uio reads),
+    // netlink and sockets, backing files.
+    for s in [
+        "mlockall",
+        "prctl",
+        "mmap",
+        "munmap",
+        "read",
+        "write",
+        "pread64",
+        "pwrite64",
+        "fdatasync",
+        "fallocate",
+        "socket",
+        "bind",
+        "listen",
+        "accept4",
+        "sendmsg",
+        "recvmsg",
+        "epoll_wait",
+        "eventfd2",
+        "signalfd4",
+        "clone3",
+        "futex",
+    ] {
+        assert!(allowed.contains(s), "SystemCallFilter refuses {s}");
+    }
+    // The model is not vacuous: a filter without @memlock refuses mlockall.
+    let strict = text.replace(
+        "SystemCallFilter=~@privileged @resources",
+        "SystemCallFilter=~@privileged @resources @memlock",
+    );
+    assert_ne!(strict, text);
+    assert!(!allowed_syscalls(&strict).contains("mlockall"));
+}
