@@ -1,7 +1,7 @@
 #!/bin/bash
 # A throwaway single-node Ceph cluster (one mon, one memstore OSD, no mgr) on 127.0.0.1, all
-# of its state under DIR. Facts this relies on: ../../../shared/HARNESS.md §3 (kept in
-# docs: tests/ceph/README.md).
+# of its state under DIR. Facts this relies on: docs/test-services.md §3 (and
+# tests/ceph/README.md).
 #
 #   tests/ceph/cluster.sh up DIR     start; prints the conf path; DIR/ceph.conf, DIR/env
 #   tests/ceph/cluster.sh down DIR   stop the daemons by PID and wait until they are gone

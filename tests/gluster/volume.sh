@@ -9,7 +9,7 @@
 #   tests/gluster/volume.sh cli DIR ARGS...   run the gluster CLI against this glusterd
 #   tests/gluster/volume.sh brick-pid DIR     the brick process's PID
 #
-# Facts it relies on (docs: ../../shared/HARNESS.md §2): the CLI refuses 127.0.0.1 and
+# Facts it relies on (docs/test-services.md §2): the CLI refuses 127.0.0.1 and
 # localhost as a brick host, but LOCALHOST (resolution is case-insensitive) resolves to
 # 127.0.0.1 through /etc/hosts; a brick on the root filesystem needs `force`; glusterd does
 # not stop its bricks when it exits; it still creates /var/run/gluster/<hash>.socket and

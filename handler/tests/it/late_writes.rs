@@ -1,5 +1,5 @@
 //! Retry safety of writes completed at their deadline. Such a write was answered with a
-//! retryable status but may still land (Ceph's timed-out writes did, HARNESS §3; so did
+//! retryable status but may still land (Ceph's timed-out writes did, docs/test-services.md §3; so did
 //! gluster's ENOTCONN ones). The initiator then retries it and goes on writing; the late write
 //! must never land on top of anything newer. The handler fences the blocks of an expired
 //! write until the backend returns it, and never runs a command that expired before it reached

@@ -106,7 +106,7 @@ pub fn get(
         ));
     }
     // Write-behind would acknowledge writes the bricks have not seen, and lose them if the
-    // connection fails before it flushes (HARNESS.md §2). The backend opens its file
+    // connection fails before it flushes (docs/test-services.md §2). The backend opens its file
     // O_DIRECT; with strict-O_DIRECT, write-behind passes such writes straight through.
     xlator_options.push((
         "*-write-behind".to_string(),
