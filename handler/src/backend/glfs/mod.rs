@@ -10,8 +10,9 @@
 //! The backend tier ([`Backend::op_timeout`]) is the client's ping-timeout: the volume's
 //! `network.ping-timeout` read from the volfile glusterd hands out, or the cfgstring's
 //! `ping_timeout=`, which is then also set on this connection. A brick that stops answering
-//! fails the operations in flight with ENOTCONN after one to two ping-timeouts (docs/test-services.md
-//! §2), and later ones at once until it answers again; gfapi reconnects by itself.
+//! fails the operations in flight with ENOTCONN after one to two ping-timeouts
+//! (docs/test-services.md §2), and later ones at once until it answers again; gfapi
+//! reconnects by itself.
 
 pub mod backend;
 pub mod cfg;
