@@ -302,13 +302,15 @@ netlink_unblock() {
 }
 
 # ---------------------------------------------------------------- tcm_loop LUN
-# loop_lun_create [-H hba] NAME: export user_HBA/NAME as LUN 0 of a new tcm_loop target and
+# loop_lun_create [-H hba | -B BACKSTORE_DIR] NAME: export user_HBA/NAME (or any backstore
+# directory under $CFS/core, such as fileio_0/NAME) as LUN 0 of a new tcm_loop target and
 # print its /dev/sdX. The handler must already serve the device (the symlink sends INQUIRY).
 loop_lun_create() {
-    _hba=0
+    _hba=0 _bs=""
     [ "$1" = -H ] && { _hba=$2; shift 2; }
+    [ "$1" = -B ] && { _bs=$2; shift 2; }
     _name=$1
-    _bs=$CFS/core/user_$_hba/$_name
+    [ -n "$_bs" ] || _bs=$CFS/core/user_$_hba/$_name
     [ -d "$_bs" ] || die "no backstore $_bs"
     _wwn=naa.5001405$(_hex9)
     _tpg=$CFS/loopback/$_wwn/tpgt_1
