@@ -1,7 +1,7 @@
 #!/bin/bash
 # The whole test suite: set-up, formatting, lints, unit/property/integration tests, a short
-# fuzz run, a benchmark smoke run, and the end-to-end scenarios against the real Linux 6.1
-# target_core_user in a qemu VM. Runs every stage even after a failure, then prints one
+# fuzz run, a benchmark smoke run, the end-to-end scenarios against the real Linux 6.1
+# target_core_user in a qemu VM, and the side-by-side benchmark's quick mode there. Runs every stage even after a failure, then prints one
 # summary line and exits non-zero if anything failed.
 #
 # Usage: scripts/test.sh            (as root on Debian 12; CI runs exactly this)
@@ -82,6 +82,12 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
         passed=$((passed + vp))
         failed=$((failed + vf))
         if [ "$vm_rc" != 0 ] && [ "$vf" = 0 ]; then failed=$((failed + 1)); fi
+        # The benchmark of record in its quick mode (bench/vm/compare.sh): tcmu-warden,
+        # tcmu-runner and the kernel's fileio each serve fio in their own boot, and the scale
+        # run adds 16 LUNs per daemon. Fails when a target fails to serve, never on ratios.
+        stage bench-compare bench/vm/compare.sh --quick --warden target/release/tcmu-warden &&
+            passed=$((passed + 1)) || failed=$((failed + 1))
+        grep -E '^ratio|^compare: (FAILED|wrote)' "$log/bench-compare.log" || true
         # SCSI conformance: libiscsi's iscsi-test-cu over LIO's iSCSI target, tcmu-warden
         # against the kernel's fileio backstore in the same boot (tests/conformance/run.sh).
         stage conformance tests/conformance/run.sh target/release/tcmu-warden &&

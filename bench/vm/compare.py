@@ -134,7 +134,7 @@ def boot_estimate_s(p, target, with_jobs, scale):
     n = boot_jobs(p, target, with_jobs)
     per_job = (p["runtime_ms"] + p["ramp_ms"]) / 1000 + 4.0       # fio start-up and parsing under TCG
     s = 20 + n * per_job + (len(p["configs"]) * 8 + p["size_mb"] / 100 if with_jobs else 0)
-    return int(s + (max(scale) * 0.4 + 15 if scale else 0))
+    return int(s + (max(scale) * 1.0 + 30 if scale else 0))   # ~0.4 s per LUN added and removed, loaded host
 
 
 def runner_extra_root(runner, tmpdir):
@@ -411,7 +411,6 @@ def rerender(path):
     doc = json.load(open(path))
     for r in doc["results"]:
         derive(r)
-    doc["started_utc"] = doc.get("started_utc")
     return finish(doc)
 
 
