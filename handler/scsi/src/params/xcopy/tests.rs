@@ -210,7 +210,10 @@ fn operating_parameters_report_the_limits_the_parser_enforces() {
     assert_eq!(&out[0..4], &[0, 0, 0, 42]);
     assert_eq!(out[4] & 1, 1, "SNLID");
     assert_eq!(u16::from_be_bytes([out[8], out[9]]) as usize, MAX_CSCDS);
-    assert_eq!(u16::from_be_bytes([out[10], out[11]]) as usize, MAX_SEGMENTS);
+    assert_eq!(
+        u16::from_be_bytes([out[10], out[11]]) as usize,
+        MAX_SEGMENTS
+    );
     assert_eq!(
         u32::from_be_bytes([out[12], out[13], out[14], out[15]]),
         MAX_DESCRIPTOR_LIST_LEN
@@ -219,7 +222,10 @@ fn operating_parameters_report_the_limits_the_parser_enforces() {
         u32::from_be_bytes([out[16], out[17], out[18], out[19]]),
         65535 * 512
     );
-    assert_eq!(&out[43..46], &[2, SEGMENT_BLOCK_TO_BLOCK, CSCD_IDENTIFICATION]);
+    assert_eq!(
+        &out[43..46],
+        &[2, SEGMENT_BLOCK_TO_BLOCK, CSCD_IDENTIFICATION]
+    );
 }
 
 #[test]
