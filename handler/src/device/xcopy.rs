@@ -9,8 +9,8 @@
 //!
 //! A segment is copied in chunks of the worker's scratch buffer: read from the source's
 //! backend, written to the destination's. Between chunks the copy checks the command's abort
-//! flag, which a task abort and the device's deadline both raise, and stops with TASK
-//! ABORTED. It never holds the device thread: other commands keep flowing while it runs.
+//! flag, which a task abort raises, and the device thread when it completes the command at its
+//! deadline, and stops with TASK ABORTED. It never holds the device thread: other commands keep flowing while it runs.
 
 use super::context::{Ctx, Outcome};
 use super::exec::WorkerState;
