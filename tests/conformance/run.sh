@@ -2,9 +2,10 @@
 # The conformance stage: boot the VM scenario tests/vm/scenarios/conformance.sh (libiscsi's
 # iscsi-test-cu against the kernel's fileio backstore and against tcmu-warden's user:file
 # LUNs at hw_max_sectors 128 and 1024, over LIO's iSCSI target), then compare per test.
-# Prints a per-suite table (pass/fail/skip per backstore), the totals and every test whose
-# verdict differs; fails when a test passes on fileio and does not pass on a tcmu-warden
-# run, unless tests/conformance/allowlist names it (SUITE.TEST and a one-line reason).
+# Prints a per-suite table (pass/fail/skip per backstore; "-" for a suite a run did not run),
+# the totals and every test whose verdict differs; fails when a test passes on fileio and
+# does not pass on a tcmu-warden run, unless tests/conformance/allowlist names it (SUITE.TEST
+# and a one-line reason).
 #
 # usage: tests/conformance/run.sh BINARY [RESULTS_TXT]
 #   BINARY       tcmu-warden to test (a release build: the suites are long under TCG)
@@ -53,7 +54,7 @@ status=0
         if (!(run in seen_run)) { seen_run[run] = 1; runs[++nr] = run }
         if (!($3 in seen_suite)) { seen_suite[$3] = 1; suites[++ns] = $3 }
         if (!(t in seen_test)) { seen_test[t] = 1; tests[++nt] = t }
-        verdict[run, t] = v
+        verdict[run, t] = v; ran[run, $3] = 1; suite_of[t] = $3
         count[run, $3, v]++; total[run, v]++
     }
     END {
@@ -65,6 +66,7 @@ status=0
             for (i = 1; i <= nr; i++) {
                 r = runs[i]
                 cell = sprintf("%d/%d/%d", count[r, suites[s], "PASS"], count[r, suites[s], "FAIL"], count[r, suites[s], "SKIP"])
+                if (!((r, suites[s]) in ran)) cell = "-"
                 if ((r " " suites[s]) in broken) cell = cell " " broken[r " " suites[s]]
                 printf " %16s", cell
             }
@@ -77,8 +79,9 @@ status=0
         for (k = 1; k <= nt; k++) {
             t = tests[k]; line = ""; same = 1; first = ""
             for (i = 1; i <= nr; i++) {
-                v = ((runs[i], t) in verdict) ? verdict[runs[i], t] : "MISSING"
-                if (i == 1) first = v; else if (v != first) same = 0
+                v = ((runs[i], t) in verdict) ? verdict[runs[i], t] : (((runs[i], suite_of[t]) in ran) ? "MISSING" : "-")
+                if (v == "-") continue
+                if (first == "") first = v; else if (v != first) same = 0
                 line = line sprintf(" %s=%s", runs[i], v)
             }
             if (same) continue
@@ -88,8 +91,8 @@ status=0
                 for (i = 1; i <= nr; i++) {
                     r = runs[i]
                     if (r == "fileio") continue
-                    v = ((r, t) in verdict) ? verdict[r, t] : "MISSING"
-                    if (v != "PASS" && v != "SKIP") mark = (t in allowed) ? "  (allowlisted)" : "  REGRESSION"
+                    v = ((r, t) in verdict) ? verdict[r, t] : (((r, suite_of[t]) in ran) ? "MISSING" : "-")
+                    if (v != "PASS" && v != "SKIP" && v != "-") mark = (t in allowed) ? "  (allowlisted)" : "  REGRESSION"
                 }
             }
             if (mark == "  REGRESSION") bad++

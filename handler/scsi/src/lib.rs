@@ -12,6 +12,7 @@ pub mod cdb;
 pub mod emulate;
 pub mod errno_class;
 pub mod error;
+pub mod lba_status;
 pub mod lun;
 pub mod modepage;
 pub mod opcodes;

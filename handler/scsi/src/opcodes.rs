@@ -42,6 +42,10 @@ pub const MODE_SELECT_10: u8 = 0x55;
 pub const MODE_SENSE_10: u8 = 0x5A;
 /// Variable-length CDB (not supported: decoded as invalid opcode).
 pub const VARIABLE_LENGTH: u8 = 0x7F;
+/// EXTENDED COPY (LID1 is service action 00h; see [`XCOPY_LID1`]).
+pub const EXTENDED_COPY: u8 = 0x83;
+/// RECEIVE COPY RESULTS; see [`RCR_COPY_STATUS`], [`RCR_OPERATING_PARAMETERS`].
+pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
 /// READ(16).
 pub const READ_16: u8 = 0x88;
 /// COMPARE AND WRITE.
@@ -69,6 +73,14 @@ pub const WRITE_12: u8 = 0xAA;
 
 /// SERVICE ACTION IN(16) service action: READ CAPACITY(16).
 pub const SAI_READ_CAPACITY_16: u16 = 0x10;
+/// SERVICE ACTION IN(16) service action: GET LBA STATUS.
+pub const SAI_GET_LBA_STATUS: u16 = 0x12;
+/// EXTENDED COPY service action: LID1 (the only one supported).
+pub const XCOPY_LID1: u16 = 0x00;
+/// RECEIVE COPY RESULTS service action: COPY STATUS.
+pub const RCR_COPY_STATUS: u16 = 0x00;
+/// RECEIVE COPY RESULTS service action: OPERATING PARAMETERS.
+pub const RCR_OPERATING_PARAMETERS: u16 = 0x03;
 /// MAINTENANCE IN service action: REPORT TARGET PORT GROUPS.
 pub const MI_REPORT_TARGET_PORT_GROUPS: u16 = 0x0A;
 /// MAINTENANCE IN service action: REPORT SUPPORTED OPERATION CODES.
@@ -178,6 +190,72 @@ pub const SUPPORTED: &[OpInfo] = &[
     op(
         MODE_SENSE_10,
         &[MODE_SENSE_10, 0x18, FF, FF, 0, 0, 0, FF, FF, CTL],
+    ),
+    op_sa(
+        EXTENDED_COPY,
+        XCOPY_LID1,
+        &[
+            EXTENDED_COPY,
+            0x00,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            CTL,
+        ],
+    ),
+    op_sa(
+        RECEIVE_COPY_RESULTS,
+        RCR_COPY_STATUS,
+        &[
+            RECEIVE_COPY_RESULTS,
+            0x00,
+            FF,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            CTL,
+        ],
+    ),
+    op_sa(
+        RECEIVE_COPY_RESULTS,
+        RCR_OPERATING_PARAMETERS,
+        &[
+            RECEIVE_COPY_RESULTS,
+            0x03,
+            FF,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            CTL,
+        ],
     ),
     op(
         READ_16,
@@ -306,6 +384,28 @@ pub const SUPPORTED: &[OpInfo] = &[
             CTL,
         ],
     ),
+    op_sa(
+        SERVICE_ACTION_IN_16,
+        SAI_GET_LBA_STATUS,
+        &[
+            SERVICE_ACTION_IN_16,
+            0x12,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            CTL,
+        ],
+    ),
     OpInfo {
         needs: Needs::Alua,
         ..op_sa(
@@ -357,7 +457,10 @@ pub const SUPPORTED: &[OpInfo] = &[
 
 /// True if `opcode` is one of ours that has service actions.
 pub fn has_service_actions(opcode: u8) -> bool {
-    matches!(opcode, SERVICE_ACTION_IN_16 | MAINTENANCE_IN)
+    matches!(
+        opcode,
+        EXTENDED_COPY | RECEIVE_COPY_RESULTS | SERVICE_ACTION_IN_16 | MAINTENANCE_IN
+    )
 }
 
 /// Look up a command in [`SUPPORTED`]. `service_action` is ignored for

@@ -128,6 +128,40 @@ impl Sense {
         Sense::new(key::ILLEGAL_REQUEST, 0x1A, 0x00)
     }
 
+    /// 05/26/06 TOO MANY TARGET DESCRIPTORS (EXTENDED COPY: more CSCD
+    /// descriptors than the copy manager takes).
+    pub const fn too_many_target_descriptors() -> Sense {
+        Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x06)
+    }
+
+    /// 05/26/07 UNSUPPORTED TARGET DESCRIPTOR TYPE CODE.
+    pub const fn unsupported_target_descriptor() -> Sense {
+        Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x07)
+    }
+
+    /// 05/26/08 TOO MANY SEGMENT DESCRIPTORS.
+    pub const fn too_many_segment_descriptors() -> Sense {
+        Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x08)
+    }
+
+    /// 05/26/09 UNSUPPORTED SEGMENT DESCRIPTOR TYPE CODE.
+    pub const fn unsupported_segment_descriptor() -> Sense {
+        Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x09)
+    }
+
+    /// 05/00/16 OPERATION IN PROGRESS (an EXTENDED COPY whose list
+    /// identifier names a copy still running).
+    pub const fn operation_in_progress() -> Sense {
+        Sense::new(key::ILLEGAL_REQUEST, 0x00, 0x16)
+    }
+
+    /// 0A/0D/02 COPY ABORTED, COPY TARGET DEVICE NOT REACHABLE: a copy
+    /// source or destination this copy manager cannot reach (or, as LIO
+    /// answers, cannot use: a segment past its capacity).
+    pub const fn copy_target_not_reachable() -> Sense {
+        Sense::new(key::COPY_ABORTED, 0x0D, 0x02)
+    }
+
     /// 05/21/00 LOGICAL BLOCK ADDRESS OUT OF RANGE.
     pub const fn lba_out_of_range() -> Sense {
         Sense::new(key::ILLEGAL_REQUEST, 0x21, 0x00)

@@ -73,6 +73,17 @@ pub trait Backend: Send + Sync + 'static {
     fn submit_returns_at_once(&self) -> bool {
         false
     }
+    /// Provisioning of the store from byte `off`: whether the bytes there are allocated
+    /// (`true`) or a hole that reads as zeros (`false`), and how many bytes from `off`, at
+    /// most `len`, share that state (at least 1 when `len` is not 0). For GET LBA STATUS;
+    /// it may block briefly (a file's `SEEK_DATA`), so only workers call it. The default
+    /// reports everything allocated, which is always a correct answer (SBC-4: mapped).
+    ///
+    /// # Errors
+    /// The errno the store answered with.
+    fn allocation(&self, _off: u64, len: u64) -> Result<(bool, u64), Errno> {
+        Ok((true, len))
+    }
     /// Start one operation. The backend completes `io` exactly once, from any thread.
     fn submit(&self, io: Io);
     /// The backend tier: how long the backend's own library waits for one operation before

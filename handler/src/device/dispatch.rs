@@ -87,7 +87,10 @@ pub fn is_data_command(c: &Cdb) -> bool {
             | Cdb::Unmap { .. }
             | Cdb::WriteSame { .. }
             | Cdb::CompareAndWrite { .. }
-    )
+            | Cdb::ExtendedCopy { .. }
+            | Cdb::GetLbaStatus { .. }
+    ) || matches!(c, Cdb::ReceiveCopyResults { service_action, .. }
+        if u16::from(*service_action) == tcmu_scsi::opcodes::RCR_COPY_STATUS)
 }
 
 /// Decide a decoded command (after any UNIT ATTENTION was reported). May rewrite `c`: a WRITE
@@ -138,7 +141,8 @@ pub fn check_data_command(c: &mut Cdb, f: &Facts<'_>) -> Decision {
         Cdb::Read(_) if have == 0 => Decision::Done(Outcome::GOOD),
         Cdb::Verify { blocks: 0, .. }
         | Cdb::CompareAndWrite { blocks: 0, .. }
-        | Cdb::Unmap { param_len: 0, .. } => Decision::Done(Outcome::GOOD),
+        | Cdb::Unmap { param_len: 0, .. }
+        | Cdb::ExtendedCopy { param_len: 0 } => Decision::Done(Outcome::GOOD),
         Cdb::WriteSame { lba, blocks, .. } if *blocks == 0 => {
             // WSNZ=0: zero blocks means "to the end of the medium", within the limit.
             let rest = lun.num_blocks.saturating_sub(*lba);

@@ -79,6 +79,10 @@ pub fn run(job: Job, w: &mut WorkerState) {
             let b = link.backend();
             b.submit(ctx.into_io(IoOp::Flush, 0, 0, link));
         }
+        Cdb::ExtendedCopy { .. } | Cdb::ReceiveCopyResults { .. } => {
+            super::xcopy::run(ctx, link, w);
+        }
+        Cdb::GetLbaStatus { .. } => super::lba_status::run(ctx, link),
         cdb => {
             if link.accounting {
                 ctx.stamps.submit = Some(std::time::Instant::now());

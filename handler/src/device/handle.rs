@@ -212,6 +212,8 @@ pub fn spawn(
     link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
     link.caw = super::caw_retry::CawRetry::new(total);
     let link = Arc::new(link);
+    // A copy source or destination for EXTENDED COPY received by any LUN.
+    super::xcopy::register(&link);
     let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
     // The counters status and the endpoint share: the device's series, or detached ones.
     let metrics = cfg

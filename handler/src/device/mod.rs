@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod exec;
 pub mod handle;
 pub mod health;
+pub mod lba_status;
 pub mod link;
 pub mod outliers;
 pub mod range_lock;
@@ -31,6 +32,7 @@ pub mod stats;
 mod thread;
 pub mod warm;
 pub mod workers;
+pub mod xcopy;
 
 pub use handle::{
     spawn, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf, ALUA_REFRESH,

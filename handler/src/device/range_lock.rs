@@ -103,6 +103,8 @@ pub fn range_of(cdb: &Cdb) -> Option<(u64, u64, bool)> {
         // Its ranges are in the parameter list; hold the whole LUN shared (it only waits for
         // a COMPARE AND WRITE in flight).
         Cdb::Unmap { .. } => Some((0, u64::MAX, false)),
+        // Likewise EXTENDED COPY on the LUN that received it (`device::xcopy`).
+        Cdb::ExtendedCopy { .. } => Some((0, u64::MAX, false)),
         Cdb::CompareAndWrite { lba, blocks, .. } => Some((lba, u64::from(blocks), true)),
         _ => None,
     }

@@ -23,3 +23,4 @@ mod reconfig;
 mod scsi_ring;
 mod systemd_unit;
 mod tmr;
+mod xcopy;

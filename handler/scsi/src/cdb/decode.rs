@@ -202,6 +202,24 @@ pub fn decode(c: &[u8]) -> Result<Cdb, Sense> {
             op::SAI_READ_CAPACITY_16 => Cdb::ReadCapacity16 {
                 alloc_len: be32(c, 10),
             },
+            op::SAI_GET_LBA_STATUS => Cdb::GetLbaStatus {
+                lba: be64(c, 2),
+                alloc_len: be32(c, 10),
+            },
+            _ => return Err(bad(1, 4)),
+        },
+        op::EXTENDED_COPY => match u16::from(b1 & 0x1F) {
+            op::XCOPY_LID1 => Cdb::ExtendedCopy {
+                param_len: be32(c, 10),
+            },
+            _ => return Err(bad(1, 4)), // LID4 and the other copy service actions
+        },
+        op::RECEIVE_COPY_RESULTS => match u16::from(b1 & 0x1F) {
+            sa @ (op::RCR_COPY_STATUS | op::RCR_OPERATING_PARAMETERS) => Cdb::ReceiveCopyResults {
+                service_action: u8::try_from(sa).unwrap_or(0),
+                list_id: u8_at(c, 2),
+                alloc_len: be32(c, 10),
+            },
             _ => return Err(bad(1, 4)),
         },
         op::MAINTENANCE_IN => match u16::from(b1 & 0x1F) {

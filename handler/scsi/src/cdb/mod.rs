@@ -174,6 +174,29 @@ pub enum Cdb {
         /// LONGLIST bit.
         longlist: bool,
     },
+    /// EXTENDED COPY(LID1); the parameter list is parsed by
+    /// [`crate::params::xcopy::parse_extended_copy`].
+    ExtendedCopy {
+        /// PARAMETER LIST LENGTH.
+        param_len: u32,
+    },
+    /// RECEIVE COPY RESULTS with a supported service action.
+    ReceiveCopyResults {
+        /// SERVICE ACTION ([`crate::opcodes::RCR_COPY_STATUS`] or
+        /// [`crate::opcodes::RCR_OPERATING_PARAMETERS`]).
+        service_action: u8,
+        /// LIST IDENTIFIER.
+        list_id: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
+    /// GET LBA STATUS (SERVICE ACTION IN(16) / 0x12).
+    GetLbaStatus {
+        /// STARTING LOGICAL BLOCK ADDRESS.
+        lba: u64,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// PREVENT ALLOW MEDIUM REMOVAL (accepted, no effect).
     PreventAllowMediumRemoval {
         /// PREVENT field.
@@ -204,6 +227,7 @@ pub fn data_out_len(cdb: &Cdb, block_size: u32) -> u64 {
         Cdb::WriteSame { ndob: true, .. } => 0,
         Cdb::WriteSame { .. } => bs,
         Cdb::Unmap { param_len, .. } | Cdb::ModeSelect { param_len, .. } => u64::from(param_len),
+        Cdb::ExtendedCopy { param_len } => u64::from(param_len),
         Cdb::Verify {
             bytchk: 1, blocks, ..
         } => u64::from(blocks) * bs,
@@ -222,7 +246,9 @@ pub fn data_in_len(cdb: &Cdb, block_size: u32) -> u64 {
         Cdb::ReadCapacity10 => 8,
         Cdb::ReadCapacity16 { alloc_len }
         | Cdb::ReportSupportedOpcodes { alloc_len, .. }
-        | Cdb::ReportTargetPortGroups { alloc_len, .. } => u64::from(alloc_len),
+        | Cdb::ReportTargetPortGroups { alloc_len, .. }
+        | Cdb::ReceiveCopyResults { alloc_len, .. }
+        | Cdb::GetLbaStatus { alloc_len, .. } => u64::from(alloc_len),
         _ => 0,
     }
 }

@@ -446,3 +446,44 @@ fn data_lengths() {
     };
     assert_eq!((data_in_len(&v, 512), data_out_len(&v, 512)), (0, 0));
 }
+
+#[test]
+fn extended_copy_receive_copy_results_and_get_lba_status_decode() {
+    let mut c = [0u8; 16];
+    c[0] = 0x83;
+    c[10..14].copy_from_slice(&1000u32.to_be_bytes());
+    assert_eq!(decode(&c), Ok(Cdb::ExtendedCopy { param_len: 1000 }));
+    assert_eq!(data_out_len(&Cdb::ExtendedCopy { param_len: 1000 }, 512), 1000);
+    // LID4 (01h) and the other copy service actions are refused at the field.
+    c[1] = 0x01;
+    assert_eq!(field(decode(&c).unwrap_err()), Some((1, Some(4))));
+
+    let mut c = [0u8; 16];
+    c[0] = 0x84;
+    c[1] = 0x03;
+    c[2] = 9;
+    c[10..14].copy_from_slice(&64u32.to_be_bytes());
+    let rcr = Cdb::ReceiveCopyResults {
+        service_action: 3,
+        list_id: 9,
+        alloc_len: 64,
+    };
+    assert_eq!(decode(&c), Ok(rcr));
+    assert_eq!(data_in_len(&rcr, 512), 64);
+    for sa in [0x01u8, 0x04, 0x05] {
+        c[1] = sa;
+        assert_eq!(field(decode(&c).unwrap_err()), Some((1, Some(4))), "{sa}");
+    }
+
+    let mut c = [0u8; 16];
+    c[0] = 0x9E;
+    c[1] = 0x12;
+    c[2..10].copy_from_slice(&77u64.to_be_bytes());
+    c[10..14].copy_from_slice(&24u32.to_be_bytes());
+    let g = Cdb::GetLbaStatus {
+        lba: 77,
+        alloc_len: 24,
+    };
+    assert_eq!(decode(&c), Ok(g));
+    assert_eq!(data_in_len(&g, 512), 24);
+}

@@ -13,11 +13,13 @@ use crate::sense::Sense;
 pub use vpd::SUPPORTED_VPD_PAGES;
 
 /// Answer an emulated command: TEST UNIT READY, REQUEST SENSE, INQUIRY
-/// (standard data and VPD pages 0x00, 0x80, 0x83, 0x86, 0xB0, 0xB1, 0xB2),
+/// (standard data and VPD pages 0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1, 0xB2),
 /// READ CAPACITY(10/16), MODE SENSE(6/10) (caching, control, all pages),
 /// REPORT SUPPORTED OPERATION CODES, REPORT TARGET PORT GROUPS (when the LUN
 /// has ALUA groups), START STOP UNIT, FORMAT UNIT (without
-/// a parameter list) and PREVENT ALLOW MEDIUM REMOVAL.
+/// a parameter list), PREVENT ALLOW MEDIUM REMOVAL and RECEIVE COPY RESULTS
+/// (OPERATING PARAMETERS; COPY STATUS needs the copy manager's state and is
+/// answered by the handler).
 ///
 /// `out` is zeroed, then the response is written into it (truncated to its
 /// length). Returns the full length of the response, which may exceed
@@ -73,6 +75,15 @@ pub fn respond(cdb: &Cdb, lun: &LunInfo, out: &mut [u8]) -> Result<usize, Sense>
             // No target port groups known: the service action is refused as before.
             None => Err(Sense::invalid_field_in_cdb(1, Some(4))),
         },
+        // LIST IDENTIFIER is reserved for OPERATING PARAMETERS: ignored.
+        Cdb::ReceiveCopyResults { service_action, .. }
+            if u16::from(service_action) == crate::opcodes::RCR_OPERATING_PARAMETERS =>
+        {
+            Ok(crate::params::xcopy::operating_parameters(
+                lun.block_size,
+                out,
+            ))
+        }
         _ => Err(Sense::invalid_opcode()),
     }
 }

@@ -5,7 +5,7 @@ use crate::lun::LunInfo;
 use crate::sense::Sense;
 
 /// The VPD pages we answer, in ascending order (VPD page 0x00 lists them).
-pub const SUPPORTED_VPD_PAGES: [u8; 7] = [0x00, 0x80, 0x83, 0x86, 0xB0, 0xB1, 0xB2];
+pub const SUPPORTED_VPD_PAGES: [u8; 8] = [0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1, 0xB2];
 
 /// Longest unit serial number we report (VPD 0x80 / T10 designator).
 const MAX_SERIAL: usize = 200;
@@ -17,6 +17,7 @@ pub fn respond(page: u8, lun: &LunInfo, out: &mut [u8]) -> Result<usize, Sense> 
         0x80 => unit_serial(lun, out),
         0x83 => device_identification(lun, out),
         0x86 => extended_inquiry(lun, out),
+        0x8F => third_party_copy(lun, out),
         0xB0 => block_limits(lun, out),
         0xB1 => block_device_characteristics(lun, out),
         0xB2 => logical_block_provisioning(lun, out),
@@ -139,4 +140,56 @@ fn logical_block_provisioning(lun: &LunInfo, out: &mut [u8]) -> usize {
         put(out, 6, 0x02);
     }
     4
+}
+
+/// Third-party Copy (SPC-4 7.8.17): the copy manager's descriptors, each padded to a
+/// multiple of 4 bytes: Supported Commands (EXTENDED COPY LID1; RECEIVE COPY RESULTS COPY
+/// STATUS and OPERATING PARAMETERS), Parameter Data (the CSCD, segment and list limits),
+/// Supported Descriptors (02h block to block, E4h identification) and General Copy
+/// Operations. The limits are those of [`crate::params::xcopy`].
+fn third_party_copy(lun: &LunInfo, out: &mut [u8]) -> usize {
+    use crate::opcodes as op;
+    use crate::params::xcopy;
+    let mut pos = 4usize;
+    // Supported Commands (0001h): opcode, service action count, service actions.
+    let commands: [u8; 7] = [
+        op::EXTENDED_COPY,
+        1,
+        op::XCOPY_LID1 as u8,
+        op::RECEIVE_COPY_RESULTS,
+        2,
+        op::RCR_COPY_STATUS as u8,
+        op::RCR_OPERATING_PARAMETERS as u8,
+    ];
+    let body = (1 + commands.len()).next_multiple_of(4);
+    put16(out, pos, 0x0001);
+    put16(out, pos + 2, sat16(body));
+    put(out, pos + 4, commands.len() as u8);
+    put_slice(out, pos + 5, &commands);
+    pos += 4 + body;
+    // Parameter Data (0004h), 1Ch bytes.
+    put16(out, pos, 0x0004);
+    put16(out, pos + 2, 0x1C);
+    put16(out, pos + 8, xcopy::MAX_CSCDS as u16);
+    put16(out, pos + 10, xcopy::MAX_SEGMENTS as u16);
+    put32(out, pos + 12, xcopy::MAX_DESCRIPTOR_LIST_LEN);
+    pos += 4 + 0x1C;
+    // Supported Descriptors (0008h): the segment descriptor type codes.
+    let descriptors = [xcopy::SEGMENT_BLOCK_TO_BLOCK];
+    let body = (1 + descriptors.len()).next_multiple_of(4);
+    put16(out, pos, 0x0008);
+    put16(out, pos + 2, sat16(body));
+    put(out, pos + 4, descriptors.len() as u8);
+    put_slice(out, pos + 5, &descriptors);
+    pos += 4 + body;
+    // General Copy Operations (8001h), 20h bytes.
+    put16(out, pos, 0x8001);
+    put16(out, pos + 2, 0x20);
+    put32(out, pos + 4, 1); // TOTAL CONCURRENT COPIES
+    put32(out, pos + 8, 1); // MAXIMUM IDENTIFIED CONCURRENT COPIES
+    put32(out, pos + 12, xcopy::max_segment_bytes(lun.block_size));
+    put(out, pos + 16, 9); // DATA SEGMENT GRANULARITY (log 2)
+    put(out, pos + 17, 9); // INLINE DATA GRANULARITY (log 2)
+    pos += 4 + 0x20;
+    pos - 4
 }

@@ -22,6 +22,8 @@ impl LunInfo {
     ///   `caps.write_zeroes` is set is still allowed (the caller can write
     ///   zeroes by hand).
     ///
+    /// * GET LBA STATUS starting past the last LBA: LBA OUT OF RANGE.
+    ///
     /// Note "to the end" forms (SYNCHRONIZE CACHE / WRITE SAME with 0 blocks)
     /// only need `lba <= num_blocks`.
     pub fn validate(&self, cdb: &Cdb) -> Result<(), Sense> {
@@ -52,6 +54,10 @@ impl LunInfo {
                 Ok(())
             }
             Cdb::Unmap { .. } if !self.caps.unmap => Err(Sense::invalid_opcode()),
+            // SBC-4 GET LBA STATUS: a starting LBA past the last one is out of range.
+            Cdb::GetLbaStatus { lba, .. } if lba >= self.num_blocks => {
+                Err(Sense::lba_out_of_range())
+            }
             _ => Ok(()),
         }
     }
