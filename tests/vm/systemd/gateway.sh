@@ -13,10 +13,11 @@
 # Afterwards the host checks that the guest left no watcher and no lock on the image.
 # usage: tests/vm/systemd/gateway.sh [BINARY]   (default target/release/tcmu-warden)
 # env: GW_NET_ADDR (default 10.231.0.1) the services' address on the bridge, GW_GUEST_ADDR
-#      (default 10.231.0.10/24) the guest's
+#      (default 10.231.0.10/24) the guest's; GW_BOOTS (space-separated, default the two boots
+#      above) other boots, e.g. GW_BOOTS=install,unit,remote to try one scenario
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+repo=$(cd "$here/../../.." && pwd)
 bin=${1:-$repo/target/release/tcmu-warden}
 net=$repo/tests/net/netns.sh
 addr=${GW_NET_ADDR:-10.231.0.1}
@@ -87,8 +88,9 @@ ENV
 wait "$build" || { log "building the guest's image failed"; exit 1; }
 build=""
 rc=0
+# shellcheck disable=SC2086 # GW_BOOTS is a word list
 VM_NETNS=${TW_NETNS:-tw-net} VM_TAP=$tap VM_NET_ADDR=$guest VM_PAYLOAD_EXTRA=$work/extra \
-    "$here/run.sh" "$work/debs" install,activation,unit,journal restore,remote,iscsi,restarts,remove || rc=$?
+    "$here/run.sh" "$work/debs" ${GW_BOOTS:-install,activation,unit,journal restore,remote,iscsi,restarts,remove} || rc=$?
 
 # From the host: the image the guest served carries no watcher and no lock.
 st=$("$net" exec timeout 30 rbd "${C[@]}" status "$image" --format json)

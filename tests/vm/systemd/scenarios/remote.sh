@@ -18,7 +18,7 @@ install -m 0644 extra/ceph.conf /etc/ceph/ceph.conf
 install -m 0600 extra/keyring /etc/ceph/keyring
 result guest_addr "$(ip -4 -o addr show dev eth0 | awk '{ print $4 }')"
 wait_until 60 active || die "tcmu-warden not running"
-rbdc() { timeout 30 rbd --no-progress "$@"; }
+rbdc() { timeout 30 rbd "$@"; }
 t0=$(now)
 rbdc info "$RBD_IMAGE" >/tmp/rbdinfo 2>&1 || { cat /tmp/rbdinfo; die "the cluster does not answer (rbd info $RBD_IMAGE)"; }
 result ceph_reached_s "$(elapsed "$t0")"
