@@ -4,11 +4,12 @@
 #  - mmdebstrap builds the guest's Debian 12 root file system; e2fsprogs makes its ext4 image
 #  - qemu-utils (qemu-img) puts a per-run qcow2 overlay on the cached image
 #  - dpkg-dev (dpkg-shlibdeps) computes the package's library dependencies
+#  - iproute2 (ip netns, bridge, tuntap) makes the test network of tests/net/netns.sh
 # The kernel and qemu come from install-vm-deps.sh. Must run as root (apt-get).
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 need=""
-for pkg in mmdebstrap e2fsprogs qemu-utils dpkg-dev busybox-static cpio; do
+for pkg in mmdebstrap e2fsprogs qemu-utils dpkg-dev busybox-static cpio iproute2; do
     case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) in
         "install ok installed") ;;
         *) need="$need $pkg" ;;

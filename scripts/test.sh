@@ -43,6 +43,13 @@ stage() {
 }
 
 stage setup scripts/setup.sh || { echo "set-up failed: nothing else can run"; exit 1; }
+# The systemd guest's image (tests/vm/systemd/build-rootfs.sh: mmdebstrap, 1-1.5 min, mostly
+# downloads) is built in the background while the compile-heavy stages run; the gateway stage
+# waits for it (the same lock) and finds it cached.
+if [ "${SKIP_VM:-0}" != 1 ]; then
+    mkdir -p tests/vm/.cache
+    flock tests/vm/.cache/systemd-image.lock tests/vm/systemd/build-rootfs.sh >"$log/systemd-image.log" 2>&1 &
+fi
 stage fmt cargo fmt --all -- --check && passed=$((passed + 1)) || failed=$((failed + 1))
 stage clippy cargo clippy --workspace --all-targets --all-features -- -D warnings && passed=$((passed + 1)) || failed=$((failed + 1))
 stage doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features && passed=$((passed + 1)) || failed=$((failed + 1))
@@ -94,7 +101,8 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
             passed=$((passed + 1)) || failed=$((failed + 1))
         grep -E '^suite|^TOTAL|REGRESSION|allowlisted|^conformance:' "$log/conformance.log" || true
         # The gateway: the .deb in a Debian 12 guest with systemd as PID 1 (two boots: install,
-        # DBus activation, the unit's sandbox; restore at boot, iSCSI, restarts under load).
+        # DBus activation, the unit's sandbox; restore at boot, rbd and glfs LUNs on a Ceph
+        # cluster and a gluster volume reached over the test network, iSCSI, restarts under load).
         stage systemd-gateway tests/vm/systemd/gateway.sh target/release/tcmu-warden
         gw_rc=$?
         gp=$(grep -cE '^  [A-Za-z0-9_-]+ +PASS$' "$log/systemd-gateway.log" || true)

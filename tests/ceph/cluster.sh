@@ -1,19 +1,26 @@
 #!/bin/bash
-# A throwaway single-node Ceph cluster (one mon, one memstore OSD, no mgr) on 127.0.0.1, all
-# of its state under DIR. Facts this relies on: docs/test-services.md §3 (and
+# A throwaway single-node Ceph cluster (one mon, one memstore OSD, no mgr) on 127.0.0.1 (or
+# CEPH_ADDR), all of its state under DIR. Facts this relies on: docs/test-services.md §3 (and
 # tests/ceph/README.md).
 #
 #   tests/ceph/cluster.sh up DIR     start; prints the conf path; DIR/ceph.conf, DIR/env
 #   tests/ceph/cluster.sh down DIR   stop the daemons by PID and wait until they are gone
 #
 # Environment: CEPH_PORT_BASE (default 13300): the mon listens on BASE (v2) and BASE+1 (v1),
-# the OSD in BASE+100..BASE+199; CEPH_MEMSTORE_MB (default 3072).
+# the OSD in BASE+100..BASE+199; CEPH_MEMSTORE_MB (default 3072); CEPH_ADDR (default 127.0.0.1)
+# the address every daemon binds and the maps advertise, CEPH_NETWORK (default 127.0.0.0/8, or
+# CEPH_ADDR's /24) the public and cluster network. A cluster that qemu guests must reach runs
+# inside the test network namespace on its bridge address (tests/net/netns.sh, e.g.
+# `tests/net/netns.sh exec env CEPH_ADDR=10.231.0.1 tests/ceph/cluster.sh up DIR`); `down`
+# works from anywhere (by PID).
 set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 up|down DIR" >&2; exit 2; }
 base=${CEPH_PORT_BASE:-13300}
 T="timeout 30"
+addr=${CEPH_ADDR:-127.0.0.1}
+if [ "$addr" = 127.0.0.1 ]; then net=${CEPH_NETWORK:-127.0.0.0/8}; else net=${CEPH_NETWORK:-${addr%.*}.0/24}; fi
 
 log() { echo "cluster.sh: $*" >&2; }
 
@@ -46,11 +53,11 @@ up() {
     cat >"$conf" <<CONF
 [global]
 fsid = $fsid
-mon host = [v2:127.0.0.1:$base,v1:127.0.0.1:$((base + 1))]
-public addr = 127.0.0.1
-cluster addr = 127.0.0.1
-public network = 127.0.0.0/8
-cluster network = 127.0.0.0/8
+mon host = [v2:$addr:$base,v1:$addr:$((base + 1))]
+public addr = $addr
+cluster addr = $addr
+public network = $net
+cluster network = $net
 ms bind ipv6 = false
 ms bind port min = $((base + 100))
 ms bind port max = $((base + 199))
@@ -96,7 +103,7 @@ CONF
     ceph-authtool "$keyring" --gen-key -n client.rbdonly \
         --cap mon 'profile rbd' --cap osd 'profile rbd' >/dev/null
     monmaptool --create --fsid "$fsid" \
-        --addv a "[v2:127.0.0.1:$base,v1:127.0.0.1:$((base + 1))]" "$dir/monmap" >/dev/null
+        --addv a "[v2:$addr:$base,v1:$addr:$((base + 1))]" "$dir/monmap" >/dev/null
     ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$keyring" >/dev/null
     ceph-mon -c "$conf" -i a
     local c="ceph -c $conf --connect-timeout 10"

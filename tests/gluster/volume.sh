@@ -1,5 +1,5 @@
 #!/bin/bash
-# A throwaway one-brick gluster volume on 127.0.0.1, isolated under DIR.
+# A throwaway one-brick gluster volume on 127.0.0.1 (or GLUSTER_ADDR), isolated under DIR.
 #
 #   tests/gluster/volume.sh up DIR     start glusterd (its own volfile, state and sockets under
 #                                      DIR), create and start volume $GLUSTER_VOLUME (default
@@ -14,11 +14,18 @@
 # 127.0.0.1 through /etc/hosts; a brick on the root filesystem needs `force`; glusterd does
 # not stop its bricks when it exits; it still creates /var/run/gluster/<hash>.socket and
 # /var/lib/glusterd/{geo-replication,ss_brick}, which `down` removes if it created them.
+#
+# GLUSTER_ADDR (default 127.0.0.1): the address glusterd binds and the brick's host. A volume
+# that qemu guests must reach runs inside the test network namespace on its bridge address
+# (tests/net/netns.sh, e.g. `tests/net/netns.sh exec env GLUSTER_ADDR=10.231.0.1
+# tests/gluster/volume.sh up DIR`): the brick host is then the address itself, which guests
+# reach unchanged. `down` must run inside the namespace too (it asks glusterd to stop the volume).
 set -euo pipefail
 cmd=${1:?usage: volume.sh up|down|cli|brick-pid DIR}
 dir=${2:?usage: volume.sh up|down|cli|brick-pid DIR}
 vol=${GLUSTER_VOLUME:-warden}
 ping=${GLUSTER_PING_TIMEOUT:-5}
+addr=${GLUSTER_ADDR:-127.0.0.1}
 sock="$dir/run/glusterd.socket"
 log() { echo "gluster: $*" >&2; }
 
@@ -54,9 +61,15 @@ brick_online() {
 
 up() {
     command -v glusterd >/dev/null || { log "glusterd missing: run scripts/install-gluster-deps.sh"; exit 1; }
-    getent hosts LOCALHOST | grep -q '^127\.0\.0\.1' || {
-        log "LOCALHOST does not resolve to 127.0.0.1 (needed as the brick host)"; exit 1; }
-    if ss -ltn 2>/dev/null | grep -q '127.0.0.1:24007 \|\*:24007 \|0.0.0.0:24007 '; then
+    # The brick host: LOCALHOST on the loopback (the CLI refuses 127.0.0.1 and localhost), the
+    # address itself elsewhere.
+    local bhost=$addr
+    if [ "$addr" = 127.0.0.1 ]; then
+        bhost=LOCALHOST
+        getent hosts LOCALHOST | grep -q '^127\.0\.0\.1' || {
+            log "LOCALHOST does not resolve to 127.0.0.1 (needed as the brick host)"; exit 1; }
+    fi
+    if ss -ltn 2>/dev/null | grep -q "$addr:24007 \|\*:24007 \|0.0.0.0:24007 "; then
         log "port 24007 is busy: another glusterd runs (tests/gluster/volume.sh down <its dir>?)"
         exit 1
     fi
@@ -72,7 +85,7 @@ volume management
     option logging-directory $dir/log
     option glusterd-sockfile $sock
     option transport-type socket
-    option transport.socket.bind-address 127.0.0.1
+    option transport.socket.bind-address $addr
     option transport.socket.listen-port 24007
     option rpc-auth-allow-insecure on
     option base-port 49152
@@ -84,18 +97,18 @@ VOL
     local t0=$SECONDS
     glusterd -f "$dir/glusterd.vol" -p "$dir/glusterd.pid" -l "$dir/log/glusterd.log" --log-level=WARNING
     wait_for 20 "glusterd to answer" cli volume list
-    cli volume create "$vol" LOCALHOST:"$dir/brick/b0" force >/dev/null
+    cli volume create "$vol" "$bhost:$dir/brick/b0" force >/dev/null
     cli volume set "$vol" network.ping-timeout "$ping" >/dev/null
     cli volume start "$vol" >/dev/null
     wait_for 30 "the brick to come online" brick_online
     cat >"$dir/env" <<ENV
 GLUSTER_DIR=$dir
 GLUSTER_VOLUME=$vol
-GLUSTER_HOST=127.0.0.1
+GLUSTER_HOST=$addr
 GLUSTER_PING_TIMEOUT=$ping
 GLUSTER_SOCK=$sock
 ENV
-    log "volume $vol up on 127.0.0.1 (brick pid $(brick_pid), $((SECONDS - t0)) s)"
+    log "volume $vol up on $addr (brick pid $(brick_pid), $((SECONDS - t0)) s)"
 }
 
 down() {

@@ -12,7 +12,7 @@ dev=$(cat /tmp/iscsi.dev 2>/dev/null) || die "no iSCSI disk (scenario iscsi)"
 pid() { systemctl show -p MainPID --value tcmu-warden; }
 kerr() { dmesg | grep -cE 'I/O error|Timing out|blocked for more than|rejecting I/O' || true; }
 
-# fio_until NAME: back-to-back 8 s fio jobs (4 KiB random writes, QD32, crc32c verified as
+# fio_until NAME: back-to-back 5 s fio jobs (4 KiB random writes, QD32, crc32c verified as
 # they go) until /tmp/stop.NAME exists; a failed job is listed in /tmp/fiofail.NAME.
 fio_until() {
     local name=$1 i=0
@@ -20,14 +20,14 @@ fio_until() {
     while [ ! -e "/tmp/stop.$name" ]; do
         i=$((i + 1))
         fio --name="$name$i" --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite \
-            --bs=4k --iodepth=32 --size=64m --offset=32m --time_based --runtime=8 \
+            --bs=4k --iodepth=32 --size=64m --offset=32m --time_based --runtime=5 \
             --verify=crc32c --verify_backlog=256 --verify_fatal=1 --output-format=terse \
             --terse-version=3 >"/tmp/fio.$name.$i" 2>&1 || echo "$i" >>"/tmp/fiofail.$name"
     done
 }
 
-# event NAME ACTION...: fio running throughout (from 4 s before ACTION until the new daemon has
-# served for 5 s), a read probe measuring the gap; then the checks.
+# event NAME ACTION...: fio running throughout (from 3 s before ACTION until the new daemon has
+# served for 3 s), a read probe measuring the gap; then the checks.
 event() {
     local name=$1; shift
     local before_pid before_k probe_pid fio_pid t_act
@@ -41,12 +41,12 @@ event() {
         sleep 0.05
     done) >"/tmp/probe.$name" &
     probe_pid=$!
-    sleep 4
+    sleep 3
     t_act=$(now)
     log "$name: $*"
     "$@"
     wait_until 120 active || die "$name: the daemon did not come back"
-    sleep 5
+    sleep 3
     touch "/tmp/stop.$name"
     wait "$fio_pid" || true
     kill "$probe_pid" 2>/dev/null; wait "$probe_pid" 2>/dev/null || true
