@@ -743,6 +743,12 @@ impl Backend for FaultBackend {
         self.shared.inner.reopen()
     }
 
+    /// Held (delayed or hung) here, plus the inner backend's.
+    fn in_flight(&self) -> usize {
+        let st = self.shared.state.lock();
+        st.delayed.len() + st.hung.len() + self.shared.inner.in_flight()
+    }
+
     fn diagnose(&self) -> Vec<String> {
         self.shared.inner.diagnose()
     }

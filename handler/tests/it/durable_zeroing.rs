@@ -86,6 +86,9 @@ fn unmap_and_zeroing_write_same_are_durable_exactly_when_the_write_cache_is_off(
         "write cache off: every zeroing is durable"
     );
     h.device().reconfigure(Change::WriteCache(true)).unwrap();
+    // The change is announced (MODE PARAMETERS CHANGED) to the next command.
+    let c = h.run(&cdb::test_unit_ready(), DataDir::None);
+    assert_eq!(tcmu_warden::testing::sense_of(&c), (0x06, 0x2A, 0x01));
     let on = zeroing_ops(&mut h, &b);
     assert!(
         !on.is_empty() && on.iter().all(|op| !op.is_fua()),

@@ -276,6 +276,10 @@ impl Backend for GlfsBackend {
         Some(self.shared.vol.ping_timeout)
     }
 
+    fn in_flight(&self) -> usize {
+        self.shared.cq.in_flight()
+    }
+
     /// `statvfs` of the volume's root: never answered from a client cache.
     fn ping(&self) -> Result<(), Errno> {
         let r = self.shared.vol.vol.statvfs("/").map(|_| ());

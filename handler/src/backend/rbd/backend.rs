@@ -500,6 +500,12 @@ impl Backend for RbdBackend {
         self.inner.current.read().client.osd_op_timeout
     }
 
+    /// In librbd, plus the writes parked for the exclusive lock.
+    fn in_flight(&self) -> usize {
+        let parked = self.inner.gate.as_ref().map_or(0, |g| g.waiting());
+        self.inner.inflight.load(Ordering::Acquire) + parked
+    }
+
     fn ping(&self) -> Result<(), Errno> {
         let cur = Arc::clone(&self.inner.current.read());
         // A stat of the header object: a round trip to its OSD (rbd_stat answers from the
