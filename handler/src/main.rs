@@ -212,6 +212,8 @@ fn main() -> std::process::ExitCode {
         metrics: None,
         control_socket: Some(cli.control_socket),
         log_level,
+        reconfig_timeout: tcmu_warden::daemon::RECONFIG_TIMEOUT,
+        write_cache: None,
     };
     let code = match daemon::run(&cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,

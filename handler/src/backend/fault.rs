@@ -101,7 +101,7 @@ impl OpSet {
             IoOp::Read => OpSet::READ,
             IoOp::Write { .. } => OpSet::WRITE,
             IoOp::Flush => OpSet::FLUSH,
-            IoOp::Unmap => OpSet::UNMAP,
+            IoOp::Unmap { .. } => OpSet::UNMAP,
             IoOp::WriteZeroes { .. } => OpSet::WRITE_ZEROES,
         }
     }
@@ -743,6 +743,12 @@ impl Backend for FaultBackend {
         self.shared.inner.reopen()
     }
 
+    /// Held (delayed or hung) here, plus the inner backend's.
+    fn in_flight(&self) -> usize {
+        let st = self.shared.state.lock();
+        st.delayed.len() + st.hung.len() + self.shared.inner.in_flight()
+    }
+
     fn diagnose(&self) -> Vec<String> {
         self.shared.inner.diagnose()
     }
@@ -897,7 +903,7 @@ mod tests {
         let w = Waiter::new();
         let (len, v) = match op {
             IoOp::Flush => (0, IoVecs::default()),
-            IoOp::Unmap | IoOp::WriteZeroes { .. } => (buf.len() as u64, IoVecs::default()),
+            IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => (buf.len() as u64, IoVecs::default()),
             _ => (buf.len() as u64, iov(buf)),
         };
         b.submit(Io::for_waiter(op, off, len, v, &w));
@@ -918,8 +924,14 @@ mod tests {
         ("read", IoOp::Read),
         ("write", IoOp::Write { fua: false }),
         ("flush", IoOp::Flush),
-        ("unmap", IoOp::Unmap),
-        ("write_zeroes", IoOp::WriteZeroes { unmap: false }),
+        ("unmap", IoOp::Unmap { fua: false }),
+        (
+            "write_zeroes",
+            IoOp::WriteZeroes {
+                unmap: false,
+                fua: false,
+            },
+        ),
     ];
 
     #[test]
@@ -1025,7 +1037,7 @@ mod tests {
                 IoOp::Read => assert_eq!(buf, pat, "read returned the data"),
                 IoOp::Write { .. } => assert_eq!(now, buf),
                 IoOp::Flush => assert_eq!(now, pat),
-                IoOp::Unmap | IoOp::WriteZeroes { .. } => assert_eq!(now, vec![0u8; 512]),
+                IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => assert_eq!(now, vec![0u8; 512]),
             }
             // The rule stays: the next one hangs again.
             let w = start(&fb, op, 0, &mut buf);

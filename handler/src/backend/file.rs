@@ -2,7 +2,9 @@
 //!
 //! Positional vectored I/O straight between the file and the ring's data area; FUA writes use
 //! `pwritev2(RWF_DSYNC)` (falling back to `fdatasync`), SYNCHRONIZE CACHE is `fdatasync`, UNMAP
-//! and zeroing WRITE SAME are `fallocate` hole punching / zero ranges. The file is created if
+//! and zeroing WRITE SAME are `fallocate` hole punching / zero ranges, followed by `fdatasync`
+//! when they must be durable (the LUN's write cache is off: a punched hole is metadata, which
+//! only a sync makes durable). The file is created if
 //! missing and grown (never shrunk) to the LUN size, as tcmu-runner's file handler does.
 
 use super::io::{Io, IoOp, IoResult};
@@ -60,6 +62,9 @@ pub struct FileBackend {
     path: PathBuf,
     size: std::sync::atomic::AtomicU64,
     caps: Caps,
+    /// `fdatasync` calls made (the tests check durable zeroing with it).
+    #[cfg(test)]
+    syncs: std::sync::atomic::AtomicUsize,
 }
 
 impl FileBackend {
@@ -101,6 +106,8 @@ impl FileBackend {
             path: path.to_path_buf(),
             size: size.into(),
             caps,
+            #[cfg(test)]
+            syncs: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -135,6 +142,9 @@ impl FileBackend {
     }
 
     fn flush(&self) -> IoResult {
+        #[cfg(test)]
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.file.sync_data().map_err(|e| errno_of(&e))
     }
 
@@ -224,12 +234,20 @@ impl Backend for FileBackend {
             IoOp::Read => self.read(&mut io),
             IoOp::Write { fua } => self.write(&mut io, fua),
             IoOp::Flush => self.flush(),
-            IoOp::Unmap => self.fallocate(
+            IoOp::Unmap { .. } => self.fallocate(
                 FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
                 io.offset(),
                 io.len(),
             ),
-            IoOp::WriteZeroes { unmap } => self.write_zeroes(io.offset(), io.len(), unmap),
+            IoOp::WriteZeroes { unmap, .. } => self.write_zeroes(io.offset(), io.len(), unmap),
+        };
+        // A durable UNMAP or WRITE ZEROES: the new extents (holes, unwritten ranges) are
+        // metadata, on disk only after a sync.
+        let r = match io.op() {
+            IoOp::Unmap { fua: true } | IoOp::WriteZeroes { fua: true, .. } if r.is_ok() => {
+                self.flush()
+            }
+            _ => r,
         };
         io.complete(r);
     }
@@ -291,6 +309,57 @@ fn probe_punch_hole(file: &File, end: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::io::Waiter;
+    use std::sync::atomic::Ordering;
+
+    /// UNMAP and WRITE ZEROES are followed by `fdatasync` exactly when they must be durable
+    /// (the write cache off), and never otherwise.
+    #[test]
+    fn durable_zeroing_syncs_and_cached_zeroing_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FileBackend::open(&dir.path().join("lun.img"), 1 << 20).unwrap();
+        let run = |op: IoOp| {
+            let w = Waiter::new();
+            b.submit(Io::for_waiter(op, 4096, 8192, IoVecs::default(), &w));
+            w.wait().0
+        };
+        for (op, syncs) in [
+            (IoOp::Unmap { fua: false }, 0),
+            (
+                IoOp::WriteZeroes {
+                    unmap: false,
+                    fua: false,
+                },
+                0,
+            ),
+            (
+                IoOp::WriteZeroes {
+                    unmap: true,
+                    fua: false,
+                },
+                0,
+            ),
+            (IoOp::Unmap { fua: true }, 1),
+            (
+                IoOp::WriteZeroes {
+                    unmap: false,
+                    fua: true,
+                },
+                1,
+            ),
+            (
+                IoOp::WriteZeroes {
+                    unmap: true,
+                    fua: true,
+                },
+                1,
+            ),
+        ] {
+            let before = b.syncs.load(Ordering::Relaxed);
+            assert_eq!(run(op), Ok(()), "{op:?}");
+            assert_eq!(b.syncs.load(Ordering::Relaxed) - before, syncs, "{op:?}");
+        }
+    }
 
     #[test]
     fn ping_answers_while_the_file_is_open_even_after_it_is_unlinked() {

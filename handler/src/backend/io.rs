@@ -25,12 +25,19 @@ pub enum IoOp {
     },
     /// Make every completed write durable (SYNCHRONIZE CACHE).
     Flush,
-    /// Deallocate the range; it must read back as zeros afterwards.
-    Unmap,
-    /// Zero the range; `unmap` allows deallocating it.
+    /// Deallocate the range; it must read back as zeros afterwards. With `fua`, the
+    /// deallocation is durable before completion (the LUN's write cache is off, and LBPRZ=1
+    /// promises zeros after a power loss too).
+    Unmap {
+        /// The deallocation must be on stable storage when this completes.
+        fua: bool,
+    },
+    /// Zero the range; `unmap` allows deallocating it; with `fua`, durable before completion.
     WriteZeroes {
         /// The range may be deallocated instead of written.
         unmap: bool,
+        /// The zeros must be on stable storage when this completes.
+        fua: bool,
     },
 }
 
@@ -46,7 +53,7 @@ impl IoOp {
             IoOp::Read => 0,
             IoOp::Write { .. } => 1,
             IoOp::Flush => 2,
-            IoOp::Unmap => 3,
+            IoOp::Unmap { .. } => 3,
             IoOp::WriteZeroes { .. } => 4,
         }
     }
@@ -56,6 +63,18 @@ impl IoOp {
     #[must_use]
     pub fn name(self) -> &'static str {
         Self::NAMES[self.index()]
+    }
+
+    /// Whether the operation must be durable when it completes (a FUA write, or an UNMAP or
+    /// WRITE ZEROES with the write cache off).
+    #[must_use]
+    pub fn is_fua(self) -> bool {
+        matches!(
+            self,
+            IoOp::Write { fua: true }
+                | IoOp::Unmap { fua: true }
+                | IoOp::WriteZeroes { fua: true, .. }
+        )
     }
 
     /// Whether the operation modifies the medium.

@@ -86,6 +86,12 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Start one operation. The backend completes `io` exactly once, from any thread.
     fn submit(&self, io: Io);
+    /// Operations submitted and not completed yet, whose buffers the backend (or its library)
+    /// may still use. A backend replaced by a new cfgstring is closed only once this is 0.
+    /// The default, 0, is right for a backend whose `submit` completes before it returns.
+    fn in_flight(&self) -> usize {
+        0
+    }
     /// The backend tier: how long the backend's own library waits for one operation before
     /// it fails it (RBD's `osd_op_timeout`, Gluster's `network.ping-timeout`). `None` when it
     /// has none of its own (the file backend: the configured `io_timeout` applies).

@@ -60,8 +60,20 @@ mod tests {
         let l = OpLatency::resolve(&v, &["d"]);
         let t = Instant::now();
         l.observe(IoOp::Write { fua: true }, t);
-        l.observe(IoOp::WriteZeroes { unmap: false }, t);
-        l.observe(IoOp::WriteZeroes { unmap: true }, t);
+        l.observe(
+            IoOp::WriteZeroes {
+                unmap: false,
+                fua: false,
+            },
+            t,
+        );
+        l.observe(
+            IoOp::WriteZeroes {
+                unmap: true,
+                fua: true,
+            },
+            t,
+        );
         let count = |op| v.with_label_values(&["d", op]).get_sample_count();
         assert_eq!(count("write"), 1);
         assert_eq!(count("write_zeroes"), 2);
@@ -72,7 +84,7 @@ mod tests {
             .map(|mf| mf.get_metric().len())
             .sum();
         assert_eq!(left, 0);
-        assert_eq!(IoOp::Unmap.name(), "unmap");
+        assert_eq!(IoOp::Unmap { fua: false }.name(), "unmap");
         assert_eq!(IoOp::Flush.name(), "flush");
     }
 }

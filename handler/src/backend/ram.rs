@@ -91,7 +91,7 @@ impl Backend for RamBackend {
             IoOp::Read => self.copy(&io, true),
             IoOp::Write { .. } => self.copy(&io, false),
             IoOp::Flush => Ok(()),
-            IoOp::Unmap | IoOp::WriteZeroes { .. } => self.zero(io.offset(), io.len()),
+            IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => self.zero(io.offset(), io.len()),
         };
         io.complete(r);
     }

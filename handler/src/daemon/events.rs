@@ -2,17 +2,20 @@
 //!
 //! Every ADDED, REMOVED and RECONFIG event is answered with its own `*_DONE` (via
 //! [`Listener::reply`]), echoing DEVICE_ID, with 0 or `-errno`. Opening and stopping a
-//! device can be slow (a backend that does not answer), so they run on their own threads and
-//! report back here; the main loop keeps handling netlink and other devices meanwhile.
+//! device can be slow (a backend that does not answer), and so can a RECONFIG that opens a
+//! new cfgstring or resizes the store: they run on their own threads and report back here
+//! (a RECONFIG within a bound, else it is answered ETIMEDOUT, see [`super::reconfig_job`]);
+//! the main loop keeps handling netlink and other devices meanwhile.
 
-use super::open::{reconfigure, serve, DeviceError, Served};
+use super::open::{open_backend, serve, DeviceError, Served};
+use super::reconfig_job::{self, BackendOpener, Job, Report, Work};
 use super::DaemonConfig;
 use crate::backend::cfgstring;
 use crate::device::ReconfigError;
 use crate::netlink::{Event, EventKind, Listener, NetlinkError, Reconfig};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +38,19 @@ enum Finished {
     },
     /// A device was stopped; `ev` is the REMOVED waiting for that, if any.
     Stopped { ev: Option<Event> },
+    /// A reconfiguration job of `minor` (number `job`) reports.
+    Reconfig {
+        minor: u32,
+        job: u64,
+        report: Report,
+    },
+}
+
+/// The reconfigurations of one device: one runs at a time, in the order they came.
+#[derive(Default)]
+struct Reconfigs {
+    running: Option<(u64, Job, Event)>,
+    queued: VecDeque<Event>,
 }
 
 /// An open in progress on one uio minor.
@@ -72,6 +88,14 @@ pub struct Lifecycle {
     adopt_failures: usize,
     /// Devices being stopped in the background (their backends closing).
     stopping: usize,
+    /// Reconfigurations running or waiting, by uio minor.
+    reconfigs: HashMap<u32, Reconfigs>,
+    /// Reconfiguration threads not over yet (a replaced backend closing counts until it is
+    /// closed or its bound passed).
+    jobs: usize,
+    next_job: u64,
+    /// Opens a new cfgstring's backend (tests put their own in its place).
+    pub(super) open_backend: BackendOpener,
     /// Every reply sent, `(event command, DEVICE_ID, status)` (tests read it).
     #[cfg(test)]
     sent: Vec<(u8, u32, i32)>,
@@ -92,6 +116,11 @@ impl Lifecycle {
         open: Opener,
     ) -> std::io::Result<Lifecycle> {
         let (tx, rx) = unbounded();
+        let metrics = cfg.metrics.clone();
+        let open_backend: BackendOpener =
+            Arc::new(move |subtype: &str, rest: &str, device: &str, size: u64| {
+                open_backend(subtype, rest, device, size, metrics.as_ref())
+            });
         let wake = Arc::new(EventFd::from_flags(
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
         )?);
@@ -107,6 +136,10 @@ impl Lifecycle {
             wake,
             adopt_failures: 0,
             stopping: 0,
+            reconfigs: HashMap::new(),
+            jobs: 0,
+            next_job: 0,
+            open_backend,
             #[cfg(test)]
             sent: Vec::new(),
         })
@@ -193,6 +226,7 @@ impl Lifecycle {
     /// device went away or failed): it no longer serves anything, and a later ADDED on the
     /// same minor must open the new device rather than be told it is served already.
     pub fn sweep(&mut self) {
+        self.expire_reconfigs();
         let ended: Vec<u32> = self
             .served
             .iter()
@@ -251,11 +285,7 @@ impl Lifecycle {
         match &ev.cmd {
             EventKind::Added => self.added(ev),
             EventKind::Removed => self.removed(ev),
-            EventKind::Reconfig(r) => {
-                let r = r.clone();
-                let status = self.reconfig(&ev, r);
-                self.reply(&ev, status);
-            }
+            EventKind::Reconfig(_) => self.reconfig(ev),
         }
     }
 
@@ -316,6 +346,7 @@ impl Lifecycle {
                 self.adopt_failures += 1;
             }
         }
+        self.cancel_reconfigs(ev.minor, -libc::ENODEV);
         let Some(s) = self.served.remove(&ev.minor) else {
             self.reply(&ev, 0);
             return;
@@ -360,24 +391,166 @@ impl Lifecycle {
         }
     }
 
-    /// Apply a RECONFIG event; the status for its `RECONFIG_DEVICE_DONE` (0 or the real
-    /// negative errno of what failed).
-    fn reconfig(&mut self, ev: &Event, r: Reconfig) -> i32 {
-        let Some(s) = self.served.get(&ev.minor) else {
+    /// A RECONFIG event. A write-cache change is applied here (nothing to wait for) and
+    /// answered at once; a new cfgstring or size waits for the backend, so it runs as a job
+    /// off this loop, one per device at a time, answered when it ends or at the bound.
+    fn reconfig(&mut self, ev: Event) {
+        if !self.served.contains_key(&ev.minor) {
             let e = ReconfigError::NotServed;
             tracing::error!(device = %ev.device, "reconfiguration refused: {e}");
-            return e.errno();
+            self.reply(&ev, e.errno());
+            return;
+        }
+        let q = self.reconfigs.entry(ev.minor).or_default();
+        if q.running.is_some() {
+            q.queued.push_back(ev);
+            return;
+        }
+        self.start_reconfig(ev);
+    }
+
+    /// Start (or, for the write cache, apply) one reconfiguration of a served device.
+    fn start_reconfig(&mut self, ev: Event) {
+        let (Some(s), EventKind::Reconfig(r)) = (self.served.get(&ev.minor), &ev.cmd) else {
+            self.reply(&ev, ReconfigError::NotServed.errno());
+            return;
         };
-        match reconfigure(&s.handle, &s.name, r, self.cfg.metrics.as_ref()) {
-            Ok(()) => {
-                tracing::info!(device = %s.name, "reconfigured");
-                0
+        let work = match r {
+            Reconfig::WriteCache(on) => {
+                crate::device::reconfig::apply(
+                    s.handle.link(),
+                    crate::device::Change::WriteCache(*on),
+                )
+                .ok();
+                tracing::info!(device = %s.name, write_cache = on, "reconfigured");
+                self.reply(&ev, 0);
+                return;
+            }
+            Reconfig::DevSize(n) => Work::Size(*n),
+            Reconfig::DevCfg(c) => Work::Cfgstring(c.clone()),
+        };
+        self.next_job += 1;
+        let (job, minor) = (self.next_job, ev.minor);
+        let (tx, wake) = (self.tx.clone(), Arc::clone(&self.wake));
+        let start = reconfig_job::Start {
+            device: s.name.clone(),
+            link: Arc::clone(s.handle.link()),
+            work,
+            open: Arc::clone(&self.open_backend),
+            timeout: self.cfg.reconfig_timeout,
+            close_bound: self.cfg.device.stop_deadline,
+        };
+        let started = reconfig_job::start(start, move |report| {
+            let _ = tx.send(Finished::Reconfig { minor, job, report });
+            let _ = wake.write(1);
+        });
+        match started {
+            Ok(j) => {
+                self.jobs += 1;
+                self.reconfigs.entry(minor).or_default().running = Some((job, j, ev));
             }
             Err(e) => {
-                tracing::error!(device = %s.name, "reconfiguration refused: {e}");
-                e.errno()
+                tracing::error!(device = %ev.device, "reconfiguration refused: {e}");
+                self.reply(&ev, e.errno());
             }
         }
+    }
+
+    /// A reconfiguration job reported.
+    fn reconfig_report(&mut self, minor: u32, job: u64, report: Report) {
+        match report {
+            Report::Answered(status) => {
+                let ev = self
+                    .reconfigs
+                    .get_mut(&minor)
+                    .and_then(|q| match q.running.take() {
+                        Some((id, _, ev)) if id == job => Some(ev),
+                        other => {
+                            q.running = other;
+                            None
+                        }
+                    });
+                if let Some(ev) = ev {
+                    self.reply(&ev, status);
+                }
+                self.next_reconfig(minor);
+            }
+            Report::Closed | Report::Ended => self.jobs = self.jobs.saturating_sub(1),
+        }
+    }
+
+    /// Start the next queued reconfiguration of `minor`, if none runs.
+    fn next_reconfig(&mut self, minor: u32) {
+        let Some(q) = self.reconfigs.get_mut(&minor) else {
+            return;
+        };
+        if q.running.is_some() {
+            return;
+        }
+        match q.queued.pop_front() {
+            Some(ev) => self.start_reconfig(ev),
+            None => {
+                self.reconfigs.remove(&minor);
+            }
+        }
+    }
+
+    /// Answer ETIMEDOUT for every reconfiguration past its bound (the job then puts nothing in
+    /// force), and start the next one of that device.
+    fn expire_reconfigs(&mut self) {
+        let now = std::time::Instant::now();
+        let late: Vec<u32> = self
+            .reconfigs
+            .iter()
+            .filter(|(_, q)| {
+                q.running
+                    .as_ref()
+                    .is_some_and(|(_, j, _)| j.deadline <= now)
+            })
+            .map(|(m, _)| *m)
+            .collect();
+        for minor in late {
+            let Some(q) = self.reconfigs.get_mut(&minor) else {
+                continue;
+            };
+            if !q.running.as_ref().is_some_and(|(_, j, _)| j.claim()) {
+                // The job answered just now: its report is on its way.
+                continue;
+            }
+            let Some((_, _, ev)) = q.running.take() else {
+                continue;
+            };
+            let e = ReconfigError::TimedOut(self.cfg.reconfig_timeout);
+            tracing::error!(device = %ev.device, "reconfiguration refused: {e}");
+            self.reply(&ev, e.errno());
+            self.next_reconfig(minor);
+        }
+    }
+
+    /// Answer every reconfiguration of `minor` with `status` (the device is going away).
+    fn cancel_reconfigs(&mut self, minor: u32, status: i32) {
+        let Some(q) = self.reconfigs.remove(&minor) else {
+            return;
+        };
+        if let Some((_, job, ev)) = q.running {
+            if job.claim() {
+                self.reply(&ev, status);
+            }
+        }
+        for ev in q.queued {
+            self.reply(&ev, status);
+        }
+    }
+
+    /// How soon the main loop must pass again to answer a reconfiguration at its bound.
+    #[must_use]
+    pub fn wait_hint(&self) -> Option<std::time::Duration> {
+        let now = std::time::Instant::now();
+        self.reconfigs
+            .values()
+            .filter_map(|q| q.running.as_ref())
+            .map(|(_, j, _)| j.deadline.saturating_duration_since(now))
+            .min()
     }
 
     fn finished(&mut self, f: Finished) {
@@ -425,6 +598,7 @@ impl Lifecycle {
                     self.reply(&ev, 0);
                 }
             }
+            Finished::Reconfig { minor, job, report } => self.reconfig_report(minor, job, report),
         }
     }
 
@@ -468,6 +642,19 @@ impl Lifecycle {
     /// bound, for the opens and stops still running in the background, so every backend is
     /// closed before the process exits.
     pub fn stop_all(&mut self) {
+        // A write-cache value being persisted waits for our answer to the RECONFIG its write
+        // makes the kernel send (reply mode): keep answering events while it is written.
+        if let Some(p) = self.cfg.write_cache.clone() {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while p.busy() > 0 && std::time::Instant::now() < until {
+                self.poll();
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let minors: Vec<u32> = self.reconfigs.keys().copied().collect();
+        for m in minors {
+            self.cancel_reconfigs(m, -libc::ESHUTDOWN);
+        }
         for s in self.served.values() {
             s.handle.stop();
         }
@@ -477,11 +664,12 @@ impl Lifecycle {
         }
         let bound = self.cfg.device.stop_deadline + std::time::Duration::from_secs(5);
         let until = std::time::Instant::now() + bound;
-        while self.stopping > 0 || !self.opening.is_empty() {
+        while self.stopping > 0 || self.jobs > 0 || !self.opening.is_empty() {
             let left = until.saturating_duration_since(std::time::Instant::now());
             let Ok(f) = self.rx.recv_timeout(left) else {
                 tracing::warn!(
                     stopping = self.stopping,
+                    reconfiguring = self.jobs,
                     opening = self.opening.len(),
                     "exiting with devices still stopping or opening after {bound:?}"
                 );
@@ -508,7 +696,7 @@ impl Lifecycle {
                         self.reply(e, status);
                     }
                 }
-                f @ Finished::Stopped { .. } => self.finished(f),
+                f @ (Finished::Stopped { .. } | Finished::Reconfig { .. }) => self.finished(f),
             }
         }
     }
@@ -519,6 +707,7 @@ mod tests {
     use super::*;
     use crate::backend::ram::RamBackend;
     use crate::device::{self, DeviceConfig};
+    use crate::netlink::Reconfig;
     use std::os::fd::{AsRawFd, RawFd};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
@@ -676,6 +865,123 @@ mod tests {
             l.sent.contains(&(1, 3, 0))
         });
         assert_eq!(f.opens.load(Ordering::SeqCst), 2);
+        l.stop_all();
+    }
+
+    /// A RECONFIG of `dev_config` whose open hangs (an RBD open against a cluster that does
+    /// not answer): the main loop keeps passing (status answers, the watchdog would be
+    /// pinged), the kernel is answered ETIMEDOUT at the bound, the old backend keeps serving,
+    /// and the open that finishes later is closed, never served. Then an open that succeeds
+    /// is answered 0 and serves.
+    #[test]
+    fn a_reconfig_whose_open_hangs_is_answered_etimedout_at_the_bound_while_the_loop_passes() {
+        use crate::backend::Backend;
+        const BOUND: Duration = Duration::from_millis(400);
+        let (_f, open) = fake();
+        let cfg = DaemonConfig {
+            reconfig_timeout: BOUND,
+            ..DaemonConfig::default()
+        };
+        let mut l = Lifecycle::with_opener(Arc::new(cfg), None, open).unwrap();
+        l.event(ev(EventKind::Added, 1, 3));
+        until(&mut l, "ADDED answered", |l| l.sent.contains(&(1, 1, 0)));
+        let hold = Arc::new(AtomicUsize::new(1));
+        let late: Arc<parking_lot::Mutex<Option<std::sync::Weak<dyn Backend>>>> = Arc::default();
+        let (h2, late2) = (Arc::clone(&hold), Arc::clone(&late));
+        l.open_backend = Arc::new(move |_st: &str, _c: &str, _d: &str, size: u64| {
+            let t = Instant::now();
+            while h2.load(Ordering::SeqCst) == 1 && t.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let b: Arc<dyn Backend> = Arc::new(RamBackend::new(size + 4096));
+            *late2.lock() = Some(Arc::downgrade(&b));
+            Ok(b)
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ctl.sock");
+        let mut ctl = crate::daemon::control::bind(&sock).unwrap();
+        let asker = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            std::thread::sleep(Duration::from_millis(100));
+            let t = Instant::now();
+            let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+            c.write_all(b"status\n").unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).unwrap();
+            (out, t.elapsed())
+        });
+
+        let t = Instant::now();
+        l.event(ev(
+            EventKind::Reconfig(Reconfig::DevCfg("file/elsewhere.img".into())),
+            2,
+            3,
+        ));
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "the event waited for the open"
+        );
+        let mut longest = Duration::ZERO;
+        let started = std::time::SystemTime::now();
+        while !l.sent.iter().any(|&(c, id, _)| c == 3 && id == 2) {
+            assert!(t.elapsed() < Duration::from_secs(5), "never answered");
+            let pass = Instant::now();
+            l.poll();
+            let devices: Vec<&Served> = l.served.values().collect();
+            ctl.serve(&devices, started);
+            longest = longest.max(pass.elapsed());
+            std::thread::sleep(
+                l.wait_hint()
+                    .unwrap_or(Duration::ZERO)
+                    .min(Duration::from_millis(10)),
+            );
+        }
+        let answered = t.elapsed();
+        assert!(l.sent.contains(&(3, 2, -libc::ETIMEDOUT)), "{:?}", l.sent);
+        assert!(
+            answered >= BOUND && answered < BOUND + Duration::from_millis(300),
+            "answered after {answered:?}, bound {BOUND:?}"
+        );
+        assert!(
+            longest < Duration::from_millis(100),
+            "a main loop pass took {longest:?}"
+        );
+        let (status, took) = asker.join().unwrap();
+        assert!(status.contains("1 device(s)"), "{status}");
+        assert!(took < Duration::from_secs(1), "status took {took:?}");
+        assert!(
+            l.served[&3].handle.link().backend().describe() == "ram:1048576",
+            "old backend kept"
+        );
+
+        // The open finishes late: closed on its thread, never served.
+        hold.store(0, Ordering::SeqCst);
+        until(&mut l, "the late job ended", |l| l.jobs == 0);
+        assert_eq!(
+            l.served[&3].handle.link().backend().describe(),
+            "ram:1048576"
+        );
+        let w = late
+            .lock()
+            .take()
+            .expect("the late open returned a backend");
+        assert!(w.upgrade().is_none(), "the late backend was closed");
+
+        // An open that answers: served, and answered 0.
+        l.event(ev(
+            EventKind::Reconfig(Reconfig::DevCfg("file/elsewhere.img".into())),
+            4,
+            3,
+        ));
+        until(&mut l, "second RECONFIG answered", |l| {
+            l.sent.iter().any(|&(c, id, _)| c == 3 && id == 4)
+        });
+        assert!(l.sent.contains(&(3, 4, 0)), "{:?}", l.sent);
+        assert_eq!(
+            l.served[&3].handle.link().backend().describe(),
+            "ram:1052672"
+        );
+        until(&mut l, "the old backend closed", |l| l.jobs == 0);
         l.stop_all();
     }
 

@@ -10,7 +10,9 @@ pub mod control;
 mod events;
 pub mod facts;
 mod open;
+mod reconfig_job;
 mod reload;
+pub mod write_cache;
 
 pub use open::{
     discover, fallback_serial, lun_info, open_backend, reconfigure, serve, DeviceError, Served,
@@ -33,6 +35,12 @@ use tcmu_warden_supervisor::metrics::Metrics;
 
 /// Longest wait for the devices present at start before telling systemd we are ready.
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Longest a RECONFIG_DEVICE that needs the backend (a new cfgstring opened, a resize) may
+/// take before it is answered ETIMEDOUT and the device keeps its old settings. The kernel's
+/// wait for our answer has no timeout of its own (docs/kernel-abi.md §5.6): the
+/// administrator's attribute write waits this long at most.
+pub const RECONFIG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the daemon runs.
 #[derive(Clone)]
@@ -64,6 +72,11 @@ pub struct DaemonConfig {
     pub control_socket: Option<PathBuf>,
     /// Changes the log filter at run time (a reload's `log_level`); None: it cannot change.
     pub log_level: Option<LogLevelSetter>,
+    /// Bound of a RECONFIG_DEVICE that needs the backend ([`RECONFIG_TIMEOUT`]).
+    pub reconfig_timeout: Duration,
+    /// Persists MODE SELECT's write-cache changes in configfs (set by [`run`]; None: they
+    /// stay in this process).
+    pub write_cache: Option<write_cache::Persister>,
 }
 
 /// Sets the process's log filter from a `log_level` value.
@@ -85,6 +98,8 @@ impl Default for DaemonConfig {
             metrics: None,
             control_socket: Some(control::DEFAULT_SOCKET.into()),
             log_level: None,
+            reconfig_timeout: RECONFIG_TIMEOUT,
+            write_cache: None,
         }
     }
 }
@@ -184,6 +199,10 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     }
     let mut cfg = cfg.clone();
     cfg.metrics = Some(metrics);
+    match write_cache::Persister::start() {
+        Ok(p) => cfg.write_cache = Some(p),
+        Err(e) => tracing::error!("MODE SELECT's write-cache changes will not be persisted: {e}"),
+    }
     let cfg = &cfg;
     let started = std::time::SystemTime::now();
     let mut control = cfg
@@ -250,6 +269,9 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
             tick.min(Duration::from_millis(200))
         };
         if let Some(hint) = control.as_ref().and_then(control::Control::wait_hint) {
+            wait = wait.min(hint);
+        }
+        if let Some(hint) = life.wait_hint() {
             wait = wait.min(hint);
         }
         let readable = {

@@ -278,6 +278,12 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             .free_kept_buf(&kept_dir, id)
             .map_err(|e| std::io::Error::other(e.to_string()))
     })));
+    if let Some(p) = cfg.write_cache.clone() {
+        let wce_dir = dir.clone();
+        dev_cfg.persist_write_cache = Some(device::PersistWriteCache(Arc::new(move |on| {
+            p.persist(&wce_dir, on);
+        })));
+    }
     let (alua_dir, alua_root) = (dir.clone(), target_root);
     dev_cfg.alua = Some(device::AluaSource(Arc::new(move || {
         configfs::read_alua(&alua_dir, &alua_root)

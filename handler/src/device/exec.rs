@@ -353,11 +353,33 @@ fn write_same(
     // (SBC-4 WRITE SAME: write or unmap each LBA); LIO unmaps, and with LBPRZ=1 the range
     // reads back as zeros (`docs/conformance.md`).
     if unmap && caps.unmap {
-        return errno(io(w, link, IoOp::Unmap, off, len, Buf::None), true);
+        return errno(
+            io(
+                w,
+                link,
+                IoOp::Unmap {
+                    fua: !link.lun.read().write_cache,
+                },
+                off,
+                len,
+                Buf::None,
+            ),
+            true,
+        );
     }
     if caps.write_zeroes && w.compare[..bsu].iter().all(|&b| b == 0) {
         return errno(
-            io(w, link, IoOp::WriteZeroes { unmap }, off, len, Buf::None),
+            io(
+                w,
+                link,
+                IoOp::WriteZeroes {
+                    unmap,
+                    fua: !link.lun.read().write_cache,
+                },
+                off,
+                len,
+                Buf::None,
+            ),
             true,
         );
     }
@@ -399,7 +421,9 @@ fn unmap(
         let r = io(
             w,
             link,
-            IoOp::Unmap,
+            IoOp::Unmap {
+                fua: !link.lun.read().write_cache,
+            },
             lba * bs,
             u64::from(nb) * bs,
             Buf::None,

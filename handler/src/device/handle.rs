@@ -1,7 +1,7 @@
 //! Starting a device and controlling it while it runs: its configuration, its handle
 //! (stop, reconfigure), and [`spawn`], which sizes everything a device needs once.
 
-use super::link::{DeviceLink, UnitAttention};
+use super::link::DeviceLink;
 use super::stats::DeviceStats;
 use super::workers::Workers;
 use crate::backend::Backend;
@@ -47,6 +47,20 @@ pub struct DeviceConfig {
     /// Re-reads the LUN's ALUA target port groups (configfs); None: the groups in the
     /// `LunInfo` never change.
     pub alua: Option<AluaSource>,
+    /// Persists a write-cache change a MODE SELECT made; None: it stays in this process.
+    pub persist_write_cache: Option<PersistWriteCache>,
+}
+
+/// Persists the write cache a MODE SELECT set (the daemon writes `attrib/emulate_write_cache`
+/// in configfs, see `daemon::write_cache`). Called on the device thread: it must only hand
+/// the value over, never wait.
+#[derive(Clone)]
+pub struct PersistWriteCache(pub Arc<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for PersistWriteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PersistWriteCache")
+    }
 }
 
 /// How to read a LUN's ALUA target port groups again (configfs `alua/`, see
@@ -91,6 +105,7 @@ impl Default for DeviceConfig {
             metrics: None,
             health: None,
             alua: None,
+            persist_write_cache: None,
         }
     }
 }
@@ -114,6 +129,9 @@ pub struct DeviceHandle {
     monitor: Option<super::health::Monitor>,
     /// The device's counters.
     pub stats: Arc<DeviceStats>,
+    /// How long a stop waits for commands in flight (also the bound for logging a replaced
+    /// backend that is slow to close).
+    stop_deadline: Duration,
 }
 
 impl DeviceHandle {
@@ -133,24 +151,20 @@ impl DeviceHandle {
         }
     }
 
-    /// Apply a reconfiguration from the kernel (netlink RECONFIG_DEVICE).
+    /// Apply a reconfiguration from the kernel (netlink RECONFIG_DEVICE) on the calling
+    /// thread (see [`super::reconfig::apply`]). A replaced backend is closed on a thread of
+    /// its own once its operations have returned ([`super::reconfig::close_replaced`], bounded
+    /// by the stop deadline for logging).
     ///
     /// # Errors
     /// When the backend cannot take the new size; the old value stays in force.
     pub fn reconfigure(&self, change: Change) -> Result<(), super::ReconfigError> {
-        match change {
-            Change::Size(bytes) => {
-                self.link
-                    .backend()
-                    .resize(bytes)
-                    .map_err(|errno| super::ReconfigError::Resize { bytes, errno })?;
-                let mut lun = self.link.lun.write();
-                lun.num_blocks = bytes / u64::from(lun.block_size);
-                drop(lun);
-                self.link.raise(UnitAttention::CapacityChanged);
-            }
-            Change::WriteCache(on) => self.link.lun.write().write_cache = on,
-            Change::Backend(b) => self.link.set_backend(b),
+        if let Some(old) = super::reconfig::apply(&self.link, change)? {
+            let (name, bound) = (self.link.name.clone(), self.stop_deadline);
+            std::thread::Builder::new()
+                .name("tcmu-close".into())
+                .spawn(move || super::reconfig::close_replaced(&name, old, bound, || {}))
+                .map_err(super::ReconfigError::Spawn)?;
         }
         Ok(())
     }
@@ -211,6 +225,7 @@ pub fn spawn(
     link.accounting = cfg.outlier_threshold.is_some() || cfg.metrics.is_some();
     link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
     link.caw = super::caw_retry::CawRetry::new(total);
+    link.persist_write_cache = cfg.persist_write_cache.clone();
     let link = Arc::new(link);
     // A copy source or destination for EXTENDED COPY received by any LUN.
     super::xcopy::register(&link);
@@ -252,5 +267,6 @@ pub fn spawn(
         thread: Some(thread),
         monitor,
         stats,
+        stop_deadline: cfg.stop_deadline,
     })
 }

@@ -17,7 +17,7 @@ pub struct DeviceLink {
     pub name: String,
     /// The backing store (replaced when the cfgstring is reconfigured).
     backend: RwLock<Arc<dyn Backend>>,
-    /// A UNIT ATTENTION waiting to be reported (0 = none), see [`UnitAttention`].
+    /// The UNIT ATTENTIONs waiting to be reported, one bit each ([`UnitAttention`]); 0: none.
     ua: AtomicU8,
     /// The ring's data area.
     pub data: DataArea,
@@ -34,6 +34,8 @@ pub struct DeviceLink {
     pub health: super::health::HealthCell,
     /// Settings a configuration reload changes while the device runs.
     pub tunables: Tunables,
+    /// Where a MODE SELECT's write-cache change is persisted (None: nowhere).
+    pub persist_write_cache: Option<super::handle::PersistWriteCache>,
     done_tx: Sender<Box<Ctx>>,
     wake: EventFd,
     sleeping: AtomicBool,
@@ -62,6 +64,7 @@ impl DeviceLink {
             lun: RwLock::new(lun),
             health: super::health::HealthCell::default(),
             tunables: Tunables::default(),
+            persist_write_cache: None,
             done_tx,
             wake,
             sleeping: AtomicBool::new(false),
@@ -78,26 +81,42 @@ impl DeviceLink {
         Arc::clone(&self.backend.read())
     }
 
-    /// Replace the backend (new cfgstring); commands already submitted finish on the old one.
+    /// Replace the backend; commands already submitted finish on the old one. The old one
+    /// is dropped after the lock is released (its last holder closes it).
     pub fn set_backend(&self, b: Arc<dyn Backend>) {
-        *self.backend.write() = b;
+        drop(self.replace_backend(b));
     }
 
-    /// Report `ua` to the next command that can receive a UNIT ATTENTION.
+    /// Replace the backend (new cfgstring) and return the old one, for the caller to close
+    /// off the lock once its operations have returned (`reconfig::close_replaced`).
+    #[must_use]
+    pub fn replace_backend(&self, b: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        std::mem::replace(&mut *self.backend.write(), b)
+    }
+
+    /// Report `ua` to the next command that can receive a UNIT ATTENTION. Conditions of
+    /// different kinds wait together and are reported one per command.
     pub fn raise(&self, ua: UnitAttention) {
-        self.ua.store(ua as u8, Ordering::SeqCst);
+        self.ua.fetch_or(ua as u8, Ordering::SeqCst);
     }
 
-    /// Take the pending UNIT ATTENTION, if any (one atomic load when there is none).
+    /// Take one pending UNIT ATTENTION, if any (one atomic load when there is none): a
+    /// capacity change first, then a mode parameter change.
     pub fn take_unit_attention(&self) -> Option<UnitAttention> {
-        if self.ua.load(Ordering::Relaxed) == 0 {
+        let pending = self.ua.load(Ordering::Relaxed);
+        if pending == 0 {
             return None;
         }
-        match self.ua.swap(0, Ordering::SeqCst) {
-            1 => Some(UnitAttention::CapacityChanged),
-            2 => Some(UnitAttention::ModeParametersChanged),
-            _ => None,
+        for ua in [
+            UnitAttention::CapacityChanged,
+            UnitAttention::ModeParametersChanged,
+        ] {
+            let bit = ua as u8;
+            if self.ua.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+                return Some(ua);
+            }
         }
+        None
     }
 
     /// Hand a finished (or backend-completed) context back to the device thread. Callable
@@ -138,16 +157,19 @@ impl DeviceLink {
     }
 }
 
-/// Conditions reported once as UNIT ATTENTION.
+/// Conditions reported once as UNIT ATTENTION (each a bit of the pending set).
 ///
 /// TCMU does not tell the handler which initiator (I_T nexus) sent a command, so a condition
-/// is reported to the next command from any initiator, not once per initiator.
+/// is reported to the next command from any initiator, not once per initiator (nor "to every
+/// nexus but the one that caused it", which SPC asks for a MODE SELECT): see docs/DESIGN.md,
+/// "Write cache".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum UnitAttention {
     /// CAPACITY DATA HAS CHANGED (2A/09): the LUN was resized.
     CapacityChanged = 1,
-    /// MODE PARAMETERS CHANGED (2A/01).
+    /// MODE PARAMETERS CHANGED (2A/01): the write cache changed (MODE SELECT or
+    /// `emulate_write_cache`).
     ModeParametersChanged = 2,
 }
 

@@ -38,7 +38,7 @@ fn kind(op: IoOp) -> Kind {
         IoOp::Read => Kind::Read,
         IoOp::Write { .. } => Kind::Write,
         IoOp::Flush => Kind::Flush,
-        IoOp::Unmap | IoOp::WriteZeroes { .. } => Kind::Zero,
+        IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => Kind::Zero,
     }
 }
 

@@ -13,6 +13,7 @@ mod daemon_process;
 mod data_integrity;
 mod dbus_service;
 mod deadline;
+mod durable_zeroing;
 mod fault_backend;
 mod faults;
 mod health;

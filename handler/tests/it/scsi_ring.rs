@@ -697,6 +697,9 @@ fn mode_select_turns_the_write_cache_off_and_mode_sense_shows_it() {
     let mut off = page.clone();
     off[2] &= !0x04;
     assert_good(&mode_select_caching(&mut h, &off));
+    // The change is announced once (MODE PARAMETERS CHANGED), as a kernel-side one is.
+    let c = h.run(&cdb::mode_sense10(0x08, 255), DataDir::FromDevice(255));
+    assert_eq!(sense_of(&c), (0x06, 0x2A, 0x01));
     let now = caching_page(&mut h);
     assert_eq!(now[2] & 0x04, 0, "WCE off after MODE SELECT");
     assert!(!v_sup(&mut h), "V_SUP follows WCE");
@@ -706,6 +709,10 @@ fn mode_select_turns_the_write_cache_off_and_mode_sense_shows_it() {
     assert_eq!(read_blocks(&mut h, 5, 1), d);
     // And back on.
     assert_good(&mode_select_caching(&mut h, &page));
+    assert_eq!(
+        sense_of(&h.run(&cdb::test_unit_ready(), DataDir::None)),
+        (0x06, 0x2A, 0x01)
+    );
     assert_ne!(caching_page(&mut h)[2] & 0x04, 0, "WCE on again");
 }
 

@@ -183,6 +183,12 @@ impl Shared {
                     return self.issue(payload);
                 }
             }
+            Stage::Discard | Stage::Zerofill if payload.io.op().is_fua() => {
+                // The write cache is off: the discarded or zeroed range is durable only once
+                // the brick has synced it.
+                payload.stage = Stage::FuaSync;
+                return self.issue(payload);
+            }
             Stage::FuaSync | Stage::Flush | Stage::Discard | Stage::Zerofill => {}
         }
         if let Some(s) = &self.series {
@@ -252,8 +258,8 @@ impl Backend for GlfsBackend {
             IoOp::Read => Stage::Read,
             IoOp::Write { fua } => Stage::Write { fua },
             IoOp::Flush => Stage::Flush,
-            IoOp::Unmap | IoOp::WriteZeroes { unmap: true } => Stage::Discard,
-            IoOp::WriteZeroes { unmap: false } => Stage::Zerofill,
+            IoOp::Unmap { .. } | IoOp::WriteZeroes { unmap: true, .. } => Stage::Discard,
+            IoOp::WriteZeroes { unmap: false, .. } => Stage::Zerofill,
         };
         if io.is_empty() && matches!(stage, Stage::Read | Stage::Write { fua: false }) {
             return io.complete(Ok(()));
@@ -268,6 +274,10 @@ impl Backend for GlfsBackend {
 
     fn op_timeout(&self) -> Option<Duration> {
         Some(self.shared.vol.ping_timeout)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.shared.cq.in_flight()
     }
 
     /// `statvfs` of the volume's root: never answered from a client cache.

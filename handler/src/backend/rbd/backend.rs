@@ -206,7 +206,7 @@ impl RbdBackend {
                     io.complete(Ok(()));
                     return;
                 }
-                IoOp::Write { .. } | IoOp::Unmap | IoOp::WriteZeroes { .. } => {
+                IoOp::Write { .. } | IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => {
                     let _s = g.submit.read();
                     if g.is_owner() {
                         inner.submit_now(io);
@@ -264,7 +264,9 @@ impl Inner {
                 image.aio_writev(f.io.iovecs(), off, &mut f.completion)
             },
             IoOp::Flush => image.aio_flush(&mut f.completion),
-            IoOp::Unmap | IoOp::WriteZeroes { .. } => {
+            // librbd's cache is off (see `Flush` above): a discard or zeroing acknowledged by
+            // the OSDs is durable, so a durable (`fua`) one needs nothing more.
+            IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => {
                 image.aio_write_zeroes(off, len, &mut f.completion)
             }
         };
@@ -496,6 +498,12 @@ impl Backend for RbdBackend {
 
     fn op_timeout(&self) -> Option<Duration> {
         self.inner.current.read().client.osd_op_timeout
+    }
+
+    /// In librbd, plus the writes parked for the exclusive lock.
+    fn in_flight(&self) -> usize {
+        let parked = self.inner.gate.as_ref().map_or(0, |g| g.waiting());
+        self.inner.inflight.load(Ordering::Acquire) + parked
     }
 
     fn ping(&self) -> Result<(), Errno> {

@@ -237,8 +237,7 @@ impl DeviceThread {
         match changes {
             Ok(ch) => {
                 if let Some(wce) = ch.write_cache {
-                    self.link.lun.write().write_cache = wce;
-                    tracing::info!(device = %self.link.name, write_cache = wce, "MODE SELECT changed the write cache");
+                    crate::device::reconfig::mode_select_write_cache(&self.link, wce);
                 }
                 Outcome::GOOD
             }
