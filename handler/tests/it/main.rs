@@ -13,6 +13,7 @@ mod daemon_process;
 mod data_integrity;
 mod dbus_service;
 mod deadline;
+mod device_loop;
 mod fault_backend;
 mod faults;
 mod health;
