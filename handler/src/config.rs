@@ -75,8 +75,13 @@ pub struct DaemonSection {
     /// How long stopping a device waits for commands in flight. Default 10 s.
     #[serde(deserialize_with = "de_duration")]
     pub stop_timeout: Duration,
-    /// Run a lone READ/WRITE on the device thread at queue depth 1. Default true.
+    /// Accepted for old configurations, no longer used: no backend I/O runs on the device
+    /// thread (a hung file would defeat the deadline); `io_uring` saves the hand-offs instead.
     pub inline_qd1: bool,
+    /// File I/O (READ, WRITE, SYNCHRONIZE CACHE) through each device thread's own io_uring
+    /// instead of the worker threads. Default true; where the kernel refuses io_uring the
+    /// workers are used anyway.
+    pub io_uring: bool,
 }
 
 impl Default for DaemonSection {
@@ -91,6 +96,7 @@ impl Default for DaemonSection {
             max_inflight: 256,
             stop_timeout: Duration::from_secs(10),
             inline_qd1: true,
+            io_uring: true,
         }
     }
 }
@@ -499,6 +505,12 @@ impl Config {
             "inline_qd1",
             a.inline_qd1.to_string(),
             b.inline_qd1.to_string(),
+            Applies::NewDevices,
+        );
+        key(
+            "io_uring",
+            a.io_uring.to_string(),
+            b.io_uring.to_string(),
             Applies::NewDevices,
         );
         key(

@@ -55,10 +55,14 @@ pub(crate) struct Cli {
     /// by default, as with tcmu-runner, so that a device this daemon refuses fails `enable`).
     #[arg(long)]
     no_reply_mode: bool,
-    /// Always hand READ and WRITE to the worker threads, even at queue depth 1 (by default a
-    /// lone command runs on the device thread, saving two thread hand-offs).
-    #[arg(long)]
+    /// Accepted for old command lines; no longer used (no backend I/O runs on the device
+    /// thread at any queue depth).
+    #[arg(long, hide = true)]
     no_inline: bool,
+    /// Run file I/O on the worker threads instead of each device thread's io_uring (the
+    /// `[daemon] io_uring` setting; io_uring is used by default where the kernel allows it).
+    #[arg(long)]
+    no_io_uring: bool,
     /// Do not mlockall or set PR_SET_IO_FLUSHER (both on by default: they keep memory
     /// reclaim from deadlocking against the I/O this daemon serves).
     #[arg(long)]
@@ -199,6 +203,7 @@ fn main() -> std::process::ExitCode {
             max_inflight: cli.max_inflight.unwrap_or(d.max_inflight) as usize,
             stop_deadline: cli.stop_timeout.map_or(d.stop_timeout, Duration::from_secs),
             inline_qd1: d.inline_qd1 && !cli.no_inline,
+            io_uring: d.io_uring && !cli.no_io_uring,
             ..DeviceConfig::default()
         },
         reclaim_safety: d.mlock && !cli.no_mlock,

@@ -229,6 +229,12 @@ impl Backend for FileBackend {
         self.file.metadata().map(|_| ()).map_err(|e| errno_of(&e))
     }
 
+    /// The open file: READ, WRITE and FLUSH are plain positional I/O on it (see the module
+    /// docs), which the device thread may issue itself through io_uring.
+    fn uring_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
     fn submit(&self, mut io: Io) {
         let r = match io.op() {
             IoOp::Read => self.read(&mut io),

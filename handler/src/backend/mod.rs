@@ -92,6 +92,16 @@ pub trait Backend: Send + Sync + 'static {
     fn in_flight(&self) -> usize {
         0
     }
+    /// A file descriptor on which READ, WRITE and FLUSH may be done directly with positional
+    /// vectored I/O (`preadv`, `pwritev2`, `fdatasync`) with the same effect as [`submit`],
+    /// by the caller's own means (the device thread's io_uring, docs/DESIGN.md "io_uring").
+    /// The descriptor stays open as long as this backend object lives. None (the default):
+    /// every operation goes through [`submit`].
+    ///
+    /// [`submit`]: Backend::submit
+    fn uring_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
     /// The backend tier: how long the backend's own library waits for one operation before
     /// it fails it (RBD's `osd_op_timeout`, Gluster's `network.ping-timeout`). `None` when it
     /// has none of its own (the file backend: the configured `io_timeout` applies).

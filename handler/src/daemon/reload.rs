@@ -9,7 +9,7 @@
 //!   already served is never dropped by `tier_policy = "refuse"`, only warned about), `faults`,
 //!   and `log_level`;
 //! - **for devices opened from now on**: `workers`, `max_inflight`, `stop_timeout`,
-//!   `inline_qd1`;
+//!   `inline_qd1`, `io_uring`;
 //! - **after a restart**: `metrics_addr`, `reply_mode`, `mlock` (the log says so).
 //!
 //! A device's cfgstring options still take precedence over the file, as at start.
@@ -57,6 +57,7 @@ pub fn reload(cfg: &DaemonConfig, served: &mut HashMap<u32, Served>) -> Option<D
             "max_inflight" => next.device.max_inflight = d.max_inflight as usize,
             "stop_timeout" => next.device.stop_deadline = d.stop_timeout,
             "inline_qd1" => next.device.inline_qd1 = d.inline_qd1,
+            "io_uring" => next.device.io_uring = d.io_uring,
             _ => {}
         }
     }

@@ -102,6 +102,22 @@ pub fn run(job: Job, w: &mut WorkerState) {
 
 /// One READ or WRITE straight between the ring's data area and the backend.
 fn single(mut ctx: Box<Ctx>, link: Arc<DeviceLink>, op: IoOp, rw: Rw, bs: u64) {
+    let (off, len) = prepare_single(&mut ctx, &link, op, rw, bs);
+    let b = link.backend();
+    b.submit(ctx.into_io(op, off, len, link));
+}
+
+/// Make a READ or WRITE one backend operation: its stage, its iovecs (`ctx.iov`) over the
+/// bytes transferred, and, for a READ into a longer buffer, the rest of the buffer zeroed.
+/// Returns the operation's byte offset and length. Shared by the workers and the device
+/// thread's io_uring (see `super::uring`).
+pub(super) fn prepare_single(
+    ctx: &mut Ctx,
+    link: &DeviceLink,
+    op: IoOp,
+    rw: Rw,
+    bs: u64,
+) -> (u64, u64) {
     let have = ctx.cmd.data_len();
     // A READ into a shorter buffer transfers what fits (the initiator sees the residual).
     let len = (u64::from(rw.blocks) * bs).min(have);
@@ -119,10 +135,10 @@ fn single(mut ctx: Box<Ctx>, link: Arc<DeviceLink>, op: IoOp, rw: Rw, bs: u64) {
         is_write: op.is_write(),
         read_len,
     };
-    let Ctx { cmd, iov, .. } = &mut *ctx;
+    let Ctx { cmd, iov, .. } = ctx;
+    iov.clear();
     link.data.iovecs(cmd.data_out(), 0, len, iov);
-    let b = link.backend();
-    b.submit(ctx.into_io(op, rw.lba * bs, len, link));
+    (rw.lba * bs, len)
 }
 
 /// Where the buffers of a waited-on operation come from.

@@ -26,9 +26,14 @@ pub struct DeviceConfig {
     pub scratch_bytes: usize,
     /// How long a stop waits for commands in flight.
     pub stop_deadline: Duration,
-    /// Run a READ or WRITE on the device thread itself when it is the only command in flight
-    /// (queue depth 1), saving two thread hand-offs; deeper queues always use the workers.
+    /// No longer used: no backend I/O runs on the device thread, at any queue depth (a hung
+    /// backing file would defeat the deadline). READ and WRITE at queue depth 1 avoid the
+    /// hand-offs through `io_uring` instead. Kept so existing configurations still load.
     pub inline_qd1: bool,
+    /// Submit READ, WRITE and SYNCHRONIZE CACHE on a backend that offers a file descriptor
+    /// (the file backend) from the device thread through its own io_uring (see
+    /// [`super::uring`]); false, or io_uring unavailable: the workers run them.
+    pub io_uring: bool,
     /// The handler's own deadline per command (see [`super::deadline`]); None: no deadline.
     pub command_deadline: Option<Duration>,
     /// Releases a kept data buffer (`action/free_kept_buf`); without it, and without
@@ -99,6 +104,7 @@ impl Default for DeviceConfig {
             scratch_bytes: 1 << 20,
             stop_deadline: Duration::from_secs(10),
             inline_qd1: true,
+            io_uring: true,
             command_deadline: None,
             free_kept_buf: None,
             outlier_threshold: Some(Duration::from_secs(1)),

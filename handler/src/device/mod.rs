@@ -11,6 +11,10 @@
 //! holds it owns the command, so it is completed to the ring exactly once, by the device
 //! thread, when the box comes back.
 //!
+//! On a backend that offers a file descriptor (the file backend), READ, WRITE and
+//! SYNCHRONIZE CACHE skip the workers: the device thread submits them to its own io_uring
+//! ([`uring`]) and reaps them in the same loop.
+//!
 //! What is decided per command ([`dispatch`]) and how a finished command is counted
 //! ([`accounting`]) do not depend on how the loop that serves the ring is organised (the
 //! `thread` module: one thread per LUN); the map of the modules is in docs/DESIGN.md.
@@ -30,6 +34,7 @@ pub mod range_lock;
 pub mod reconfig;
 pub mod stats;
 mod thread;
+pub mod uring;
 pub mod warm;
 pub mod workers;
 pub mod xcopy;

@@ -27,6 +27,8 @@ pub struct DeviceStats {
     pub kicks: AtomicU64,
     /// Completions published (ring entries handed back).
     pub completed: AtomicU64,
+    /// Commands the device thread submitted to its io_uring (see `super::uring`).
+    pub uring_submitted: AtomicU64,
     /// The ring was found corrupt; the device stopped reading it.
     pub broken: AtomicBool,
     /// Age in ms of the oldest command away in a worker or the backend (0: none).
@@ -56,6 +58,7 @@ impl DeviceStats {
             pool_exhausted: AtomicU64::new(0),
             kicks: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            uring_submitted: AtomicU64::new(0),
             broken: AtomicBool::new(false),
             oldest_ms: AtomicU64::new(0),
             oldest_opcode: AtomicU8::new(0),

@@ -14,6 +14,7 @@ mod data_integrity;
 mod dbus_service;
 mod deadline;
 mod durable_zeroing;
+mod device_loop;
 mod fault_backend;
 mod faults;
 mod health;

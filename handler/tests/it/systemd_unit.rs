@@ -475,6 +475,12 @@ fn system_call_filter_allows_the_start_up_calls() {
         "signalfd4",
         "clone3",
         "futex",
+        // The device thread's io_uring (file I/O), in @aio.
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "preadv",
+        "pwritev2",
     ] {
         assert!(allowed.contains(s), "SystemCallFilter refuses {s}");
     }

@@ -4,11 +4,13 @@
 //! this thread. Also task management (cancelling commands a TMR names).
 
 use super::{DeviceThread, DIRECT_SUBMIT_MAX_BYTES};
-use crate::device::context::{Ctx, Outcome};
+use crate::backend::IoOp;
+use crate::device::context::{Ctx, Outcome, Stage};
 use crate::device::dispatch::{self, Decision, Facts};
 use crate::device::exec::{self, Job};
 use crate::device::handle::ALUA_REFRESH;
 use crate::device::range_lock::range_of;
+use crate::device::uring::UringOp;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,17 +43,7 @@ impl DeviceThread {
                     self.parked.push_back(ctx);
                     return;
                 }
-                if self.inline_now(&ctx) {
-                    // Completes through the done channel like a worker would; reap it now.
-                    let job = Job {
-                        ctx,
-                        link: Arc::clone(&self.link),
-                    };
-                    exec::run(job, &mut self.inline_state);
-                    self.reap();
-                } else {
-                    self.dispatch(ctx);
-                }
+                self.dispatch(ctx);
             }
         }
     }
@@ -84,20 +76,6 @@ impl DeviceThread {
         self.publish();
     }
 
-    /// Whether to run this command here rather than on a worker: a READ or WRITE at queue
-    /// depth 1 (the last pass read one command and nothing else is away) on a backend whose
-    /// submit completes inline. At QD1 the initiator waits for each command, so nothing queues
-    /// behind it, and it saves the two hand-offs device thread → worker → device thread that
-    /// dominate latency. Deeper queues always go to the workers.
-    fn inline_now(&self, ctx: &Ctx) -> bool {
-        let away = self.total - self.free.len() - self.parked.len();
-        self.inline_qd1
-            && self.last_batch <= 1
-            && away <= 1
-            && matches!(ctx.cdb, Cdb::Read(_) | Cdb::Write(_))
-            && self.link.backend().completes_inline()
-    }
-
     /// Start a command that needs the backend: a READ or WRITE on a backend whose submit
     /// returns at once is submitted from here (it completes through the done channel like a
     /// worker's, and the aborted flag was just cleared by `start` or is checked by
@@ -109,6 +87,10 @@ impl DeviceThread {
     /// and a throttled call must block a worker, never the device thread, which completes
     /// everything else and enforces the deadlines.
     fn dispatch(&mut self, ctx: Box<Ctx>) {
+        let ctx = match self.submit_uring(ctx) {
+            Ok(()) => return,
+            Err(ctx) => ctx,
+        };
         if matches!(ctx.cdb, Cdb::Read(_) | Cdb::Write(_))
             && self.data_in_flight <= DIRECT_SUBMIT_MAX_BYTES
             && self.link.backend().submit_returns_at_once()
@@ -123,6 +105,63 @@ impl DeviceThread {
         }
     }
 
+    /// Whether READ, WRITE and SYNCHRONIZE CACHE go to the io_uring (it exists and the
+    /// backend offers a file descriptor).
+    fn uring_serves(&self) -> bool {
+        self.uring.is_some() && self.link.backend().uring_fd().is_some()
+    }
+
+    /// A READ, WRITE or SYNCHRONIZE CACHE on a backend with a file descriptor goes to the
+    /// device's io_uring (no worker, no hand-off; never blocks this thread). Anything else,
+    /// or without io_uring, comes back.
+    fn submit_uring(&mut self, mut ctx: Box<Ctx>) -> Result<(), Box<Ctx>> {
+        if self.uring.is_none()
+            || !matches!(
+                ctx.cdb,
+                Cdb::Read(_) | Cdb::Write(_) | Cdb::SyncCache { .. }
+            )
+        {
+            return Err(ctx);
+        }
+        let backend = self.link.backend();
+        let Some(fd) = backend.uring_fd() else {
+            return Err(ctx);
+        };
+        let (op, off, len) = match ctx.cdb {
+            Cdb::Read(rw) | Cdb::Write(rw) => {
+                let (bs, write_cache) = {
+                    let lun = self.link.lun.read();
+                    (u64::from(lun.block_size), lun.write_cache)
+                };
+                let (io_op, op) = if matches!(ctx.cdb, Cdb::Read(_)) {
+                    (IoOp::Read, UringOp::Read)
+                } else {
+                    let fua = rw.fua || !write_cache;
+                    (IoOp::Write { fua }, UringOp::Write { fua })
+                };
+                let (off, len) = exec::prepare_single(&mut ctx, &self.link, io_op, rw, bs);
+                (op, off, len)
+            }
+            _ => {
+                ctx.stage = Stage::Backend {
+                    is_write: true,
+                    read_len: None,
+                };
+                ctx.iov.clear();
+                (UringOp::Flush, 0, 0)
+            }
+        };
+        let Some(u) = &mut self.uring else {
+            return Err(ctx);
+        };
+        u.start(ctx, backend, fd, op, off, len)?;
+        self.acct
+            .stats
+            .uring_submitted
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn send(&self, ctx: Box<Ctx>) {
         if let Some(w) = &self.workers {
             w.send(Job {
@@ -133,8 +172,21 @@ impl DeviceThread {
     }
 
     /// Take the LBA range the command needs, if any; false if another command holds it.
+    ///
+    /// READ and WRITE through the io_uring take one too (READ shared, WRITE exclusive): the
+    /// kernel may finish a READ from the page cache before a WRITE submitted with it, so a
+    /// READ of blocks a WRITE in flight is writing waits for it, as it would behind a worker
+    /// that started the WRITE first.
     fn take_range(&mut self, ctx: &mut Ctx) -> bool {
-        let Some((lba, blocks, exclusive)) = range_of(&ctx.cdb) else {
+        let range = match ctx.cdb {
+            Cdb::Read(rw) | Cdb::Write(rw) if self.uring_serves() => Some((
+                rw.lba,
+                u64::from(rw.blocks),
+                matches!(ctx.cdb, Cdb::Write(_)),
+            )),
+            ref c => range_of(c),
+        };
+        let Some((lba, blocks, exclusive)) = range else {
             return true;
         };
         if !self.ranges.try_acquire(ctx.slot, lba, blocks, exclusive) {

@@ -5,6 +5,8 @@
 //! - `commands.rs`: routing a command (the pure decisions of [`super::dispatch`] applied to
 //!   this device's state), parking, and handing it to the backend or a worker;
 //! - `expiry.rs`: completing commands at their deadline and at the stop deadline;
+//! - [`super::uring`]: READ, WRITE and SYNCHRONIZE CACHE on a file, submitted and reaped
+//!   here through the device's own io_uring;
 //! - [`super::accounting`]: counters, stage times and outliers of finished commands.
 
 mod commands;
@@ -18,6 +20,7 @@ use super::handle::{AluaSource, DeviceConfig, FreeKeptBuf};
 use super::link::DeviceLink;
 use super::range_lock::RangeTable;
 use super::stats::DeviceStats;
+use super::uring::Uring;
 use super::warm;
 use super::workers::Workers;
 use crossbeam_channel::Receiver;
@@ -54,6 +57,11 @@ pub(super) fn start(
         .map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX)))
         .collect();
     let alua_state = link.lun.read().alua.as_ref().and_then(|a| a.local_state());
+    let uring = if cfg.io_uring {
+        open_uring(&link.name, total, link.accounting)
+    } else {
+        None
+    };
     let mut dt = DeviceThread {
         alua_source: cfg.alua.clone(),
         alua_read_at: Instant::now(),
@@ -84,8 +92,8 @@ pub(super) fn start(
         stop,
         broken: false,
         deadline: cfg.stop_deadline,
-        inline_qd1: cfg.inline_qd1,
         inline_state: WorkerState::new(0),
+        uring,
         last_batch: 0,
         uio_ready: true,
         wake_ready: true,
@@ -117,7 +125,10 @@ struct DeviceThread {
     expired: Vec<Expired>,
     stuck: Vec<Expired>,
     warned_no_keep_buf: bool,
-    /// Data-area bytes of the commands read and not yet completed.
+    /// Data-area bytes of the commands read whose context has not come back: added when a
+    /// command is read, subtracted when its context returns to the free list, whether it
+    /// completes normally, is parked and expires, or comes back late after its deadline
+    /// (its blocks were kept for it until then).
     data_in_flight: u64,
     /// LBA ranges held by the commands in flight.
     ranges: RangeTable,
@@ -134,9 +145,10 @@ struct DeviceThread {
     stop: Arc<AtomicBool>,
     broken: bool,
     deadline: Duration,
-    inline_qd1: bool,
-    /// Buffers for commands run on this thread (READ and WRITE need none).
+    /// Buffers for commands submitted from this thread (READ and WRITE need none).
     inline_state: WorkerState,
+    /// The device's io_uring for file I/O (None: unavailable or turned off).
+    uring: Option<Uring>,
     /// Commands read in the last pass over the ring (the recent queue depth).
     last_batch: usize,
     /// poll() reported the uio fd readable: consume the event before draining.
@@ -180,6 +192,12 @@ impl DeviceThread {
             if stop_by.is_none() && !self.broken {
                 self.drain_ring();
             }
+            if let Some(u) = &mut self.uring {
+                // One system call for every operation this pass queued; the ones the page
+                // cache answered at once are finished in the same pass.
+                u.submit();
+                self.reap_uring();
+            }
             self.publish();
             let in_flight = (self.total - self.free.len()) as u64;
             self.acct.observe(
@@ -195,6 +213,9 @@ impl DeviceThread {
                     self.give_up_in_flight();
                     if let Some(w) = self.workers.take() {
                         w.abandon();
+                    }
+                    if let Some(u) = self.uring.take() {
+                        u.abandon(&name);
                     }
                     return;
                 }
@@ -222,7 +243,7 @@ impl DeviceThread {
 
     fn sleep(&mut self, stop_by: Option<Instant>) {
         self.link.set_sleeping(true);
-        if !self.done_rx.is_empty() {
+        if !self.done_rx.is_empty() || self.uring.as_mut().is_some_and(Uring::has_work) {
             self.link.set_sleeping(false);
             return;
         }
@@ -243,6 +264,12 @@ impl DeviceThread {
             },
             libc::pollfd {
                 fd: self.link.wake_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                // A negative fd is ignored by poll.
+                fd: self.uring.as_ref().map_or(-1, Uring::fd),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -278,6 +305,16 @@ impl DeviceThread {
 
     fn reap(&mut self) {
         while let Ok(ctx) = self.done_rx.try_recv() {
+            self.finish(ctx);
+        }
+        self.reap_uring();
+    }
+
+    /// Finish the commands the io_uring completed.
+    fn reap_uring(&mut self) {
+        let Some(u) = &mut self.uring else { return };
+        u.reap();
+        while let Some(ctx) = self.uring.as_mut().and_then(Uring::pop_ready) {
             self.finish(ctx);
         }
     }
@@ -359,6 +396,8 @@ impl DeviceThread {
                 }
             }
             tracing::info!(device = %self.link.name, cmd_id = id, "late backend completion of an expired command");
+            // Its data blocks were in use until now (kept for the late transfer).
+            self.data_in_flight = self.data_in_flight.saturating_sub(ctx.cmd.data_len());
             self.free.push(ctx);
             return;
         }
@@ -400,5 +439,22 @@ impl DeviceThread {
                 link.backend().describe()
             });
         self.free.push(ctx);
+    }
+}
+
+/// Whether io_uring was found unavailable (logged once per process, not per device).
+static URING_UNAVAILABLE_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// The device's io_uring, or None (logged once) when the kernel refuses it: the workers then
+/// run the file I/O.
+fn open_uring(name: &str, total: usize, stamp: bool) -> Option<Uring> {
+    match Uring::new(total, stamp) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            if !URING_UNAVAILABLE_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(device = %name, "io_uring unavailable ({e}); file I/O runs on the worker threads");
+            }
+            None
+        }
     }
 }
