@@ -11,6 +11,7 @@ SVG in bench/out/, and the ratios printed last.
 
 usage: compare.py [--quick] [--rings] [--warden BIN] [--runner DIR]
        compare.py --from-json FILE      (re-derive summary, table, ratios and SVG, no boot)
+       compare.py --markdown FILE       (a saved run's rows and scale points as Markdown tables)
   --quick   CI smoke: 1 round, 2 short jobs, scale 1 and 16 LUNs in the same boots (~3-4 min)
   --rings   ring sizes instead: each max_data_area_mb (BENCH_RINGS) for warden and runner,
             1 MiB sequential write QD8 (BENCH_JOBS), fileio as the reference; no scale run
@@ -312,6 +313,49 @@ def ratio_lines(summary, p, sc):
     return out
 
 
+def markdown(doc):
+    """The summary as Markdown tables (for bench/vm/README.md's baseline and closing notes)."""
+    p, sc = doc["plan"], doc.get("scale_summary") or {}
+    out = ["| job | hw_max_sectors | tcmu-warden | tcmu-runner | kernel fileio | warden / runner | warden / fileio |",
+           "|---|---|---|---|---|---|---|"]
+    for row in rows(doc["summary"], p):
+        bs = job_bs(row["job"])
+        lat = row["job"].endswith("qd1")
+        unit = "MB/s" if bs >= 1048576 else "IOPS"
+
+        def md_cell(s):
+            if s is None:
+                return "-"
+            tail = f", p50 {fmt_us(pick(s, 'p50_us'))}" if lat else ""
+            return f"{fmt_tp(pick(s, 'throughput'), bs)}, {fmt_us(pick(s, 'qemu_cpu_us_per_io'))} CPU/IO{tail}"
+
+        rr = row_ratios(row)
+
+        def md_ratio(ref):
+            def x(v):
+                return "-" if v is None else f"{v:.2f}x"
+            v = [f"{unit} {x(rr[f'throughput_warden_{ref}'])}", f"CPU {x(rr[f'cpu_warden_{ref}'])}"]
+            if lat:
+                v.append(f"p50 {x(rr[f'p50_warden_{ref}'])}")
+            return ", ".join(v)
+        fio = row["fileio"]
+        out.append(f"| {JOBS[row['job']]}{' (ring ' + str(row['ring']) + ' MB)' if p['mode'].startswith('rings') else ''} "
+                   f"| {row['hw']} | {md_cell(row['warden'])} | {md_cell(row['runner'])} | "
+                   f"{md_cell(fio)}{' (hw ' + str(fio['hw']) + ')' if fio else ''} | {md_ratio('runner')} | {md_ratio('fileio')} |")
+    if sc:
+        ds = list(sc)
+        out += ["", "| LUNs | " + " | ".join(f"{d} RSS | threads | add time" for d in ds) + " |",
+                "|---|" + "---|---|---|" * len(ds)]
+        for n in sorted({pt["luns"] for d in ds for pt in sc[d]["points"]}):
+            cells = []
+            for d in ds:
+                pt = next((x for x in sc[d]["points"] if x["luns"] == n), None)
+                cells.append(f"{pt['rss_kb'] / 1024:.1f} MB | {pt['threads']} | {pt['add_ms'] / 1000:.2f} s"
+                             if pt else "- | - | -")
+            out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- SVG
 def svg_chart(summary, p, sc):
     rs = rows(summary, p)
@@ -417,6 +461,9 @@ def rerender(path):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--from-json":
         return rerender(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "--markdown":
+        print(markdown(json.load(open(sys.argv[2]))))
+        return 0
     a = parse_args(sys.argv[1:])
     p = plan(a)
     if "warden" in p["targets"] and not os.access(a["warden"], os.X_OK):
