@@ -2,7 +2,8 @@
 //! filter that changes at run time (tcmu.conf's `log_level`, see [`crate::tcmu_conf`]).
 //!
 //! Logging never blocks the thread that logs: each output is written by a thread of its own
-//! (`tracing-appender`'s non-blocking writer) from a bounded buffer of [`BUFFER_LINES`] lines.
+//! (`tracing-appender`'s non-blocking writer; for journald, [`crate::journal`]) from a bounded
+//! buffer of [`BUFFER_LINES`] lines.
 //! When the output does not keep up (a stalled journald, a slow log disk), new lines are
 //! dropped, not waited for, and counted: [`dropped_lines`], exported as
 //! `tcmu_warden_log_lines_dropped_total` and shown by `diagnose`. A device thread logging
@@ -35,15 +36,16 @@ pub fn finish() {
     drop(std::mem::take(&mut *GUARDS.lock()));
 }
 
-/// Lines dropped so far because an output did not keep up.
+/// Lines dropped so far because an output did not keep up (journald's included).
 #[must_use]
 pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |v| {
+    let writers = DROPPED.get().map_or(0, |v| {
         v.lock()
             .iter()
             .map(|c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
             .sum()
-    })
+    });
+    writers.saturating_add(crate::journal::dropped())
 }
 
 /// A non-blocking, lossy writer over `w`, written by a thread of its own from a buffer of
@@ -118,8 +120,8 @@ pub fn init(initial: &str) -> Arc<Logging> {
 /// elsewhere inherits the variable but not the stream, hence the comparison. Each event goes
 /// out with its level as `PRIORITY` and its fields (`device`, `cmd_id`, stage times ...) as
 /// journal fields of the same name in capitals (`DEVICE`, `CMD_ID`), see README "Install on a
-/// gateway".
-fn journald() -> Option<tracing_journald::Layer> {
+/// gateway"; never waiting for journald ([`crate::journal`]).
+fn journald() -> Option<crate::journal::JournalLayer> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
     let stream = std::env::var("JOURNAL_STREAM").ok()?;
@@ -129,17 +131,12 @@ fn journald() -> Option<tracing_journald::Layer> {
     if meta.dev().to_string() != dev || meta.ino().to_string() != ino {
         return None;
     }
-    // syslog's levels: error 3, warning 4, info 6, debug 7.
-    let priorities = tracing_journald::PriorityMappings {
-        info: tracing_journald::Priority::Informational,
-        debug: tracing_journald::Priority::Debug,
-        ..tracing_journald::PriorityMappings::new()
-    };
-    tracing_journald::layer().ok().map(|l| {
-        l.with_field_prefix(None)
-            .with_syslog_identifier("tcmu-warden".to_string())
-            .with_priority_mappings(priorities)
-    })
+    crate::journal::JournalLayer::new(
+        Path::new(crate::journal::SOCKET),
+        "tcmu-warden",
+        BUFFER_LINES,
+    )
+    .ok()
 }
 
 fn parse_filter(f: &str) -> Result<EnvFilter, String> {
