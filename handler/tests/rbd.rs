@@ -887,3 +887,114 @@ fn a_write_waiting_for_the_lock_past_the_bound_gets_busy() {
     ha.stop();
     hb.stop();
 }
+
+/// `ceph <args> -f json` against the test cluster (bounded); stdout.
+fn ceph_json(args: &[&str]) -> String {
+    let out = std::process::Command::new("timeout")
+        .args(["20", "ceph", "-c", &conf(), "--connect-timeout", "10"])
+        .args(args)
+        .args(["-f", "json"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run the ceph CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Poll `f` every 250 ms until it is true or `limit` passes; returns how long it took.
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+/// An open LUN is a `tcmu-runner` daemon `<host>:<pool>/<image>` in the manager's service
+/// map with the metadata the dashboard reads, its status says whether it holds the lock,
+/// `ceph -s` counts it as a portal, and it leaves the map when the LUN closes.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
+    assert!(
+        wait_until(Duration::from_secs(120), || ceph_json(&["mgr", "stat"])
+            .contains("\"available\":true"))
+        .is_some(),
+        "the test cluster's mgr never became available"
+    );
+    let admin = admin();
+    let name = unique("svcmap");
+    let size: u64 = 4 << 20;
+    create_image(&admin, "rbd", None, &name, size);
+    let host = nix::unistd::gethostname()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let daemon = format!("{host}:rbd/{name}");
+    let image_id = {
+        let io = IoCtx::new(&admin, "rbd", None).unwrap();
+        Image::open(&io, &name, None, true).unwrap().id().unwrap()
+    };
+    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, None);
+    let listed = wait_until(Duration::from_secs(30), || {
+        ceph_json(&["service", "dump"]).contains(&format!("\"{daemon}\":"))
+    })
+    .expect("the LUN appears in `ceph service dump`");
+    let dump = ceph_json(&["service", "dump"]);
+    let entry = &dump[dump.find(&format!("\"{daemon}\":")).unwrap()..];
+    let entry = &entry[..entry.find("\"task_status\"").unwrap_or(entry.len())];
+    for kv in [
+        "\"daemon_type\":\"portal\"".to_string(),
+        format!("\"daemon_prefix\":\"{host}\""),
+        "\"pool_name\":\"rbd\"".to_string(),
+        format!("\"image_name\":\"{name}\""),
+        format!("\"image_id\":\"{image_id}\""),
+    ] {
+        assert!(entry.contains(&kv), "{kv} in the service map entry: {entry}");
+    }
+    assert!(
+        dump.contains("\"tcmu-runner\""),
+        "under the service the dashboard reads: {dump}"
+    );
+    let status_is = |v: &str| {
+        let s = ceph_json(&["service", "status"]);
+        s.find(&format!("\"{daemon}\":"))
+            .is_some_and(|i| s[i..].contains(&format!("\"lock_owner\":\"{v}\"")))
+    };
+    let not_owner = wait_until(Duration::from_secs(30), || status_is("false"))
+        .expect("status lock_owner=false before the first write");
+    let mut h = harness(Arc::clone(&backend), size);
+    assert_good(&h.run(&cdb::write16(0, 8, false), DataDir::ToDevice(&[7u8; 8 * BS])));
+    let owner = wait_until(Duration::from_secs(30), || status_is("true"))
+        .expect("status lock_owner=true once the write took the lock");
+    let s = String::from_utf8_lossy(
+        &std::process::Command::new("timeout")
+            .args(["20", "ceph", "-c", &conf(), "-s"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    let line = s
+        .lines()
+        .find(|l| l.contains("tcmu-runner:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(line.contains("portal"), "`ceph -s` counts portals: {s}");
+    h.stop();
+    drop(h);
+    drop(backend);
+    let gone = wait_until(Duration::from_secs(60), || {
+        let d = ceph_json(&["service", "dump"]);
+        d.contains("\"services\"") && !d.contains(&format!("\"{daemon}\":"))
+    })
+    .expect("the entry leaves the service map when the LUN closes");
+    eprintln!(
+        "service map: listed {listed:?} after the open, status lock_owner=false seen after \
+         {not_owner:?}, true {owner:?} after the first write; `ceph -s`: {line:?}; gone \
+         {gone:?} after the close"
+    );
+}

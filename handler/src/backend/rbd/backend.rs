@@ -81,6 +81,8 @@ pub(super) struct Inner {
     pub reopening: Mutex<()>,
     /// The explicit exclusive lock's write gate (`None`: read-only, or `lock_hold=0`).
     pub gate: Option<super::lock::Gate>,
+    /// Operations that failed with ETIMEDOUT (`osd_op_timeout`), for the service map.
+    pub timed_out: AtomicU64,
 }
 
 /// The RBD backend of one LUN.
@@ -142,6 +144,7 @@ impl RbdBackend {
             facts: Mutex::new(super::monitor::Facts::default()),
             reopening: Mutex::new(()),
             gate,
+            timed_out: AtomicU64::new(0),
         });
         let short = device.rsplit('/').next().unwrap_or(device);
         let mut threads = Vec::new();
@@ -406,6 +409,9 @@ fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
     inner.metrics.latency.observe(f.io.op(), f.start);
     if r.is_err_and(|e| ErrnoClass::of(e as i32) == ErrnoClass::Fenced) {
         inner.blocklisted(&f.opened);
+    }
+    if r == Err(Errno::ETIMEDOUT) {
+        inner.timed_out.fetch_add(1, Ordering::Relaxed);
     }
     let r = inner.lock_errno(f.io.op(), r);
     let InFlight {

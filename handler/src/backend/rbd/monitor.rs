@@ -61,6 +61,7 @@ pub struct Facts {
 pub(super) fn run(inner: &Arc<Inner>) {
     let mut backoff = Duration::from_millis(100);
     let mut next_scan = Instant::now();
+    let mut service = super::service::Entry::default();
     loop {
         let (recover, mut scan) = {
             let mut w = inner.wake.lock();
@@ -94,6 +95,7 @@ pub(super) fn run(inner: &Arc<Inner>) {
             next_scan = Instant::now() + SCAN_EVERY;
         }
         cleanup_blocklist(inner);
+        service.tick(inner);
     }
 }
 
