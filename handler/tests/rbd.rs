@@ -928,10 +928,7 @@ fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
     let name = unique("svcmap");
     let size: u64 = 4 << 20;
     create_image(&admin, "rbd", None, &name, size);
-    let host = nix::unistd::gethostname()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     let daemon = format!("{host}:rbd/{name}");
     let image_id = {
         let io = IoCtx::new(&admin, "rbd", None).unwrap();
@@ -952,7 +949,10 @@ fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
         format!("\"image_name\":\"{name}\""),
         format!("\"image_id\":\"{image_id}\""),
     ] {
-        assert!(entry.contains(&kv), "{kv} in the service map entry: {entry}");
+        assert!(
+            entry.contains(&kv),
+            "{kv} in the service map entry: {entry}"
+        );
     }
     assert!(
         dump.contains("\"tcmu-runner\""),
@@ -966,7 +966,10 @@ fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
     let not_owner = wait_until(Duration::from_secs(30), || status_is("false"))
         .expect("status lock_owner=false before the first write");
     let mut h = harness(Arc::clone(&backend), size);
-    assert_good(&h.run(&cdb::write16(0, 8, false), DataDir::ToDevice(&[7u8; 8 * BS])));
+    assert_good(&h.run(
+        &cdb::write16(0, 8, false),
+        DataDir::ToDevice(&[7u8; 8 * BS]),
+    ));
     let owner = wait_until(Duration::from_secs(30), || status_is("true"))
         .expect("status lock_owner=true once the write took the lock");
     let s = String::from_utf8_lossy(
@@ -997,4 +1000,151 @@ fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
          {not_owner:?}, true {owner:?} after the first write; `ceph -s`: {line:?}; gone \
          {gone:?} after the close"
     );
+}
+
+/// ceph-iscsi's implicit ALUA layout on one gateway: group 1 "ao" (the configured owner's
+/// port, RTPI 1) and group 2 "ano2" (RTPI 2); `local` is the group whose port is enabled here.
+fn gateway_alua(local: u16) -> tcmu_scsi::alua::Alua {
+    use tcmu_scsi::alua::{state, status, Alua, PortGroup, TargetPort};
+    let g = |name: &str, id: u16, st: u8| PortGroup {
+        name: name.into(),
+        id,
+        state: st,
+        supported: 0x83, // T, AN, AO
+        status: status::NONE,
+        preferred: false,
+        implicit: true,
+        explicit: false,
+        implicit_trans_secs: 45,
+        ports: vec![TargetPort {
+            rtpi: id,
+            enabled: id == local,
+        }],
+    };
+    Alua {
+        groups: vec![
+            g("ao", 1, state::ACTIVE_OPTIMIZED),
+            g("ano2", 2, state::ACTIVE_NON_OPTIMIZED),
+        ],
+    }
+}
+
+/// (group id, state) of every descriptor of a REPORT TARGET PORT GROUPS answer.
+fn rtpg_states(h: &mut Harness) -> Vec<(u16, u8)> {
+    let mut cdb = [0u8; 12];
+    cdb[0] = 0xA3;
+    cdb[1] = 0x0A;
+    cdb[6..10].copy_from_slice(&256u32.to_be_bytes());
+    let c = h.run(&cdb, DataDir::FromDevice(256));
+    assert_good(&c);
+    let d = &c.data_in;
+    let len = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize + 4;
+    let mut out = Vec::new();
+    let mut at = 4;
+    while at + 8 <= len.min(d.len()) {
+        out.push((u16::from_be_bytes([d[at + 2], d[at + 3]]), d[at] & 0x0F));
+        at += 8 + 4 * d[at + 7] as usize;
+    }
+    out
+}
+
+/// Two gateways (two LUNs on two RADOS clients, each with ceph-iscsi's implicit ALUA groups,
+/// its own port enabled) on one image: the one holding the exclusive lock reports its group
+/// active/optimized and the other's active/non-optimized, both in REPORT TARGET PORT GROUPS;
+/// a write through the non-optimized gateway moves the lock (after the holder's lock_hold)
+/// and both answers flip; transitions and the time to optimized are counted.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn the_lock_holder_is_the_active_optimized_path_and_a_write_elsewhere_moves_it() {
+    let (ao, ano) = (0u8, 1u8);
+    let admin = admin();
+    let name = unique("alua");
+    let size: u64 = 4 << 20;
+    create_image(&admin, "rbd", None, &name, size);
+    let c = conf();
+    let (ma, mb) = (Metrics::new(), Metrics::new());
+    let a = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=30;lock_hold=1"),
+        size,
+        Some(&ma),
+    );
+    let b = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=31;lock_hold=1"),
+        size,
+        Some(&mb),
+    );
+    let with_alua = |backend: &Arc<dyn Backend>, local: u16| {
+        let mut lun = LunSpec::new(size, BS as u32)
+            .hw_max_sectors(2048)
+            .lun_info(backend.as_ref());
+        lun.alua = Some(gateway_alua(local));
+        Harness::new(
+            Arc::clone(backend),
+            lun,
+            EmuConfig::default(),
+            &DeviceConfig {
+                workers: 2,
+                ..DeviceConfig::default()
+            },
+        )
+    };
+    let mut ha = with_alua(&a, 1);
+    let mut hb = with_alua(&b, 2);
+    // Nobody holds the lock: the configured owner (group 1) is optimized on both.
+    assert_eq!(rtpg_states(&mut ha), [(1, ao), (2, ano)]);
+    assert_eq!(rtpg_states(&mut hb), [(1, ao), (2, ano)]);
+    let flip = |h: &mut Harness, other: &mut Harness, writer_group: u16, byte: u8| {
+        let want: Vec<(u16, u8)> = [
+            (1, if writer_group == 1 { ao } else { ano }),
+            (2, if writer_group == 2 { ao } else { ano }),
+        ]
+        .into();
+        let t = Instant::now();
+        let (w, retries) = run_retrying(
+            h,
+            &cdb::write16(0, 8, false),
+            DataDir::ToDevice(&[byte; 8 * BS]),
+            Duration::from_secs(20),
+        );
+        assert_good(&w);
+        let write_done = t.elapsed();
+        let here = wait_until(Duration::from_secs(10), || rtpg_states(h) == want)
+            .unwrap_or_else(|| panic!("the writer's RTPG shows {want:?}: {:?}", rtpg_states(h)));
+        let there = wait_until(Duration::from_secs(10), || rtpg_states(other) == want)
+            .unwrap_or_else(|| panic!("the peer's RTPG shows {want:?}: {:?}", rtpg_states(other)));
+        eprintln!(
+            "write through group {writer_group}: done after {write_done:?} ({retries} BUSY retries); \
+             its RTPG optimized {here:?} later, the peer's {there:?} later"
+        );
+    };
+    // B (group 2) writes: B takes the free lock, B's group is optimized everywhere.
+    flip(&mut hb, &mut ha, 2, 0xb1);
+    // A writes: after B's lock_hold the lock moves to A, and both answers flip back.
+    flip(&mut ha, &mut hb, 1, 0xa1);
+    // And again through B.
+    flip(&mut hb, &mut ha, 2, 0xb2);
+    let text = |m: &Metrics| m.encode();
+    let count = |m: &Metrics, to: &str| {
+        metric(
+            &text(m),
+            &format!("tcmu_warden_rbd_alua_transitions_total{{device=\"user_0/rbdlun\",subtype=\"rbd\",to=\"{to}\"}}"),
+        )
+    };
+    assert_eq!(count(&mb, "active_optimized"), 2, "{}", text(&mb));
+    assert_eq!(count(&mb, "active_non_optimized"), 1);
+    assert_eq!(count(&ma, "active_optimized"), 1);
+    assert_eq!(count(&ma, "active_non_optimized"), 1);
+    assert!(
+        metric(
+            &text(&mb),
+            "tcmu_warden_rbd_time_to_optimized_seconds_count{"
+        ) >= 2,
+        "{}",
+        text(&mb)
+    );
+    let r = hb.run(&cdb::read16(0, 8), DataDir::FromDevice(8 * BS));
+    assert_good(&r);
+    assert_eq!(r.data_in, vec![0xb2; 8 * BS]);
+    ha.stop();
+    hb.stop();
 }

@@ -466,7 +466,10 @@ mod tests {
             b"a\x001\x00bc\x00\x00\x00"
         );
         assert_eq!(super::dict("t", &[]).unwrap(), b"\x00");
-        assert!(super::dict("t", &[("", "x")]).is_err(), "an empty key ends the dict");
+        assert!(
+            super::dict("t", &[("", "x")]).is_err(),
+            "an empty key ends the dict"
+        );
         assert!(super::dict("t", &[("a", "x\0y")]).is_err());
     }
 

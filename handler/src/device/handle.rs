@@ -47,6 +47,22 @@ pub struct DeviceConfig {
     /// Re-reads the LUN's ALUA target port groups (configfs); None: the groups in the
     /// `LunInfo` never change.
     pub alua: Option<AluaSource>,
+    /// Writes lock-driven ALUA states back where the groups come from (configfs
+    /// `alua/<group>/alua_access_state`, see [`crate::configfs::alua_write`]); None: the
+    /// lock-driven states are only reported, not written.
+    pub alua_sink: Option<AluaSink>,
+}
+
+/// Where lock-driven ALUA states go: called with `(group name, new state)` for every group
+/// whose lock-driven state differs from the configured one (rarely: on a lock transition).
+/// Must not block: the device thread calls it.
+#[derive(Clone)]
+pub struct AluaSink(pub Arc<dyn Fn(Vec<(String, u8)>) + Send + Sync>);
+
+impl std::fmt::Debug for AluaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AluaSink")
+    }
 }
 
 /// How to read a LUN's ALUA target port groups again (configfs `alua/`, see
@@ -91,6 +107,7 @@ impl Default for DeviceConfig {
             metrics: None,
             health: None,
             alua: None,
+            alua_sink: None,
         }
     }
 }

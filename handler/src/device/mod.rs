@@ -33,7 +33,7 @@ pub mod warm;
 pub mod workers;
 
 pub use handle::{
-    spawn, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf, ALUA_REFRESH,
+    spawn, AluaSink, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf, ALUA_REFRESH,
 };
 pub use link::UnitAttention;
 pub use reconfig::ReconfigError;

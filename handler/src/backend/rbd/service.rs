@@ -38,7 +38,11 @@ pub fn daemon_name(host: &str, cfg: &RbdConfig) -> String {
 
 /// The static metadata of a LUN's entry.
 #[must_use]
-pub fn metadata<'a>(host: &'a str, cfg: &'a RbdConfig, image_id: &'a str) -> Vec<(&'a str, &'a str)> {
+pub fn metadata<'a>(
+    host: &'a str,
+    cfg: &'a RbdConfig,
+    image_id: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     let mut m = vec![
         ("pool_name", cfg.pool.as_str()),
         ("image_name", cfg.image.as_str()),
@@ -129,7 +133,9 @@ impl Entry {
         let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         match c.service_update_status(&refs) {
             Ok(()) => self.sent = Some(now),
-            Err(e) => tracing::warn!(device = %inner.device, "rbd: service map status not updated: {e}"),
+            Err(e) => {
+                tracing::warn!(device = %inner.device, "rbd: service map status not updated: {e}")
+            }
         }
     }
 }
