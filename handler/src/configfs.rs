@@ -6,6 +6,8 @@
 //! serial and timeouts here to answer them as targetcli shows them, and its ALUA target port
 //! groups ([`read_alua`]) to answer REPORT TARGET PORT GROUPS as LIO would.
 
+pub mod alua_write;
+
 use std::path::{Path, PathBuf};
 use tcmu_scsi::alua::{self, supported, Alua, PortGroup, TargetPort};
 

@@ -887,3 +887,264 @@ fn a_write_waiting_for_the_lock_past_the_bound_gets_busy() {
     ha.stop();
     hb.stop();
 }
+
+/// `ceph <args> -f json` against the test cluster (bounded); stdout.
+fn ceph_json(args: &[&str]) -> String {
+    let out = std::process::Command::new("timeout")
+        .args(["20", "ceph", "-c", &conf(), "--connect-timeout", "10"])
+        .args(args)
+        .args(["-f", "json"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run the ceph CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Poll `f` every 250 ms until it is true or `limit` passes; returns how long it took.
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+/// An open LUN is a `tcmu-runner` daemon `<host>:<pool>/<image>` in the manager's service
+/// map with the metadata the dashboard reads, its status says whether it holds the lock,
+/// `ceph -s` counts it as a portal, and it leaves the map when the LUN closes.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
+    assert!(
+        wait_until(Duration::from_secs(120), || ceph_json(&["mgr", "stat"])
+            .contains("\"available\":true"))
+        .is_some(),
+        "the test cluster's mgr never became available"
+    );
+    let admin = admin();
+    let name = unique("svcmap");
+    let size: u64 = 4 << 20;
+    create_image(&admin, "rbd", None, &name, size);
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let daemon = format!("{host}:rbd/{name}");
+    let image_id = {
+        let io = IoCtx::new(&admin, "rbd", None).unwrap();
+        Image::open(&io, &name, None, true).unwrap().id().unwrap()
+    };
+    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, None);
+    let listed = wait_until(Duration::from_secs(30), || {
+        ceph_json(&["service", "dump"]).contains(&format!("\"{daemon}\":"))
+    })
+    .expect("the LUN appears in `ceph service dump`");
+    let dump = ceph_json(&["service", "dump"]);
+    let entry = &dump[dump.find(&format!("\"{daemon}\":")).unwrap()..];
+    let entry = &entry[..entry.find("\"task_status\"").unwrap_or(entry.len())];
+    for kv in [
+        "\"daemon_type\":\"portal\"".to_string(),
+        format!("\"daemon_prefix\":\"{host}\""),
+        "\"pool_name\":\"rbd\"".to_string(),
+        format!("\"image_name\":\"{name}\""),
+        format!("\"image_id\":\"{image_id}\""),
+    ] {
+        assert!(
+            entry.contains(&kv),
+            "{kv} in the service map entry: {entry}"
+        );
+    }
+    assert!(
+        dump.contains("\"tcmu-runner\""),
+        "under the service the dashboard reads: {dump}"
+    );
+    let status_is = |v: &str| {
+        let s = ceph_json(&["service", "status"]);
+        s.find(&format!("\"{daemon}\":"))
+            .is_some_and(|i| s[i..].contains(&format!("\"lock_owner\":\"{v}\"")))
+    };
+    let not_owner = wait_until(Duration::from_secs(30), || status_is("false"))
+        .expect("status lock_owner=false before the first write");
+    let mut h = harness(Arc::clone(&backend), size);
+    assert_good(&h.run(
+        &cdb::write16(0, 8, false),
+        DataDir::ToDevice(&[7u8; 8 * BS]),
+    ));
+    let owner = wait_until(Duration::from_secs(30), || status_is("true"))
+        .expect("status lock_owner=true once the write took the lock");
+    let s = String::from_utf8_lossy(
+        &std::process::Command::new("timeout")
+            .args(["20", "ceph", "-c", &conf(), "-s"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    let line = s
+        .lines()
+        .find(|l| l.contains("tcmu-runner:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(line.contains("portal"), "`ceph -s` counts portals: {s}");
+    h.stop();
+    drop(h);
+    drop(backend);
+    let gone = wait_until(Duration::from_secs(60), || {
+        let d = ceph_json(&["service", "dump"]);
+        d.contains("\"services\"") && !d.contains(&format!("\"{daemon}\":"))
+    })
+    .expect("the entry leaves the service map when the LUN closes");
+    eprintln!(
+        "service map: listed {listed:?} after the open, status lock_owner=false seen after \
+         {not_owner:?}, true {owner:?} after the first write; `ceph -s`: {line:?}; gone \
+         {gone:?} after the close"
+    );
+}
+
+/// ceph-iscsi's implicit ALUA layout on one gateway: group 1 "ao" (the configured owner's
+/// port, RTPI 1) and group 2 "ano2" (RTPI 2); `local` is the group whose port is enabled here.
+fn gateway_alua(local: u16) -> tcmu_scsi::alua::Alua {
+    use tcmu_scsi::alua::{state, status, Alua, PortGroup, TargetPort};
+    let g = |name: &str, id: u16, st: u8| PortGroup {
+        name: name.into(),
+        id,
+        state: st,
+        supported: 0x83, // T, AN, AO
+        status: status::NONE,
+        preferred: false,
+        implicit: true,
+        explicit: false,
+        implicit_trans_secs: 45,
+        ports: vec![TargetPort {
+            rtpi: id,
+            enabled: id == local,
+        }],
+    };
+    Alua {
+        groups: vec![
+            g("ao", 1, state::ACTIVE_OPTIMIZED),
+            g("ano2", 2, state::ACTIVE_NON_OPTIMIZED),
+        ],
+    }
+}
+
+/// (group id, state) of every descriptor of a REPORT TARGET PORT GROUPS answer.
+fn rtpg_states(h: &mut Harness) -> Vec<(u16, u8)> {
+    let mut cdb = [0u8; 12];
+    cdb[0] = 0xA3;
+    cdb[1] = 0x0A;
+    cdb[6..10].copy_from_slice(&256u32.to_be_bytes());
+    let c = h.run(&cdb, DataDir::FromDevice(256));
+    assert_good(&c);
+    let d = &c.data_in;
+    let len = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize + 4;
+    let mut out = Vec::new();
+    let mut at = 4;
+    while at + 8 <= len.min(d.len()) {
+        out.push((u16::from_be_bytes([d[at + 2], d[at + 3]]), d[at] & 0x0F));
+        at += 8 + 4 * d[at + 7] as usize;
+    }
+    out
+}
+
+/// Two gateways (two LUNs on two RADOS clients, each with ceph-iscsi's implicit ALUA groups,
+/// its own port enabled) on one image: the one holding the exclusive lock reports its group
+/// active/optimized and the other's active/non-optimized, both in REPORT TARGET PORT GROUPS;
+/// a write through the non-optimized gateway moves the lock (after the holder's lock_hold)
+/// and both answers flip; transitions and the time to optimized are counted.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn the_lock_holder_is_the_active_optimized_path_and_a_write_elsewhere_moves_it() {
+    let (ao, ano) = (0u8, 1u8);
+    let admin = admin();
+    let name = unique("alua");
+    let size: u64 = 4 << 20;
+    create_image(&admin, "rbd", None, &name, size);
+    let c = conf();
+    let (ma, mb) = (Metrics::new(), Metrics::new());
+    let a = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=30;lock_hold=1"),
+        size,
+        Some(&ma),
+    );
+    let b = open_lun(
+        &format!("rbd/{name};conf={c};osd_op_timeout=31;lock_hold=1"),
+        size,
+        Some(&mb),
+    );
+    let with_alua = |backend: &Arc<dyn Backend>, local: u16| {
+        let mut lun = LunSpec::new(size, BS as u32)
+            .hw_max_sectors(2048)
+            .lun_info(backend.as_ref());
+        lun.alua = Some(gateway_alua(local));
+        Harness::new(
+            Arc::clone(backend),
+            lun,
+            EmuConfig::default(),
+            &DeviceConfig {
+                workers: 2,
+                ..DeviceConfig::default()
+            },
+        )
+    };
+    let mut ha = with_alua(&a, 1);
+    let mut hb = with_alua(&b, 2);
+    // Nobody holds the lock: the configured owner (group 1) is optimized on both.
+    assert_eq!(rtpg_states(&mut ha), [(1, ao), (2, ano)]);
+    assert_eq!(rtpg_states(&mut hb), [(1, ao), (2, ano)]);
+    let flip = |h: &mut Harness, other: &mut Harness, writer_group: u16, byte: u8| {
+        let want: Vec<(u16, u8)> = [
+            (1, if writer_group == 1 { ao } else { ano }),
+            (2, if writer_group == 2 { ao } else { ano }),
+        ]
+        .into();
+        let t = Instant::now();
+        let (w, retries) = run_retrying(
+            h,
+            &cdb::write16(0, 8, false),
+            DataDir::ToDevice(&[byte; 8 * BS]),
+            Duration::from_secs(20),
+        );
+        assert_good(&w);
+        let write_done = t.elapsed();
+        let here = wait_until(Duration::from_secs(10), || rtpg_states(h) == want)
+            .unwrap_or_else(|| panic!("the writer's RTPG shows {want:?}: {:?}", rtpg_states(h)));
+        let there = wait_until(Duration::from_secs(10), || rtpg_states(other) == want)
+            .unwrap_or_else(|| panic!("the peer's RTPG shows {want:?}: {:?}", rtpg_states(other)));
+        eprintln!(
+            "write through group {writer_group}: done after {write_done:?} ({retries} BUSY retries); \
+             its RTPG optimized {here:?} later, the peer's {there:?} later"
+        );
+    };
+    // B (group 2) writes: B takes the free lock, B's group is optimized everywhere.
+    flip(&mut hb, &mut ha, 2, 0xb1);
+    // A writes: after B's lock_hold the lock moves to A, and both answers flip back.
+    flip(&mut ha, &mut hb, 1, 0xa1);
+    // And again through B.
+    flip(&mut hb, &mut ha, 2, 0xb2);
+    let text = |m: &Metrics| m.encode();
+    let count = |m: &Metrics, to: &str| {
+        metric(
+            &text(m),
+            &format!("tcmu_warden_rbd_alua_transitions_total{{device=\"user_0/rbdlun\",subtype=\"rbd\",to=\"{to}\"}}"),
+        )
+    };
+    assert_eq!(count(&mb, "active_optimized"), 2, "{}", text(&mb));
+    assert_eq!(count(&mb, "active_non_optimized"), 1);
+    assert_eq!(count(&ma, "active_optimized"), 1);
+    assert_eq!(count(&ma, "active_non_optimized"), 1);
+    assert!(
+        metric(
+            &text(&mb),
+            "tcmu_warden_rbd_time_to_optimized_seconds_count{"
+        ) >= 2,
+        "{}",
+        text(&mb)
+    );
+    let r = hb.run(&cdb::read16(0, 8), DataDir::FromDevice(8 * BS));
+    assert_good(&r);
+    assert_eq!(r.data_in, vec![0xb2; 8 * BS]);
+    ha.stop();
+    hb.stop();
+}

@@ -1,6 +1,7 @@
 #!/bin/bash
-# A throwaway single-node Ceph cluster (one mon, one memstore OSD, no mgr) on 127.0.0.1 (or
-# CEPH_ADDR), all of its state under DIR. Facts this relies on: docs/test-services.md §3 (and
+# A throwaway single-node Ceph cluster (one mon, one memstore OSD, one mgr for the service
+# map) on 127.0.0.1 (or CEPH_ADDR), all of its state under DIR. Facts this relies on:
+# docs/test-services.md §3 (and
 # tests/ceph/README.md).
 #
 #   tests/ceph/cluster.sh up DIR     start; prints the conf path; DIR/ceph.conf, DIR/env
@@ -39,10 +40,11 @@ stop_pidfile() {
 }
 
 down() {
+    stop_pidfile "$dir/run/mgr.x.pid"
     stop_pidfile "$dir/run/osd.0.pid"
     stop_pidfile "$dir/run/mon.a.pid"
     # memstore data and logs are worth nothing once stopped; keep the logs for a post-mortem.
-    rm -rf "$dir/osd.0" "$dir/mon.a"
+    rm -rf "$dir/osd.0" "$dir/mon.a" "$dir/mgr.x"
 }
 
 up() {
@@ -85,6 +87,10 @@ mon data avail crit = 0
 client mount timeout = 20
 [mon]
 mon data = $dir/mon.\$id
+[mgr]
+mgr data = $dir/mgr.\$id
+# The service map is all the tests need of the mgr: no dashboard.
+mgr initial modules =
 [osd]
 osd data = $dir/osd.\$id
 osd objectstore = memstore
@@ -99,6 +105,8 @@ CONF
         --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' --cap mds 'allow *' >/dev/null
     ceph-authtool "$keyring" --gen-key -n osd.0 \
         --cap mon 'allow profile osd' --cap osd 'allow *' --cap mgr 'allow profile osd' >/dev/null
+    ceph-authtool "$keyring" --gen-key -n mgr.x \
+        --cap mon 'allow profile mgr' --cap osd 'allow *' --cap mds 'allow *' >/dev/null
     # A user whose caps allow RBD I/O but not blocklist maintenance.
     ceph-authtool "$keyring" --gen-key -n client.rbdonly \
         --cap mon 'profile rbd' --cap osd 'profile rbd' >/dev/null
@@ -109,6 +117,9 @@ CONF
     local c="ceph -c $conf --connect-timeout 10"
     $T $c -s >/dev/null
     $T $c osd pool create rbd 8 8 >/dev/null 2>&1
+    # The mgr (the service map) starts in the background; tests that need it wait for it.
+    mkdir -p "$dir/mgr.x"
+    ceph-mgr -c "$conf" -i x 2>"$dir/log/mgr-start.err" || { cat "$dir/log/mgr-start.err" >&2; exit 1; }
     local uuid
     uuid=$(cat /proc/sys/kernel/random/uuid)
     local id

@@ -180,6 +180,45 @@ impl Cluster {
         .map(drop)
     }
 
+    /// Register this client in the manager's service map: daemon `daemon` of service
+    /// `service`, with static `metadata` (librados adds the host, kernel and Ceph version).
+    /// librados allows one registration per client; the entry lives as long as the client
+    /// (its reports to the manager are the entry's beacons).
+    ///
+    /// # Errors
+    /// `EINVAL` for a NUL inside a name, key or value; `EEXIST` when this client is
+    /// registered already.
+    pub fn service_register(
+        &self,
+        service: &str,
+        daemon: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<()> {
+        let s = cstr("rados_service_register", service)?;
+        let d = cstr("rados_service_register", daemon)?;
+        let m = dict("rados_service_register", metadata)?;
+        // SAFETY: live handle; NUL-terminated strings; `m` is the dict encoding (pairs of
+        // NUL-terminated strings, then an empty key), alive for the call.
+        check("rados_service_register", unsafe {
+            sys::rados_service_register(self.h, s.as_ptr(), d.as_ptr(), m.as_ptr().cast())
+        })
+        .map(drop)
+    }
+
+    /// Replace the registered daemon's status in the service map (sent with the client's
+    /// next report to the manager; a local call).
+    ///
+    /// # Errors
+    /// `EINVAL` for a NUL inside a key or value; the librados error.
+    pub fn service_update_status(&self, status: &[(&str, &str)]) -> Result<()> {
+        let m = dict("rados_service_update_status", status)?;
+        // SAFETY: live handle; `m` is the dict encoding, alive for the call.
+        check("rados_service_update_status", unsafe {
+            sys::rados_service_update_status(self.h, m.as_ptr().cast())
+        })
+        .map(drop)
+    }
+
     /// Send one JSON command to the monitors; returns (output, status string).
     ///
     /// # Errors
@@ -242,6 +281,22 @@ impl Drop for Cluster {
         // Cluster, so none is left.
         unsafe { sys::rados_shutdown(self.h) };
     }
+}
+
+/// librados' dict encoding: each key and value NUL-terminated, then an empty key.
+fn dict(what: &'static str, pairs: &[(&str, &str)]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        if k.is_empty() || k.contains('\0') || v.contains('\0') {
+            return Err(Error::new(what, Errno::EINVAL));
+        }
+        for part in [k, v] {
+            out.extend_from_slice(part.as_bytes());
+            out.push(0);
+        }
+    }
+    out.push(0);
+    Ok(out)
 }
 
 /// `[v2:127.0.0.1:0/123,v1:127.0.0.1:0/123]` or `v1:...` -> `127.0.0.1:0/123`, the form the
@@ -404,6 +459,20 @@ impl Drop for IoCtx {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dicts_are_nul_separated_and_end_with_an_empty_key() {
+        assert_eq!(
+            super::dict("t", &[("a", "1"), ("bc", "")]).unwrap(),
+            b"a\x001\x00bc\x00\x00\x00"
+        );
+        assert_eq!(super::dict("t", &[]).unwrap(), b"\x00");
+        assert!(
+            super::dict("t", &[("", "x")]).is_err(),
+            "an empty key ends the dict"
+        );
+        assert!(super::dict("t", &[("a", "x\0y")]).is_err());
+    }
+
     #[test]
     fn addresses_in_the_blocklist_form() {
         assert_eq!(

@@ -135,6 +135,18 @@ extern "C" {
         outslen: *mut size_t,
     ) -> c_int;
     pub fn rados_buffer_free(buf: *mut c_char);
+    /// Register this client in the manager's service map as daemon `daemon` of `service`,
+    /// with static metadata; `metadata_dict` is NUL-separated keys and values ending with an
+    /// empty key (`"k\0v\0\0"`). Once per client (`-EEXIST` after).
+    pub fn rados_service_register(
+        cluster: rados_t,
+        service: *const c_char,
+        daemon: *const c_char,
+        metadata_dict: *const c_char,
+    ) -> c_int;
+    /// Replace the registered daemon's status (encoded like the metadata); sent with the
+    /// client's next report to the manager.
+    pub fn rados_service_update_status(cluster: rados_t, status_dict: *const c_char) -> c_int;
 
     // --- librbd: images --------------------------------------------------------------------
     pub fn rbd_create(

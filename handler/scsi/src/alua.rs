@@ -260,6 +260,58 @@ pub fn state_name(s: u8) -> &'static str {
     }
 }
 
+/// Lock-driven implicit ALUA (docs/rbd.md, "Gateways in pairs"): the groups as seen while
+/// the backing store's exclusive lock is held by this handler (`Some(true)`), by another
+/// (`Some(false)`), or by nobody or unknown (`None`: the configured states stand, so the
+/// gateway configured as owner starts active/optimized).
+///
+/// Applies only when the LUN's enabled ports are all in one group ([`Alua::local_group`])
+/// that allows implicit transitions, and moves groups only between active/optimized and
+/// active/non-optimized (a group an administrator put in standby, unavailable or offline
+/// stays so). Holding the lock: the local group becomes active/optimized and every other
+/// active/optimized group active/non-optimized. Another holds it: the local group becomes
+/// active/non-optimized, and when there is exactly one other group with ports, that one (the
+/// holder's) active/optimized. A group whose state changes gets status "altered by implicit ALUA".
+#[must_use]
+pub fn lock_driven(mut alua: Alua, held_here: Option<bool>) -> Alua {
+    let Some(here) = held_here else { return alua };
+    let Some(local) = alua.local_group().filter(|g| g.implicit).map(|g| g.id) else {
+        return alua;
+    };
+    // Groups without member ports (LIO's default group once every port moved) are left as
+    // they are.
+    let others = alua
+        .groups
+        .iter()
+        .filter(|g| g.id != local && !g.ports.is_empty())
+        .count();
+    let active = |s: u8| matches!(s, state::ACTIVE_OPTIMIZED | state::ACTIVE_NON_OPTIMIZED);
+    for g in &mut alua.groups {
+        // The kernel changes only groups that allow implicit transitions.
+        if !active(g.state) || g.ports.is_empty() || !g.implicit {
+            continue;
+        }
+        let want = if g.id == local {
+            if here {
+                state::ACTIVE_OPTIMIZED
+            } else {
+                state::ACTIVE_NON_OPTIMIZED
+            }
+        } else if here {
+            state::ACTIVE_NON_OPTIMIZED
+        } else if others == 1 {
+            state::ACTIVE_OPTIMIZED
+        } else {
+            g.state
+        };
+        if want != g.state {
+            g.state = want;
+            g.status = status::ALTERED_BY_IMPLICIT_ALUA;
+        }
+    }
+    alua
+}
+
 /// Parse `alua_access_state` (a number).
 pub fn parse_state(s: &str) -> Option<u8> {
     let v: u8 = s.trim().parse().ok()?;

@@ -295,3 +295,68 @@ fn configfs_text_parsers() {
         assert_eq!(parse_member(bad), None, "{bad:?}");
     }
 }
+
+/// ceph-iscsi's implicit layout seen from gateway 2: "ao" (gateway 1's TPG, disabled here)
+/// and "ano2" (this gateway's enabled TPG), plus the empty default group.
+fn gateway_pair() -> Alua {
+    let mut ao = group("ao", 1, state::ACTIVE_OPTIMIZED, &[(1, false)]);
+    ao.explicit = false;
+    let mut ano = group("ano2", 2, state::ACTIVE_NON_OPTIMIZED, &[(2, true)]);
+    ano.explicit = false;
+    Alua {
+        groups: vec![
+            group("default_tg_pt_gp", 0, state::ACTIVE_OPTIMIZED, &[]),
+            ao,
+            ano,
+        ],
+    }
+}
+
+fn states(a: &Alua) -> Vec<u8> {
+    a.groups.iter().map(|g| g.state).collect()
+}
+
+#[test]
+fn the_lock_holder_is_active_optimized_and_the_other_gateway_non_optimized() {
+    let (ao, ano) = (state::ACTIVE_OPTIMIZED, state::ACTIVE_NON_OPTIMIZED);
+    // Nobody holds the lock (or unknown): the configured owner stays optimized.
+    assert_eq!(states(&lock_driven(gateway_pair(), None)), [ao, ao, ano]);
+    // This gateway holds it: its group is optimized, the other one non-optimized.
+    let here = lock_driven(gateway_pair(), Some(true));
+    assert_eq!(states(&here), [ao, ano, ao]);
+    assert_eq!(here.local_state(), Some(ao));
+    assert_eq!(here.groups[2].status, status::ALTERED_BY_IMPLICIT_ALUA);
+    assert_eq!(
+        here.groups[0].status,
+        status::NONE,
+        "the empty group is untouched"
+    );
+    // The other gateway holds it (seen from the configured owner).
+    let mut owner_view = gateway_pair();
+    owner_view.groups[1].ports[0].enabled = true;
+    owner_view.groups[2].ports[0].enabled = false;
+    assert_eq!(
+        states(&lock_driven(owner_view.clone(), Some(false))),
+        [ao, ano, ao]
+    );
+    assert_eq!(
+        lock_driven(owner_view, Some(false)).local_state(),
+        Some(ano)
+    );
+    // A group in standby stays so; an explicit-only local group is not driven.
+    let mut standby = gateway_pair();
+    standby.groups[1].state = state::STANDBY;
+    assert_eq!(
+        states(&lock_driven(standby, Some(true))),
+        [ao, state::STANDBY, ao]
+    );
+    let mut explicit = gateway_pair();
+    explicit.groups[2].implicit = false;
+    assert_eq!(states(&lock_driven(explicit, Some(true))), [ao, ao, ano]);
+    // With three gateways and the lock elsewhere, which remote group holds it is unknown:
+    // only the local group changes.
+    let mut three = gateway_pair();
+    three.groups[2].state = ao;
+    three.groups.push(group("ano3", 3, ano, &[(3, false)]));
+    assert_eq!(states(&lock_driven(three, Some(false))), [ao, ao, ano, ano]);
+}

@@ -753,6 +753,10 @@ impl Backend for FaultBackend {
         self.shared.inner.diagnose()
     }
 
+    fn lock_holder(&self) -> super::LockHolder {
+        self.shared.inner.lock_holder()
+    }
+
     /// The rules apply to pings too (operation `ping`, included in `any`), synchronously: a
     /// delayed, hung or stalled ping blocks the calling thread (the health monitor's prober)
     /// as a frozen server would.

@@ -43,6 +43,33 @@ pub struct Caps {
     pub non_rotational: bool,
 }
 
+/// Who holds the backing store's exclusive lock, as its backend last saw it (RBD's exclusive
+/// lock; what lock-driven implicit ALUA follows, docs/rbd.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockHolder {
+    /// The backend has no such lock, or does not know yet.
+    #[default]
+    Unknown,
+    /// This backend holds it.
+    This,
+    /// Another client (another gateway) holds it.
+    Other,
+    /// Nobody holds it.
+    Nobody,
+}
+
+impl LockHolder {
+    /// `Some(true)`: held here, `Some(false)`: held elsewhere, `None`: nobody or unknown.
+    #[must_use]
+    pub fn held_here(self) -> Option<bool> {
+        match self {
+            LockHolder::This => Some(true),
+            LockHolder::Other => Some(false),
+            LockHolder::Unknown | LockHolder::Nobody => None,
+        }
+    }
+}
+
 /// A LUN's backing store.
 pub trait Backend: Send + Sync + 'static {
     /// Short description for logs: `file:/var/lib/disk.img`.
@@ -124,6 +151,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The errno reopening failed with; the health monitor retries with backoff.
     fn reopen(&self) -> Result<(), Errno> {
         Ok(())
+    }
+    /// Who holds the store's exclusive lock (a cheap, cached answer: called on the device
+    /// thread). The default: [`LockHolder::Unknown`], no such lock.
+    fn lock_holder(&self) -> LockHolder {
+        LockHolder::Unknown
     }
     /// Backend-specific facts for `tcmu-warden diagnose`, one sentence each (lock owner,
     /// possibly stale watchers, ...). The default has none.

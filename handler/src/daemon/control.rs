@@ -309,6 +309,25 @@ pub struct DeviceView {
     pub reopens: u64,
     /// What the backend itself reports (lock owner, stale watchers, ...).
     pub backend_notes: Vec<String>,
+    /// Who holds the store's exclusive lock and the path's ALUA state, in words (None: the
+    /// backend has no such lock).
+    pub owner: Option<String>,
+}
+
+/// The `owner` line: the exclusive lock's holder and, with ALUA, the local group's state.
+#[must_use]
+pub fn owner_words(holder: crate::backend::LockHolder, alua_state: Option<u8>) -> Option<String> {
+    use crate::backend::LockHolder;
+    let who = match holder {
+        LockHolder::Unknown => return None,
+        LockHolder::This => "this daemon holds the exclusive lock",
+        LockHolder::Other => "another client holds the exclusive lock",
+        LockHolder::Nobody => "nobody holds the exclusive lock",
+    };
+    Some(match alua_state {
+        Some(st) => format!("{who}; this path is {}", tcmu_scsi::alua::state_name(st)),
+        None => who.to_string(),
+    })
 }
 
 impl DeviceView {
@@ -343,7 +362,15 @@ impl DeviceView {
                 )
             })
             .collect();
+        let alua_state = link
+            .lun
+            .read()
+            .alua
+            .as_ref()
+            .and_then(tcmu_scsi::alua::Alua::local_state);
+        let owner = owner_words(link.backend().lock_holder(), alua_state);
         DeviceView {
+            owner,
             name: s.name.clone(),
             backend: link.backend().describe(),
             uio: s.uio.display().to_string(),
@@ -458,6 +485,9 @@ pub fn report(devices: &[DeviceView], uptime: Duration, full: bool) -> String {
             d.uio
         );
         let _ = writeln!(s, "  verdict: {}", d.verdict());
+        if let Some(o) = &d.owner {
+            let _ = writeln!(s, "  owner: {o}");
+        }
         if !full {
             continue;
         }
@@ -732,6 +762,26 @@ mod tests {
             data_size: 16 << 20,
             ..DeviceView::default()
         }
+    }
+
+    #[test]
+    fn status_names_the_lock_owner_and_the_paths_alua_state() {
+        use crate::backend::LockHolder;
+        let mut d = dev();
+        d.owner = owner_words(LockHolder::This, Some(0));
+        let r = report(&[d], Duration::from_secs(5), false);
+        assert!(
+            r.contains(
+                "  owner: this daemon holds the exclusive lock; this path is Active/Optimized"
+            ),
+            "{r}"
+        );
+        assert_eq!(
+            owner_words(LockHolder::Other, Some(1)).as_deref(),
+            Some("another client holds the exclusive lock; this path is Active/NonOptimized")
+        );
+        assert_eq!(owner_words(LockHolder::Unknown, Some(0)), None);
+        assert!(!report(&[dev()], Duration::from_secs(5), false).contains("owner:"));
     }
 
     #[test]

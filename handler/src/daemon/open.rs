@@ -288,6 +288,26 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     dev_cfg.alua = Some(device::AluaSource(Arc::new(move || {
         configfs::read_alua(&alua_dir, &alua_root)
     })));
+    let (sink_dir, sink_name) = (dir.clone(), name.clone());
+    dev_cfg.alua_sink = Some(device::AluaSink(Arc::new(move |changes| {
+        let (d, n) = (sink_dir.clone(), sink_name.clone());
+        // The kernel's transition may take its trans_delay_msecs: off the device thread.
+        let spawned = std::thread::Builder::new()
+            .name("tcmu-alua".into())
+            .spawn(move || {
+                let failed = configfs::alua_write::write_states(&d, &changes);
+                for f in &failed {
+                    tracing::warn!(device = %n, path = %f.path.display(),
+                        "lock-driven ALUA: writing the group's state to configfs failed: {}", f.error);
+                }
+                if failed.is_empty() {
+                    tracing::info!(device = %n, ?changes, "lock-driven ALUA: group states written to configfs");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(device = %sink_name, "lock-driven ALUA: cannot start the configfs writer: {e}");
+        }
+    })));
     if let Some(a) = &lun.alua {
         tracing::info!(device = %name, groups = a.groups.len(), local_group = ?a.local_group().map(|g| g.id),
             local_port = ?a.local_port(), state = ?a.local_state().map(tcmu_scsi::alua::state_name), "ALUA target port groups");

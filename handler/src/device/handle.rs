@@ -54,6 +54,10 @@ pub struct DeviceConfig {
     pub alua: Option<AluaSource>,
     /// Persists a write-cache change a MODE SELECT made; None: it stays in this process.
     pub persist_write_cache: Option<PersistWriteCache>,
+    /// Writes lock-driven ALUA states back where the groups come from (configfs
+    /// `alua/<group>/alua_access_state`, see [`crate::configfs::alua_write`]); None: the
+    /// lock-driven states are only reported, not written.
+    pub alua_sink: Option<AluaSink>,
 }
 
 /// Persists the write cache a MODE SELECT set (the daemon writes `attrib/emulate_write_cache`
@@ -65,6 +69,18 @@ pub struct PersistWriteCache(pub Arc<dyn Fn(bool) + Send + Sync>);
 impl std::fmt::Debug for PersistWriteCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PersistWriteCache")
+    }
+}
+
+/// Where lock-driven ALUA states go: called with `(group name, new state)` for every group
+/// whose lock-driven state differs from the configured one (rarely: on a lock transition).
+/// Must not block: the device thread calls it.
+#[derive(Clone)]
+pub struct AluaSink(pub Arc<dyn Fn(Vec<(String, u8)>) + Send + Sync>);
+
+impl std::fmt::Debug for AluaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AluaSink")
     }
 }
 
@@ -112,6 +128,7 @@ impl Default for DeviceConfig {
             health: None,
             alua: None,
             persist_write_cache: None,
+            alua_sink: None,
         }
     }
 }

@@ -40,8 +40,8 @@ pub mod workers;
 pub mod xcopy;
 
 pub use handle::{
-    spawn, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf, PersistWriteCache,
-    ALUA_REFRESH,
+    spawn, AluaSink, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf,
+    PersistWriteCache, ALUA_REFRESH,
 };
 pub use link::UnitAttention;
 pub use reconfig::ReconfigError;

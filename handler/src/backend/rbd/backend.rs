@@ -18,11 +18,11 @@ use super::cfg::RbdConfig;
 use super::image::Opened;
 use super::metrics::RbdMetrics;
 use crate::backend::io::{Io, IoOp};
-use crate::backend::{Backend, Caps};
+use crate::backend::{Backend, Caps, LockHolder};
 use ceph_rbd::{AioCompletion, AioDone, AioTarget, Errno};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -81,6 +81,10 @@ pub(super) struct Inner {
     pub reopening: Mutex<()>,
     /// The explicit exclusive lock's write gate (`None`: read-only, or `lock_hold=0`).
     pub gate: Option<super::lock::Gate>,
+    /// Operations that failed with ETIMEDOUT (`osd_op_timeout`), for the service map.
+    pub timed_out: AtomicU64,
+    /// Who holds the exclusive lock ([`LockHolder`] as a number, see [`Inner::set_holder`]).
+    holder: AtomicU8,
 }
 
 /// The RBD backend of one LUN.
@@ -142,6 +146,8 @@ impl RbdBackend {
             facts: Mutex::new(super::monitor::Facts::default()),
             reopening: Mutex::new(()),
             gate,
+            timed_out: AtomicU64::new(0),
+            holder: AtomicU8::new(0),
         });
         let short = device.rsplit('/').next().unwrap_or(device);
         let mut threads = Vec::new();
@@ -223,6 +229,36 @@ impl RbdBackend {
 }
 
 impl Inner {
+    /// Who holds the exclusive lock, as last seen.
+    pub fn holder(&self) -> LockHolder {
+        match self.holder.load(Ordering::Acquire) {
+            1 => LockHolder::This,
+            2 => LockHolder::Other,
+            3 => LockHolder::Nobody,
+            _ => LockHolder::Unknown,
+        }
+    }
+
+    /// Record who holds the exclusive lock; moving to or from this client is a lock-driven
+    /// ALUA transition (counted).
+    pub fn set_holder(&self, h: LockHolder) {
+        let v = match h {
+            LockHolder::Unknown => 0,
+            LockHolder::This => 1,
+            LockHolder::Other => 2,
+            LockHolder::Nobody => 3,
+        };
+        let before = self.holder.swap(v, Ordering::AcqRel);
+        if before == v {
+            return;
+        }
+        if v == 1 {
+            self.metrics.alua_optimized.inc();
+        } else if before == 1 {
+            self.metrics.alua_non_optimized.inc();
+        }
+    }
+
     /// Start `io` on librbd (the lock, if the gate is used, is held).
     pub(super) fn submit_now(&self, io: Io) {
         let inner = self;
@@ -409,6 +445,9 @@ fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
     if r.is_err_and(|e| ErrnoClass::of(e as i32) == ErrnoClass::Fenced) {
         inner.blocklisted(&f.opened);
     }
+    if r == Err(Errno::ETIMEDOUT) {
+        inner.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
     let r = inner.lock_errno(f.io.op(), r);
     let InFlight {
         io,
@@ -542,5 +581,9 @@ impl Backend for RbdBackend {
 
     fn diagnose(&self) -> Vec<String> {
         super::monitor::diagnose(&self.inner)
+    }
+
+    fn lock_holder(&self) -> LockHolder {
+        self.inner.holder()
     }
 }

@@ -41,6 +41,7 @@
 use super::backend::Inner;
 use super::image::Opened;
 use crate::backend::io::Io;
+use crate::backend::LockHolder;
 use ceph_rbd::Errno;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::VecDeque;
@@ -241,6 +242,13 @@ fn acquire(inner: &Inner, g: &Gate, cur: &Arc<Opened>, st: &mut State) {
     match cur.image.lock_acquire_exclusive() {
         Ok(()) => {
             let now = Instant::now();
+            if let Some(waited) = g.pending.lock().front().map(|(_, t)| t.elapsed()) {
+                inner
+                    .metrics
+                    .time_to_optimized
+                    .observe(waited.as_secs_f64());
+            }
+            inner.set_holder(LockHolder::This);
             st.baseline = read_request(cur);
             st.acquired_at = now;
             st.damped = false;
@@ -318,6 +326,11 @@ fn holding(inner: &Inner, g: &Gate, cur: &Arc<Opened>, st: &mut State) {
                 .lock_owners()
                 .map(|o| o.owners.join(", "))
                 .unwrap_or_default();
+            inner.set_holder(if holder.is_empty() {
+                LockHolder::Nobody
+            } else {
+                LockHolder::Other
+            });
             tracing::warn!(device = %inner.device, image = %inner.cfg.spec(), client = ?cur.client,
                 now_held_by = %if holder.is_empty() { "nobody".to_string() } else { holder },
                 "rbd: exclusive lock lost without a release (broken?)");
@@ -352,6 +365,8 @@ fn holding(inner: &Inner, g: &Gate, cur: &Arc<Opened>, st: &mut State) {
         .to_string();
     g.set_owner(false);
     let r = cur.image.lock_release();
+    // Handed to the peer that asked: it takes it within moments.
+    inner.set_holder(LockHolder::Other);
     st.retry_at = Instant::now() + YIELD;
     inner.metrics.lock_owner.set(0);
     inner.facts.lock().lock_owner = Some(false);

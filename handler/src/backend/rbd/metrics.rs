@@ -6,7 +6,7 @@
 //! child: no hashing, no lock, no allocation. A LUN's series are removed when it closes.
 
 use crate::backend::op_latency::OpLatency;
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use prometheus::{IntGaugeVec, Opts};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use tcmu_warden_supervisor::metrics::{Metrics, LATENCY_BUCKETS, PREFIX};
@@ -24,6 +24,8 @@ struct Vecs {
     watchers: IntGaugeVec,
     op_latency: HistogramVec,
     clients: IntGaugeVec,
+    alua_transitions: IntCounterVec,
+    time_to_optimized: HistogramVec,
     holders: crate::backend::series::Holders,
 }
 
@@ -96,10 +98,23 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
             &[],
         )
         .ok()?,
+        alua_transitions: IntCounterVec::new(
+            Opts::new(n("alua_transitions_total"), "Lock-driven implicit ALUA transitions of this gateway's path, by the state it moved to (active_optimized: this LUN's client took the exclusive lock; active_non_optimized: it handed it over or lost it)."),
+            &dev_and("to"),
+        )
+        .ok()?,
+        time_to_optimized: HistogramVec::new(
+            HistogramOpts::new(n("time_to_optimized_seconds"), "From the first write that arrived while another client held the exclusive lock (the path active/non-optimized) to this LUN holding it (active/optimized).")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            dev,
+        )
+        .ok()?,
         holders: crate::backend::series::Holders::default(),
     };
     let r = m.registry();
-    let cs: [Box<dyn prometheus::core::Collector>; 10] = [
+    let cs: [Box<dyn prometheus::core::Collector>; 12] = [
+        Box::new(v.alua_transitions.clone()),
+        Box::new(v.time_to_optimized.clone()),
         Box::new(v.blocklisted.clone()),
         Box::new(v.reopens.clone()),
         Box::new(v.blocklist_cleanup.clone()),
@@ -156,6 +171,12 @@ pub struct RbdMetrics {
     pub watchers: [IntGauge; 3],
     /// librbd latency per kind of operation (label `op`: [`crate::backend::IoOp::NAMES`]).
     pub latency: OpLatency,
+    /// ALUA transitions to active/optimized (this LUN took the lock).
+    pub alua_optimized: IntCounter,
+    /// ALUA transitions to active/non-optimized (handed over or lost).
+    pub alua_non_optimized: IntCounter,
+    /// First waiting write to lock held.
+    pub time_to_optimized: Histogram,
     clients: Option<IntGauge>,
 }
 
@@ -191,6 +212,13 @@ impl RbdMetrics {
             lock_wait_timeouts: v.lock_wait_timeouts.with_label_values(&[device, "rbd"]),
             watchers: WATCHER_KINDS.map(|k| v.watchers.with_label_values(&l(device, k))),
             latency: OpLatency::resolve(&v.op_latency, &[device, "rbd"]),
+            alua_optimized: v
+                .alua_transitions
+                .with_label_values(&l(device, "active_optimized")),
+            alua_non_optimized: v
+                .alua_transitions
+                .with_label_values(&l(device, "active_non_optimized")),
+            time_to_optimized: v.time_to_optimized.with_label_values(&[device, "rbd"]),
             clients: Some(v.clients.with_label_values(&[])),
             vecs: vecs.clone(),
         }
@@ -217,6 +245,9 @@ impl RbdMetrics {
             lock_wait_timeouts: c(),
             watchers: [g(), g(), g()],
             latency: OpLatency::unregistered(),
+            alua_optimized: c(),
+            alua_non_optimized: c(),
+            time_to_optimized: Histogram::with_opts(HistogramOpts::new("x", "x")).expect("valid"),
             clients: None,
         }
     }
@@ -256,6 +287,10 @@ impl Drop for RbdMetrics {
             let _ = v.watchers.remove_label_values(&[d, "rbd", k]);
         }
         OpLatency::remove(&v.op_latency, &[d, "rbd"]);
+        for t in ["active_optimized", "active_non_optimized"] {
+            let _ = v.alua_transitions.remove_label_values(&[d, "rbd", t]);
+        }
+        let _ = v.time_to_optimized.remove_label_values(&[d, "rbd"]);
     }
 }
 

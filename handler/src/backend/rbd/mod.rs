@@ -10,6 +10,7 @@
 //!   handing it to a peer (ping-pong damping), a bounded wait for it.
 //! - [`monitor`]: reopen after blocklisting, lock state, watchers, `diagnose`.
 //! - [`metrics`]: the `tcmu_warden_rbd_*` series.
+//! - [`service`]: the LUN's entry in the Ceph manager's service map (`ceph -s`, dashboard).
 //!
 //! COMPARE AND WRITE goes through the handler's generic path (read, compare, write under the
 //! LBA range lock), not librbd's `rbd_aio_compare_and_write`.
@@ -21,6 +22,7 @@ pub mod image;
 pub mod lock;
 pub mod metrics;
 pub mod monitor;
+pub mod service;
 
 use super::registry::OpenCtx;
 use super::{Backend, OpenError};

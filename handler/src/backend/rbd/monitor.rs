@@ -17,6 +17,7 @@
 use super::backend::Inner;
 use super::client::{self, Client};
 use super::image;
+use crate::backend::LockHolder;
 use ceph_rbd::{Errno, Watcher};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -61,6 +62,7 @@ pub struct Facts {
 pub(super) fn run(inner: &Arc<Inner>) {
     let mut backoff = Duration::from_millis(100);
     let mut next_scan = Instant::now();
+    let mut service = super::service::Entry::default();
     loop {
         let (recover, mut scan) = {
             let mut w = inner.wake.lock();
@@ -94,6 +96,7 @@ pub(super) fn run(inner: &Arc<Inner>) {
             next_scan = Instant::now() + SCAN_EVERY;
         }
         cleanup_blocklist(inner);
+        service.tick(inner);
     }
 }
 
@@ -103,8 +106,13 @@ fn poll_lock(inner: &Inner) -> Option<bool> {
         return None;
     }
     if let Some(g) = &inner.gate {
-        // Explicit lock: the lock thread follows it and counts its transitions.
-        return Some(g.is_owner());
+        // Explicit lock: the lock thread follows it and counts its transitions; who else
+        // holds it is asked here (a round trip to the header's OSD, off the I/O path).
+        let owner = g.is_owner();
+        if !owner {
+            poll_holder(inner);
+        }
+        return Some(owner);
     }
     let cur = Arc::clone(&inner.current.read());
     let owner = match cur.image.is_lock_owner() {
@@ -118,6 +126,11 @@ fn poll_lock(inner: &Inner) -> Option<bool> {
     };
     let before = inner.facts.lock().lock_owner.replace(owner);
     inner.metrics.lock_owner.set(i64::from(owner));
+    if owner {
+        inner.set_holder(LockHolder::This);
+    } else {
+        poll_holder(inner);
+    }
     match (before, owner) {
         (Some(false) | None, true) => {
             inner.metrics.lock_acquired.inc();
@@ -138,6 +151,22 @@ fn poll_lock(inner: &Inner) -> Option<bool> {
         _ => {}
     }
     Some(owner)
+}
+
+/// Ask who holds the lock when this client does not: another client, or nobody.
+fn poll_holder(inner: &Inner) {
+    let cur = Arc::clone(&inner.current.read());
+    match cur.image.lock_owners() {
+        // The lock thread may have taken it meanwhile: never overwrite its word.
+        Ok(_) if inner.gate.as_ref().is_some_and(super::lock::Gate::is_owner) => {}
+        Ok(o) if o.owners.is_empty() => inner.set_holder(LockHolder::Nobody),
+        Ok(_) => inner.set_holder(LockHolder::Other),
+        Err(e) => {
+            if e.is_blocklisted() {
+                inner.blocklisted(&cur);
+            }
+        }
+    }
 }
 
 /// List the header's watchers, classify them, update the metric, log the possibly stale.
@@ -235,6 +264,7 @@ pub(super) fn reopen(inner: &Arc<Inner>) -> Result<(), Errno> {
     let new_client = format!("{:?}", opened.client);
     let same_client = Arc::ptr_eq(&opened.client, &old.client);
     *inner.current.write() = Arc::new(opened);
+    inner.set_holder(LockHolder::Unknown);
     if let Some(g) = &inner.gate {
         // The fresh handle holds nothing; the lock thread takes the lock for the next write.
         g.reset();

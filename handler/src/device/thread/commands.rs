@@ -222,7 +222,7 @@ impl DeviceThread {
                 return Some(ua.sense().into());
             }
         }
-        if self.alua_source.is_some()
+        if (self.alua_source.is_some() || self.alua_base.is_some())
             && (dispatch::rereads_alua(&c) || self.alua_read_at.elapsed() >= ALUA_REFRESH)
         {
             self.refresh_alua();
@@ -259,9 +259,32 @@ impl DeviceThread {
     /// Read the ALUA groups again and put them in force; a change of the LUN's access state
     /// is logged.
     fn refresh_alua(&mut self) {
-        let Some(src) = &self.alua_source else { return };
-        let alua = (src.0)();
+        if let Some(src) = &self.alua_source {
+            self.alua_base = (src.0)();
+        }
         self.alua_read_at = Instant::now();
+        // Lock-driven implicit ALUA: the exclusive lock's holder decides which group is
+        // active/optimized (docs/rbd.md).
+        let held_here = self.link.backend().lock_holder().held_here();
+        let alua = self
+            .alua_base
+            .clone()
+            .map(|a| tcmu_scsi::alua::lock_driven(a, held_here));
+        if let (Some(sink), Some(base), Some(driven)) = (&self.alua_sink, &self.alua_base, &alua) {
+            let changed: Vec<(String, u8)> = base
+                .groups
+                .iter()
+                .zip(&driven.groups)
+                .filter(|(b, d)| b.state != d.state)
+                .map(|(_, d)| (d.name.clone(), d.state))
+                .collect();
+            if !changed.is_empty() && changed != self.alua_sent {
+                self.alua_sent.clone_from(&changed);
+                (sink.0)(changed);
+            } else if changed.is_empty() {
+                self.alua_sent.clear();
+            }
+        }
         let state = alua.as_ref().and_then(tcmu_scsi::alua::Alua::local_state);
         if state != self.alua_state {
             tracing::info!(device = %self.link.name, from = ?self.alua_state.map(tcmu_scsi::alua::state_name),

@@ -64,6 +64,9 @@ pub(super) fn start(
     };
     let mut dt = DeviceThread {
         alua_source: cfg.alua.clone(),
+        alua_base: link.lun.read().alua.clone(),
+        alua_sink: cfg.alua_sink.clone(),
+        alua_sent: Vec::new(),
         alua_read_at: Instant::now(),
         alua_state,
         link: Arc::clone(&link),
@@ -108,6 +111,12 @@ struct DeviceThread {
     link: Arc<DeviceLink>,
     /// Re-reads the ALUA groups; None: never.
     alua_source: Option<AluaSource>,
+    /// The groups as configured (before the lock-driven states, `tcmu_scsi::alua::lock_driven`).
+    alua_base: Option<tcmu_scsi::alua::Alua>,
+    /// Where lock-driven states are written back.
+    alua_sink: Option<super::handle::AluaSink>,
+    /// The last changes handed to the sink (not handed again while configfs catches up).
+    alua_sent: Vec<(String, u8)>,
     /// When the groups were last read.
     alua_read_at: Instant,
     /// The access state that applies to every command (`Alua::local_state`), cached.
