@@ -66,9 +66,14 @@ pub struct DaemonSection {
     /// The initiators' iSCSI `replacement_timeout` (the initiator tier). Default 120 s.
     #[serde(deserialize_with = "de_duration")]
     pub replacement_timeout: Duration,
-    /// Worker threads per device, 1..=256. Default 4.
+    /// Worker threads of the pool shared by every device, 1..=256. Default
+    /// [`default_workers`]: max(4, 2 × cores).
     #[serde(deserialize_with = "de_workers")]
     pub workers: u16,
+    /// One device's share of the pool: most of its jobs on workers at once, 0..=256; 0 (the
+    /// default): [`device_workers_for`] the pool (half of it, at least 1).
+    #[serde(deserialize_with = "de_device_workers")]
+    pub device_workers: u16,
     /// Commands in flight per device, 1..=65535. Default 256.
     #[serde(deserialize_with = "de_max_inflight")]
     pub max_inflight: u32,
@@ -92,7 +97,8 @@ impl Default for DaemonSection {
             reply_mode: true,
             mlock: true,
             replacement_timeout: Duration::from_secs(120),
-            workers: 4,
+            workers: default_workers(),
+            device_workers: 0,
             max_inflight: 256,
             stop_timeout: Duration::from_secs(10),
             inline_qd1: true,
@@ -484,9 +490,9 @@ impl Config {
             Applies::Now,
         );
         key(
-            "workers",
-            a.workers.to_string(),
-            b.workers.to_string(),
+            "device_workers",
+            a.device_workers.to_string(),
+            b.device_workers.to_string(),
             Applies::NewDevices,
         );
         key(
@@ -529,6 +535,12 @@ impl Config {
             "mlock",
             a.mlock.to_string(),
             b.mlock.to_string(),
+            Applies::Restart,
+        );
+        key(
+            "workers",
+            a.workers.to_string(),
+            b.workers.to_string(),
             Applies::Restart,
         );
         out
@@ -695,6 +707,40 @@ fn de_workers<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
         .ok_or_else(|| de::Error::custom(format!("workers = {v}: expected 1 to 256")))
 }
 
+fn de_device_workers<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = i64::deserialize(d)?;
+    u16::try_from(v)
+        .ok()
+        .filter(|n| *n <= 256)
+        .ok_or_else(|| de::Error::custom(format!("device_workers = {v}: expected 0 to 256")))
+}
+
+/// The default size of the shared worker pool: max(4, 2 × the cores this process may use),
+/// at most 256.
+#[must_use]
+pub fn default_workers() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u16::try_from(cores.saturating_mul(2).clamp(4, 256)).unwrap_or(256)
+}
+
+/// A device's share of a pool of `workers` threads when `device_workers` is 0: half the
+/// pool, at least 1, so one device whose backend hangs leaves the other half to the others.
+#[must_use]
+pub fn device_workers_for(workers: usize) -> usize {
+    (workers / 2).max(1)
+}
+
+impl DaemonSection {
+    /// The share of the pool each device gets (`device_workers`, or its default).
+    #[must_use]
+    pub fn device_share(&self) -> usize {
+        match self.device_workers {
+            0 => device_workers_for(usize::from(self.workers)),
+            n => usize::from(n),
+        }
+    }
+}
+
 fn de_max_inflight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let v = i64::deserialize(d)?;
     u32::try_from(v)
@@ -789,7 +835,9 @@ mod tests {
         assert_eq!(d.metrics_addr.to_string(), "127.0.0.1:9559");
         assert!(d.reply_mode && d.mlock && d.inline_qd1);
         assert_eq!(d.replacement_timeout, Duration::from_secs(120));
-        assert_eq!((d.workers, d.max_inflight), (4, 256));
+        assert_eq!((d.workers, d.max_inflight), (default_workers(), 256));
+        assert!(d.workers >= 4);
+        assert_eq!(d.device_share(), usize::from(d.workers) / 2);
         assert_eq!(d.stop_timeout, Duration::from_secs(10));
         let s = c.device("user_0/lun0");
         assert_eq!(s.io_timeout, Duration::from_secs(20));
@@ -1004,7 +1052,7 @@ faults = ""
         let old = load(&p).unwrap();
         std::fs::write(
             &p,
-            "[daemon]\nreplacement_timeout = \"60s\"\nworkers = 2\nmlock = false\n\
+            "[daemon]\nreplacement_timeout = \"60s\"\ndevice_workers = 2\nmlock = false\n\
              [defaults]\nio_timeout = \"30s\"\noutlier_threshold = \"2s\"\n\
              [device.\"user_0/b\"]\nfaults = \"any:hang\"\n",
         )
@@ -1015,7 +1063,7 @@ faults = ""
             keys,
             [
                 ("replacement_timeout", Applies::Now),
-                ("workers", Applies::NewDevices),
+                ("device_workers", Applies::NewDevices),
                 ("mlock", Applies::Restart)
             ]
         );

@@ -37,11 +37,12 @@ pub(crate) struct Cli {
     /// 127.0.0.1:9559]; `off` disables the endpoint.
     #[arg(long, value_name = "ADDR|off")]
     metrics_addr: Option<String>,
-    /// Worker threads per device for data commands [config: daemon.workers, default 4].
+    /// Worker threads of the pool shared by all devices, for data commands [config:
+    /// daemon.workers, default max(4, 2 × cores)].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
-    /// Most commands in flight per device (contexts are preallocated) [config:
-    /// daemon.max_inflight, default 256].
+    /// Most commands in flight per device (contexts are allocated as the queue depth grows,
+    /// up to this) [config: daemon.max_inflight, default 256].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
     max_inflight: Option<u32>,
     /// Seconds a stop waits for commands in flight [config: daemon.stop_timeout, default 10].
@@ -194,12 +195,24 @@ fn main() -> std::process::ExitCode {
             }
         }
     };
+    // One pool of workers for every device; each device may use `share` of its threads.
+    let workers = usize::from(cli.workers.unwrap_or(d.workers));
+    let share = match d.device_workers {
+        0 => tcmu_warden::config::device_workers_for(workers),
+        n => usize::from(n),
+    };
+    let pool = tcmu_warden::device::workers::WorkerPool::new(
+        "tcmu-w",
+        workers,
+        DeviceConfig::default().scratch_bytes,
+    );
     let cfg = DaemonConfig {
         uio: cli.uio,
         configfs_root: cli.configfs,
         sysfs_uio: cli.sysfs_uio,
         device: DeviceConfig {
-            workers: usize::from(cli.workers.unwrap_or(d.workers)),
+            workers: share,
+            pool: Some(pool),
             max_inflight: cli.max_inflight.unwrap_or(d.max_inflight) as usize,
             stop_deadline: cli.stop_timeout.map_or(d.stop_timeout, Duration::from_secs),
             inline_qd1: d.inline_qd1 && !cli.no_inline,

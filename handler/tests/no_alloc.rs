@@ -7,7 +7,9 @@
 //! completion's Data-In copy). No tracing subscriber is installed: disabled tracing macros
 //! do not allocate.
 //!
-//! What the warm-up must cover. Besides buffers that keep their capacity, two dependencies
+//! What the warm-up must cover. Command contexts are allocated as the queue depth grows, so
+//! the warm-up first fills the queue to `max_inflight`. Besides buffers that keep their
+//! capacity, two dependencies
 //! allocate once per thread, lazily, at a moment that depends on scheduling:
 //! crossbeam-channel's blocking context (a thread's first *blocking* `recv`) and parking_lot's
 //! per-thread data (a thread's first *park* on a contended lock; the first park in the process
@@ -178,6 +180,7 @@ const BS: u32 = 4096;
 const BLOCKS: u64 = 16384; // 64 MiB
 const BATCH: usize = 32;
 const WORKERS: usize = 4;
+const MAX_INFLIGHT: usize = 64;
 
 /// The kernel's side, on the test thread: the shared harness (whose reaping allocates each
 /// completion's Data-In copy here, on the excluded thread).
@@ -241,7 +244,7 @@ fn hot_path_makes_no_allocation() {
         .lun_info(backend.as_ref() as &dyn Backend);
     let dev_cfg = DeviceConfig {
         workers: WORKERS,
-        max_inflight: 64,
+        max_inflight: MAX_INFLIGHT,
         ..DeviceConfig::default()
     };
     let mut h = Harness::kernel(EmuConfig::default());
@@ -252,8 +255,23 @@ fn hot_path_makes_no_allocation() {
     let payload = vec![0x5au8; BS as usize];
     let mut ids = Vec::with_capacity(BATCH + 1);
 
-    // Warm-up: every kind of command, on every context, with idle gaps (so every worker
-    // blocks on its queue), until every worker and the device thread have been warmed.
+    // Warm-up: first the deepest queue the device allows, so it allocates all its contexts
+    // (they are allocated as the queue depth grows, see `CtxPool`); then every kind of
+    // command, on every context, with idle gaps (so every worker blocks on its queue), until
+    // every worker and the device thread have been warmed.
+    for _ in 0..4 {
+        let deep: Vec<u16> = (0..2 * MAX_INFLIGHT as u64)
+            .map(|i| {
+                d.h.submit(
+                    &cdb::read16(i % BLOCKS, 1),
+                    DataDir::FromDevice(BS as usize),
+                )
+            })
+            .collect();
+        for id in deep {
+            assert_eq!(d.h.wait(id).status, 0);
+        }
+    }
     let mut lba = 0;
     let t = Instant::now();
     let mut round = 0;

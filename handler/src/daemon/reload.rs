@@ -8,9 +8,10 @@
 //!   `replacement_timeout` (the tiers are checked again and their verdict updated; a device
 //!   already served is never dropped by `tier_policy = "refuse"`, only warned about), `faults`,
 //!   and `log_level`;
-//! - **for devices opened from now on**: `workers`, `max_inflight`, `stop_timeout`,
+//! - **for devices opened from now on**: `device_workers`, `max_inflight`, `stop_timeout`,
 //!   `inline_qd1`, `io_uring`;
-//! - **after a restart**: `metrics_addr`, `reply_mode`, `mlock` (the log says so).
+//! - **after a restart**: `metrics_addr`, `reply_mode`, `mlock`, `workers` (the size of the
+//!   shared worker pool) (the log says so).
 //!
 //! A device's cfgstring options still take precedence over the file, as at start.
 
@@ -53,7 +54,7 @@ pub fn reload(cfg: &DaemonConfig, served: &mut HashMap<u32, Served>) -> Option<D
                 None => tracing::warn!("log_level: the log filter cannot change in this process (RUST_LOG or --debug fixed it)"),
             },
             "replacement_timeout" => next.replacement_timeout = d.replacement_timeout,
-            "workers" => next.device.workers = usize::from(d.workers),
+            "device_workers" => next.device.workers = d.device_share(),
             "max_inflight" => next.device.max_inflight = d.max_inflight as usize,
             "stop_timeout" => next.device.stop_deadline = d.stop_timeout,
             "inline_qd1" => next.device.inline_qd1 = d.inline_qd1,
@@ -194,14 +195,14 @@ mod tests {
 
         std::fs::write(
             &path,
-            "[daemon]\nworkers = 2\nmetrics_addr = \"127.0.0.1:9999\"\n\
+            "[daemon]\ndevice_workers = 2\nmetrics_addr = \"127.0.0.1:9999\"\n\
              [defaults]\nio_timeout = \"7s\"\noutlier_threshold = \"2s\"\nping_interval = \"1s\"\n\
              faults = \"read:fail=EIO\"\n",
         )
         .unwrap();
         let next = reload(&cfg, &mut map).expect("reloaded");
         assert_eq!(next.device.workers, 2, "for devices opened from now on");
-        assert_eq!(next.file.daemon.workers, 2);
+        assert_eq!(next.file.daemon.device_workers, 2);
         assert_eq!(
             link.tunables.get(),
             TunableValues {

@@ -1,4 +1,4 @@
-//! Preallocated command contexts, and how one goes to the backend and comes back.
+//! Command contexts (allocated as the queue depth grows, then reused), and how one goes to the backend and comes back.
 //!
 //! A context is its own [`IoOwner`]: [`Ctx::into_io`] puts it inside the [`Io`] it builds,
 //! and when the backend completes that `Io` the context stamps the backend's finish time and
@@ -86,7 +86,7 @@ pub enum Stage {
     },
 }
 
-/// One command in flight. Allocated once per pool slot and reused.
+/// One command in flight. Allocated once per pool slot (see [`CtxPool`]) and reused.
 pub struct Ctx {
     /// Index of this context in its device's pool.
     pub slot: u16,
@@ -109,10 +109,98 @@ pub struct Ctx {
     pub stamps: Stamps,
     /// The command's operation class for metrics (set when it is routed).
     pub class: tcmu_warden_supervisor::metrics::OpClass,
+    /// How far a multi-step command got, between the turns a worker gives it.
+    pub progress: Progress,
     /// The device to return to, held only while the context is inside an [`Io`] (a context
     /// waiting in the device's completion channel must not hold the device that owns the
     /// channel).
     home: Option<Arc<DeviceLink>>,
+}
+
+/// Where a multi-step command stands between two turns on a worker (reset when it finishes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// When its first step started.
+    pub started: Option<std::time::Instant>,
+    /// Bytes (or, for UNMAP, descriptors) done.
+    pub done: u64,
+}
+
+/// A device's command contexts: allocated in slabs as the queue depth the device sees grows,
+/// up to `total` (what the ring and `max_inflight` allow), and recycled, never freed while
+/// the device runs. A device that only ever sees queue depth 1 holds [`FIRST_SLAB`]
+/// contexts, not `total`.
+///
+/// [`CtxPool::len`] counts the contexts *available*: free ones plus those not allocated yet,
+/// so `total - len()` is the number in use, as with a fully preallocated list.
+pub struct CtxPool {
+    // Boxed on purpose: a context moves through channels and threads as one pointer.
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<Ctx>>,
+    /// Contexts allocated so far (slots `0..allocated`).
+    allocated: usize,
+    total: usize,
+}
+
+/// Contexts allocated when a device starts, and the smallest slab.
+pub const FIRST_SLAB: usize = 4;
+
+impl CtxPool {
+    /// A pool of at most `total` contexts (at most 65536), [`FIRST_SLAB`] of them allocated now.
+    #[must_use]
+    pub fn new(total: usize) -> CtxPool {
+        let total = total.min(usize::from(u16::MAX) + 1);
+        let mut p = CtxPool {
+            free: Vec::with_capacity(total),
+            allocated: 0,
+            total,
+        };
+        p.grow(FIRST_SLAB);
+        p
+    }
+
+    /// Allocate up to `n` more contexts into the free list.
+    fn grow(&mut self, n: usize) {
+        let end = (self.allocated + n).min(self.total);
+        // Newest last, so the lowest slots are used first.
+        for slot in (self.allocated..end).rev() {
+            self.free
+                .push(Ctx::new(u16::try_from(slot).unwrap_or(u16::MAX)));
+        }
+        self.allocated = end;
+    }
+
+    /// A free context; when none is free and fewer than `total` exist, a new slab as large
+    /// as what is allocated (the depth doubles) is allocated first.
+    pub fn pop(&mut self) -> Option<Box<Ctx>> {
+        if self.free.is_empty() && self.allocated < self.total {
+            self.grow(self.allocated.max(FIRST_SLAB));
+        }
+        self.free.pop()
+    }
+
+    /// Give a context back.
+    pub fn push(&mut self, ctx: Box<Ctx>) {
+        self.free.push(ctx);
+    }
+
+    /// Contexts available: free plus not yet allocated.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.free.len() + (self.total - self.allocated)
+    }
+
+    /// No context available.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Contexts allocated so far.
+    #[must_use]
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
 }
 
 /// Per-stage timestamps of one command.
@@ -141,6 +229,7 @@ impl Ctx {
             range_locked: false,
             stamps: Stamps::default(),
             class: tcmu_warden_supervisor::metrics::OpClass::Other,
+            progress: Progress::default(),
             home: None,
         })
     }

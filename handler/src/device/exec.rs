@@ -4,9 +4,15 @@
 //! straight back to the device thread. The multi-step commands (COMPARE AND WRITE, WRITE SAME,
 //! UNMAP, VERIFY, WRITE AND VERIFY) run here step by step, the worker waiting for each step,
 //! and finish with an outcome. Every path ends with the context handed back exactly once.
+//!
+//! A multi-step command over a long range runs at most [`TURN_STEPS`] steps, or
+//! [`TURN_TIME`], per turn ([`run_turn`]): between turns it goes back to the tail of its device's queue in the pool,
+//! so it never holds a thread while other commands wait, and before each turn it checks
+//! whether it was aborted (a TMR, or completed at its deadline by the device thread) or has
+//! passed the device's deadline, and stops if so.
 
 use super::caw_retry;
-use super::context::{Ctx, Outcome, Stage};
+use super::context::{Ctx, Outcome, Progress, Stage};
 use super::link::DeviceLink;
 use super::warm::resident;
 use crate::backend::io::{Io, IoResult, Waiter};
@@ -26,7 +32,14 @@ pub struct Job {
     pub link: Arc<DeviceLink>,
 }
 
-/// Per-worker buffers, allocated once when the worker starts.
+/// Most steps (backend operations of a chunked command) one turn of a worker runs before
+/// the command goes back to the queue.
+pub const TURN_STEPS: u64 = 8;
+
+/// A turn also ends after the step that passes this time (a slow backend).
+pub const TURN_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Per-worker buffers, allocated the first time the worker runs a command that needs them.
 pub struct WorkerState {
     /// Bounce buffer for reads that are compared or patterns that are replicated.
     pub scratch: Vec<u8>,
@@ -36,32 +49,68 @@ pub struct WorkerState {
     pub iov: IoVecs,
     /// Where those operations complete.
     pub waiter: Arc<Waiter>,
+    /// Size of `scratch` and `compare` once allocated.
+    bytes: usize,
+    /// When the current turn started.
+    turn: std::time::Instant,
 }
 
 impl WorkerState {
-    /// Buffers of `bytes` each.
+    /// Buffers of `bytes` each, allocated (and made resident) on first need: a worker that
+    /// only ever runs READ and WRITE never holds them.
     #[must_use]
     pub fn new(bytes: usize) -> WorkerState {
         WorkerState {
-            scratch: resident(bytes),
-            compare: resident(bytes),
+            scratch: Vec::new(),
+            compare: Vec::new(),
             iov: IoVecs::with_capacity(256),
             waiter: Waiter::new(),
+            bytes,
+            turn: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether the current turn has run its steps: [`TURN_STEPS`] of them, or at least one
+    /// and [`TURN_TIME`].
+    fn turn_over(&self, steps: u64) -> bool {
+        steps >= TURN_STEPS || (steps > 0 && self.turn.elapsed() >= TURN_TIME)
+    }
+
+    /// Allocate the buffers if not done yet.
+    fn ready(&mut self) {
+        if self.scratch.len() < self.bytes {
+            self.scratch = resident(self.bytes);
+        }
+        if self.compare.len() < self.bytes {
+            self.compare = resident(self.bytes);
         }
     }
 }
 
-/// Run one job to the point where its context is on its way back.
+/// Run one job to the point where its context is on its way back (every turn of a
+/// multi-step command, one after the other).
 pub fn run(job: Job, w: &mut WorkerState) {
+    let mut job = job;
+    while let Some(again) = run_turn(job, w) {
+        job = again;
+    }
+}
+
+/// Run one turn of a job: a READ, WRITE or SYNCHRONIZE CACHE whole; a multi-step command up
+/// to [`TURN_STEPS`] steps. Returns the job when it has more to do: queue it again.
+pub fn run_turn(job: Job, w: &mut WorkerState) -> Option<Job> {
     let Job { mut ctx, link } = job;
     if link
         .aborted
         .get(usize::from(ctx.slot))
         .is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::SeqCst))
     {
+        // Aborted by a TMR, or completed at its deadline by the device thread (which then
+        // ignores this outcome): stop here, before the next step.
+        ctx.progress = Progress::default();
         ctx.done(ScsiError::TaskAborted.into());
         link.complete_from_backend(ctx);
-        return;
+        return None;
     }
     let bs = u64::from(link.lun.read().block_size);
     match ctx.cdb {
@@ -80,24 +129,53 @@ pub fn run(job: Job, w: &mut WorkerState) {
             b.submit(ctx.into_io(IoOp::Flush, 0, 0, link));
         }
         Cdb::ExtendedCopy { .. } | Cdb::ReceiveCopyResults { .. } => {
+            // The copy goes through the bounce buffer, allocated on first need.
+            w.ready();
             super::xcopy::run(ctx, link, w);
         }
         Cdb::GetLbaStatus { .. } => super::lba_status::run(ctx, link),
         cdb => {
-            if link.accounting {
-                ctx.stamps.submit = Some(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            let first = ctx.progress.started.is_none();
+            let started = *ctx.progress.started.get_or_insert(now);
+            if first && link.accounting {
+                ctx.stamps.submit = Some(now);
             }
-            let outcome = match multi_step(&cdb, &ctx, &link, w, bs) {
-                Ok(()) => Outcome::GOOD,
+            let deadline = link.tunables.get().command_deadline;
+            let since = ctx.stamps.read.unwrap_or(started);
+            let r = if deadline.is_some_and(|d| now.saturating_duration_since(since) >= d) {
+                // Past the deadline between two steps (the device thread could not complete
+                // it early): end it with the status a deadline gives.
+                Err(ScsiError::from_errno(libc::ETIMEDOUT, true))
+            } else {
+                w.ready();
+                w.turn = now;
+                let mut done = ctx.progress.done;
+                let r = multi_step(&cdb, &ctx, &link, w, bs, &mut done);
+                ctx.progress.done = done;
+                r
+            };
+            let outcome = match r {
+                Ok(Step::More) => return Some(Job { ctx, link }),
+                Ok(Step::Done) => Outcome::GOOD,
                 Err(e) => Outcome::error(e),
             };
             if link.accounting {
                 ctx.stamps.done = Some(std::time::Instant::now());
             }
+            ctx.progress = Progress::default();
             ctx.done(outcome);
             link.complete_from_backend(ctx);
         }
     }
+    None
+}
+
+/// Whether a multi-step command finished or has more steps for another turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Done,
+    More,
 }
 
 /// One READ or WRITE straight between the ring's data area and the backend.
@@ -196,7 +274,8 @@ fn multi_step(
     link: &DeviceLink,
     w: &mut WorkerState,
     bs: u64,
-) -> Result<(), ScsiError> {
+    done: &mut u64,
+) -> Result<Step, ScsiError> {
     let segs = ctx.cmd.data_out();
     match *cdb {
         Cdb::CompareAndWrite { lba, blocks, fua } => {
@@ -212,6 +291,7 @@ fn multi_step(
                 len,
                 fua || !link.lun.read().write_cache,
             )
+            .map(|()| Step::Done)
         }
         Cdb::WriteSame {
             lba,
@@ -219,12 +299,21 @@ fn multi_step(
             unmap,
             ndob,
             ..
-        } => write_same(ctx, link, w, lba, u64::from(blocks), unmap, ndob, bs),
+        } => write_same(
+            ctx,
+            link,
+            w,
+            (lba, u64::from(blocks)),
+            unmap,
+            ndob,
+            bs,
+            done,
+        ),
         Cdb::Unmap { param_len, .. } => {
             // The parameter list lives in the compare buffer, moved out (no allocation) so
             // the worker can run the unmaps while iterating it.
             let mut list = std::mem::take(&mut w.compare);
-            let r = unmap(segs, param_len, &mut list, link, w, bs);
+            let r = unmap(segs, param_len, &mut list, link, w, bs, done);
             w.compare = list;
             r
         }
@@ -240,6 +329,7 @@ fn multi_step(
             u64::from(blocks) * bs,
             bytchk != 0,
             bs,
+            done,
         ),
         Cdb::WriteAndVerify { rw, .. } => {
             let len = u64::from(rw.blocks) * bs;
@@ -254,7 +344,10 @@ fn multi_step(
                 ),
                 true,
             )?;
-            verify(segs, link, w, rw.lba * bs, len, true, bs)
+            // The Data-Out buffer bounds it (the ring's data area): one turn.
+            let mut at = 0;
+            while verify(segs, link, w, rw.lba * bs, len, true, bs, &mut at)? == Step::More {}
+            Ok(Step::Done)
         }
         _ => Err(Sense::internal_target_failure().into()),
     }
@@ -318,7 +411,9 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
-/// Read `[off, off+len)` in chunks; with `compare`, check it against the Data-Out buffer.
+/// Read `[off, off+len)` in chunks from `*done` on, for one turn (`WorkerState::turn_over`); with
+/// `compare`, check it against the Data-Out buffer.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     segs: &[DataSeg],
     link: &DeviceLink,
@@ -327,10 +422,17 @@ fn verify(
     len: u64,
     compare: bool,
     bs: u64,
-) -> Result<(), ScsiError> {
+    progress: &mut u64,
+) -> Result<Step, ScsiError> {
     let chunk = chunk_len(w, bs);
-    let mut done = 0;
+    let mut done = *progress;
+    let mut steps = 0;
     while done < len {
+        if w.turn_over(steps) {
+            *progress = done;
+            return Ok(Step::More);
+        }
+        steps += 1;
         let n = chunk.min(len - done);
         let nu = usize::try_from(n).map_err(|_| Sense::internal_target_failure())?;
         errno(io(w, link, IoOp::Read, off + done, n, Buf::Scratch), false)?;
@@ -342,20 +444,23 @@ fn verify(
         }
         done += n;
     }
-    Ok(())
+    *progress = done;
+    Ok(Step::Done)
 }
 
+/// WRITE SAME of `(lba, blocks)`: one unmap or write-zeroes operation when the backend can,
+/// else the block replicated and written chunk by chunk from `*progress` on, for one turn.
 #[allow(clippy::too_many_arguments)]
 fn write_same(
     ctx: &Ctx,
     link: &DeviceLink,
     w: &mut WorkerState,
-    lba: u64,
-    blocks: u64,
+    (lba, blocks): (u64, u64),
     unmap: bool,
     ndob: bool,
     bs: u64,
-) -> Result<(), ScsiError> {
+    progress: &mut u64,
+) -> Result<Step, ScsiError> {
     let bsu = usize::try_from(bs).map_err(|_| Sense::internal_target_failure())?;
     if ndob {
         w.compare[..bsu].fill(0);
@@ -381,7 +486,8 @@ fn write_same(
                 Buf::None,
             ),
             true,
-        );
+        )
+        .map(|()| Step::Done);
     }
     if caps.write_zeroes && w.compare[..bsu].iter().all(|&b| b == 0) {
         return errno(
@@ -397,7 +503,8 @@ fn write_same(
                 Buf::None,
             ),
             true,
-        );
+        )
+        .map(|()| Step::Done);
     }
     // Replicate the block through the scratch buffer and write it chunk by chunk.
     let chunk = chunk_len(w, bs);
@@ -407,8 +514,14 @@ fn write_same(
         dst.copy_from_slice(src);
     }
     let fua = !link.lun.read().write_cache;
-    let mut done = 0;
+    let mut done = *progress;
+    let mut steps = 0;
     while done < len {
+        if w.turn_over(steps) {
+            *progress = done;
+            return Ok(Step::More);
+        }
+        steps += 1;
         let n = chunk.min(len - done);
         errno(
             io(w, link, IoOp::Write { fua }, off + done, n, Buf::Scratch),
@@ -416,9 +529,11 @@ fn write_same(
         )?;
         done += n;
     }
-    Ok(())
+    *progress = done;
+    Ok(Step::Done)
 }
 
+/// UNMAP: the descriptors from number `*progress` on, for one turn.
 fn unmap(
     segs: &[DataSeg],
     param_len: u16,
@@ -426,14 +541,20 @@ fn unmap(
     link: &DeviceLink,
     w: &mut WorkerState,
     bs: u64,
-) -> Result<(), ScsiError> {
+    progress: &mut u64,
+) -> Result<Step, ScsiError> {
     let n = usize::from(param_len).min(buf.len());
     let got = link.data.copy_to_slice(segs, 0, &mut buf[..n]);
     let descriptors = {
         let lun = link.lun.read();
         params::parse_unmap(&buf[..got], &lun).map_err(ScsiError::from)?
     };
-    for (lba, nb) in descriptors {
+    let skip = usize::try_from(*progress).unwrap_or(usize::MAX);
+    for (i, (lba, nb)) in descriptors.enumerate().skip(skip) {
+        if w.turn_over((i - skip) as u64) {
+            *progress = i as u64;
+            return Ok(Step::More);
+        }
         let r = io(
             w,
             link,
@@ -446,5 +567,5 @@ fn unmap(
         );
         errno(r, true)?;
     }
-    Ok(())
+    Ok(Step::Done)
 }

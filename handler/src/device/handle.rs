@@ -1,9 +1,10 @@
 //! Starting a device and controlling it while it runs: its configuration, its handle
 //! (stop, reconfigure), and [`spawn`], which sizes everything a device needs once.
 
-use super::link::DeviceLink;
+use super::link::TunableValues;
+use super::link::{DeviceLink, UnitAttention};
 use super::stats::DeviceStats;
-use super::workers::Workers;
+use super::workers::{WorkerPool, Workers};
 use crate::backend::Backend;
 use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,12 +18,19 @@ use tcmu_warden_supervisor::metrics::DeviceMetrics;
 /// How a device is run.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
-    /// Worker threads for data commands.
+    /// The device's share of the worker pool: most of its jobs on worker threads at once. With
+    /// no shared [`pool`](DeviceConfig::pool), the device gets a pool of this many threads of
+    /// its own.
     pub workers: usize,
-    /// Most commands in flight at once (contexts preallocated); further commands wait in the
-    /// ring until one completes.
+    /// The worker pool shared by every device of the daemon (see [`super::workers`]); None:
+    /// a pool of [`workers`](DeviceConfig::workers) threads for this device alone.
+    pub pool: Option<WorkerPool>,
+    /// Most commands in flight at once; further commands wait in the ring until one
+    /// completes. Contexts are allocated as the queue depth grows, up to this
+    /// ([`super::context::CtxPool`]).
     pub max_inflight: usize,
-    /// Size of each worker's two bounce buffers.
+    /// Size of each worker's two bounce buffers (allocated on a worker's first multi-step
+    /// command) when the device has its own pool; a shared pool has its own size.
     pub scratch_bytes: usize,
     /// How long a stop waits for commands in flight.
     pub stop_deadline: Duration,
@@ -116,6 +124,7 @@ impl Default for DeviceConfig {
     fn default() -> DeviceConfig {
         DeviceConfig {
             workers: 4,
+            pool: None,
             max_inflight: 256,
             scratch_bytes: 1 << 20,
             stop_deadline: Duration::from_secs(10),
@@ -249,10 +258,19 @@ pub fn spawn(
     link.aborted = (0..total).map(|_| AtomicBool::new(false)).collect();
     link.caw = super::caw_retry::CawRetry::new(total);
     link.persist_write_cache = cfg.persist_write_cache.clone();
+    // What workers check between the steps of a long command (`exec::run_turn`).
+    link.tunables.set(TunableValues {
+        outlier_threshold: cfg.outlier_threshold,
+        command_deadline: cfg.command_deadline,
+        ping: None,
+    });
     let link = Arc::new(link);
     // A copy source or destination for EXTENDED COPY received by any LUN.
     super::xcopy::register(&link);
-    let workers = Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?;
+    let workers = match &cfg.pool {
+        Some(pool) => pool.open(total, cfg.workers)?,
+        None => Workers::start(name, cfg.workers, total, cfg.scratch_bytes)?,
+    };
     // The counters status and the endpoint share: the device's series, or detached ones.
     let metrics = cfg
         .metrics

@@ -1,15 +1,15 @@
-//! One served LUN: its ring, its device thread, its workers.
+//! One served LUN: its ring, its device thread, its lane in the shared worker pool.
 //!
 //! ```text
 //!  kernel ──cmd_head──▶ device thread ──Job(Box<Ctx>)──▶ worker pool ──Io──▶ backend
-//!    ▲                   │  decode, range-check,            (bounded,          │
-//!    │                   │  emulate non-data commands        crossbeam)        │
+//!    ▲                   │  decode, range-check,           (shared, a lane     │
+//!    │                   │  emulate non-data commands       per device)        │
 //!    └──cmd_tail+kick────┘◀──────────── Box<Ctx> (completion channel + eventfd)┘
 //! ```
 //!
-//! A command's context (`Box<Ctx>`) is preallocated and *moves* along this path: whoever
-//! holds it owns the command, so it is completed to the ring exactly once, by the device
-//! thread, when the box comes back.
+//! A command's context (`Box<Ctx>`) is recycled (allocated as the queue depth grows) and
+//! *moves* along this path: whoever holds it owns the command, so it is completed to the ring
+//! exactly once, by the device thread, when the box comes back.
 //!
 //! On a backend that offers a file descriptor (the file backend), READ, WRITE and
 //! SYNCHRONIZE CACHE skip the workers: the device thread submits them to its own io_uring

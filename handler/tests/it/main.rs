@@ -21,6 +21,7 @@ mod health;
 mod late_writes;
 mod metrics;
 mod outliers;
+mod pool;
 mod reconfig;
 mod scsi_ring;
 mod systemd_unit;

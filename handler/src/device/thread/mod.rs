@@ -13,7 +13,7 @@ mod commands;
 mod expiry;
 
 use super::accounting::Accounting;
-use super::context::{Ctx, Outcome, Stage, Stamps};
+use super::context::{Ctx, CtxPool, Outcome, Stage, Stamps};
 use super::deadline::{Deadlines, Expired, Returned};
 use super::exec::WorkerState;
 use super::handle::{AluaSource, DeviceConfig, FreeKeptBuf};
@@ -53,9 +53,7 @@ pub(super) fn start(
     stats: Arc<DeviceStats>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let free = (0..total)
-        .map(|i| Ctx::new(u16::try_from(i).unwrap_or(u16::MAX)))
-        .collect();
+    let free = CtxPool::new(total);
     let alua_state = link.lun.read().alua.as_ref().and_then(|a| a.local_state());
     let uring = if cfg.io_uring {
         open_uring(&link.name, total, link.accounting)
@@ -100,7 +98,8 @@ pub(super) fn start(
         last_batch: 0,
         uio_ready: true,
         wake_ready: true,
-        tunables_seen: 0,
+        // The values in force at start are the configuration's (`spawn` published them).
+        tunables_seen: link.tunables.generation(),
     };
     std::thread::Builder::new()
         .name(format!("tcmu-d/{}", link.name))
@@ -124,9 +123,8 @@ struct DeviceThread {
     ring: Ring,
     doorbell: Arc<dyn Doorbell>,
     workers: Option<Workers>,
-    // Boxed on purpose: a context moves through channels and threads as one pointer.
-    #[allow(clippy::vec_box)]
-    free: Vec<Box<Ctx>>,
+    /// Contexts available (allocated as the queue depth grows).
+    free: CtxPool,
     /// Commands away (worker or backend) and their deadlines, by context slot.
     deadlines: Deadlines,
     free_kept_buf: Option<FreeKeptBuf>,
