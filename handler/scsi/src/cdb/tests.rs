@@ -453,7 +453,10 @@ fn extended_copy_receive_copy_results_and_get_lba_status_decode() {
     c[0] = 0x83;
     c[10..14].copy_from_slice(&1000u32.to_be_bytes());
     assert_eq!(decode(&c), Ok(Cdb::ExtendedCopy { param_len: 1000 }));
-    assert_eq!(data_out_len(&Cdb::ExtendedCopy { param_len: 1000 }, 512), 1000);
+    assert_eq!(
+        data_out_len(&Cdb::ExtendedCopy { param_len: 1000 }, 512),
+        1000
+    );
     // LID4 (01h) and the other copy service actions are refused at the field.
     c[1] = 0x01;
     assert_eq!(field(decode(&c).unwrap_err()), Some((1, Some(4))));
