@@ -24,7 +24,13 @@ rbdc info "$RBD_IMAGE" >/tmp/rbdinfo 2>&1 || { cat /tmp/rbdinfo; die "the cluste
 result ceph_reached_s "$(elapsed "$t0")"
 
 tc() { targetcli "$@" >/tmp/tc 2>&1 || { cat /tmp/tc; die "targetcli $*"; }; }
-wwn=$(cat /var/lib/warden-test/lun0.wwn) || die "no tcm_loop target (scenario unit)"
+# The tcm_loop target of scenario unit (restored at boot), or a new one when run alone.
+if [ -s /var/lib/warden-test/lun0.wwn ]; then
+    wwn=$(cat /var/lib/warden-test/lun0.wwn)
+else
+    wwn=naa.5001405000000002
+    tc /loopback create "wwn=$wwn"
+fi
 disks() { ls -d /sys/block/sd* 2>/dev/null | sort; }
 # export_lun NAME TYPE: the backstore on the tcm_loop target; its new /dev/sdX in /tmp/dev.NAME.
 export_lun() {
