@@ -1148,3 +1148,209 @@ fn the_lock_holder_is_the_active_optimized_path_and_a_write_elsewhere_moves_it()
     ha.stop();
     hb.stop();
 }
+
+/// One COMPARE AND WRITE through a plain librbd handle: (librbd's result, mismatch offset).
+fn librbd_caw(img: &Image, off: u64, cmp: &[u8], buf: &[u8]) -> (i64, u64) {
+    assert_eq!(cmp.len(), buf.len());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let target = ceph_rbd::AioTarget::new(3, tx);
+    let mut mismatch = Box::new(u64::MAX);
+    let mut comp = ceph_rbd::AioCompletion::new(&target).unwrap();
+    let mp: *mut u64 = &mut *mismatch;
+    // SAFETY: `cmp`, `buf` and the boxed `mismatch` stay alive and untouched until the
+    // completion is received below.
+    unsafe { img.aio_compare_and_write(off, cmp.len(), cmp.as_ptr(), buf.as_ptr(), mp, &mut comp) }
+        .unwrap();
+    let done = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("compare and write completes");
+    comp.fired();
+    (done.ret, *mismatch)
+}
+
+fn librbd_read(img: &Image, off: u64, len: usize) -> Vec<u8> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let target = ceph_rbd::AioTarget::new(4, tx);
+    let mut got = vec![0u8; len];
+    let iov = [libc::iovec {
+        iov_base: got.as_mut_ptr().cast(),
+        iov_len: got.len(),
+    }];
+    let mut comp = ceph_rbd::AioCompletion::new(&target).unwrap();
+    // SAFETY: `got` stays alive and untouched until the completion is received below.
+    unsafe { img.aio_readv(&iov, off, &mut comp) }.unwrap();
+    let done = rx.recv_timeout(Duration::from_secs(30)).expect("read");
+    comp.fired();
+    assert!(done.ret >= 0, "read failed: {}", done.ret);
+    got
+}
+
+/// librbd's COMPARE AND WRITE on the OSD: equal data is replaced; unequal data is left alone
+/// and reported with -EILSEQ and the offset of the first differing byte from the start of
+/// the compared range (what the sense INFORMATION field needs, as it is). Pacific's
+/// librbd takes at most one 512-byte sector (a range crossing a sector boundary is EINVAL).
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn librbd_compare_and_write_is_atomic_and_names_the_first_mismatch() {
+    let admin = admin();
+    let name = unique("cawlib");
+    create_image(&admin, "rbd", None, &name, 4 << 20);
+    let io = IoCtx::new(&admin, "rbd", None).unwrap();
+    let img = Image::open(&io, &name, None, false).unwrap();
+    let off = 8 * BS as u64;
+    let old = vec![0x11u8; BS];
+    assert!(librbd_write(&img, off, &old) >= 0);
+    let new = vec![0x22u8; BS];
+    let (r, _) = librbd_caw(&img, off, &old, &new);
+    assert!(r >= 0, "equal: written ({r})");
+    assert_eq!(librbd_read(&img, off, BS), new);
+    let mut cmp = new.clone();
+    cmp[300] ^= 0xff;
+    let (r, mismatch) = librbd_caw(&img, off, &cmp, &old);
+    eprintln!("miscompare: ret {r}, mismatch_off {mismatch} (range starts at {off})");
+    assert_eq!(r, -i64::from(libc::EILSEQ), "a miscompare is EILSEQ");
+    assert_eq!(
+        mismatch, 300,
+        "the offset of the first differing byte from the start of the compared range"
+    );
+    assert_eq!(librbd_read(&img, off, BS), new, "nothing written");
+}
+
+/// The environment of the second process of the race below.
+const RACE_ENV: &str = "TCMU_CAW_RACE";
+const RACE_ROUNDS: u32 = 200;
+
+/// A block of `BS` bytes tagged with (process, round): 8-byte words all equal, so a mix of
+/// two writes is visible.
+fn race_block(who: u8, round: u32) -> Vec<u8> {
+    let mut word = [0u8; 8];
+    word[0] = 0xA0 | who;
+    word[4..].copy_from_slice(&round.to_be_bytes());
+    word.repeat(BS / 8)
+}
+
+/// Wait until the peer's progress file says at least `step`, having written ours.
+fn race_barrier(dir: &std::path::Path, me: u8, step: u32) {
+    let mine = dir.join(format!("p{me}"));
+    let tmp = dir.join(format!("p{me}.tmp"));
+    std::fs::write(&tmp, step.to_string()).unwrap();
+    std::fs::rename(&tmp, &mine).unwrap();
+    let peer = dir.join(format!("p{}", 1 - me));
+    let t = Instant::now();
+    loop {
+        let at: u32 = std::fs::read_to_string(&peer)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if at >= step {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the peer never reached step {step}"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// One side of the race: its own RADOS client, the ATS heartbeat pattern per round (read,
+/// both have read, COMPARE AND WRITE old -> own, both done, check the block). Returns the
+/// result of each round (0 written, 1 miscompare).
+fn race_side(image: &str, dir: &std::path::Path, me: u8) -> Vec<u8> {
+    let c = admin();
+    let io = IoCtx::new(&c, "rbd", None).unwrap();
+    let img = Image::open(&io, image, None, false).unwrap();
+    let mut results = Vec::new();
+    for round in 0..RACE_ROUNDS {
+        race_barrier(dir, me, round * 3 + 1);
+        let old = librbd_read(&img, 0, BS);
+        race_barrier(dir, me, round * 3 + 2);
+        let mine = race_block(me, round);
+        let (r, mismatch) = librbd_caw(&img, 0, &old, &mine);
+        race_barrier(dir, me, round * 3 + 3);
+        let now = librbd_read(&img, 0, BS);
+        let theirs = race_block(1 - me, round);
+        match r {
+            0.. => {
+                assert_eq!(now, mine, "round {round}: won, so the block holds my write");
+                results.push(0);
+            }
+            r if r == -i64::from(libc::EILSEQ) => {
+                assert_eq!(
+                    now, theirs,
+                    "round {round}: lost, so the block holds the peer's write"
+                );
+                let first = old.iter().zip(&theirs).position(|(a, b)| a != b);
+                assert_eq!(
+                    Some(mismatch),
+                    first.map(|i| i as u64),
+                    "round {round}: the mismatch is where the peer's write first differs"
+                );
+                results.push(1);
+            }
+            r => panic!("round {round}: compare and write failed: {r}"),
+        }
+    }
+    results
+}
+
+/// The second process of the race (does nothing unless started by the race test).
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn compare_and_write_race_peer() {
+    let Ok(spec) = std::env::var(RACE_ENV) else {
+        return;
+    };
+    let (image, dir) = spec.split_once(':').expect("image:dir");
+    let results = race_side(image, std::path::Path::new(dir), 1);
+    std::fs::write(std::path::Path::new(dir).join("r1"), &results).unwrap();
+}
+
+/// Two processes, each with its own librbd client, race COMPARE AND WRITE on one block the
+/// way VMware's ATS heartbeat does, round after round: exactly one wins each round, the other
+/// gets a miscompare, and the block always holds exactly one of the two writes.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn compare_and_write_races_between_two_processes_have_one_winner_per_round() {
+    let admin = admin();
+    let name = unique("cawrace");
+    create_image(&admin, "rbd", None, &name, 4 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut peer = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "compare_and_write_race_peer",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
+        .env(RACE_ENV, format!("{name}:{}", dir.path().display()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the second process");
+    let t = Instant::now();
+    let mine = race_side(&name, dir.path(), 0);
+    let status = peer.wait().unwrap();
+    assert!(status.success(), "the second process failed: {status}");
+    let theirs = std::fs::read(dir.path().join("r1")).expect("the peer's results");
+    assert_eq!(theirs.len(), mine.len());
+    let mut won = [0u32; 2];
+    for (round, (a, b)) in mine.iter().zip(&theirs).enumerate() {
+        assert_eq!(
+            a + b,
+            1,
+            "round {round}: exactly one of the two wins ({a}, {b})"
+        );
+        // a == 0: process 0 wrote, a == 1: process 1 did.
+        won[usize::from(*a)] += 1;
+    }
+    let miscompares: u32 = mine.iter().chain(&theirs).map(|&r| u32::from(r)).sum();
+    eprintln!(
+        "COMPARE AND WRITE race, {RACE_ROUNDS} rounds in {:?}: process 0 won {}, process 1 won {}, \
+         {miscompares} miscompares (one per round), never a mixed block",
+        t.elapsed(),
+        won[0],
+        won[1]
+    );
+    assert_eq!(won[0] + won[1], RACE_ROUNDS);
+}

@@ -342,6 +342,48 @@ impl Image {
         started(c, "rbd_aio_writev", i64::from(r))
     }
 
+    /// Start an atomic COMPARE AND WRITE of `len` bytes at `off`: librbd has the OSD compare
+    /// the image with `cmp` and, only if they are equal, write `buf`, as one operation (atomic
+    /// against every other client). On a miscompare the operation completes with `-EILSEQ`
+    /// and `*mismatch_off` holds the offset of the first differing byte from `off` (measured
+    /// on Pacific: handler/tests/rbd.rs). Pacific's librbd refuses (`EINVAL`) a range longer
+    /// than 512 bytes or crossing a 512-byte boundary.
+    ///
+    /// # Safety
+    /// `cmp` and `buf` must be readable for `len` bytes and `mismatch_off` writable, all valid
+    /// and unchanged (`mismatch_off` untouched) until `c`'s post arrives.
+    ///
+    /// # Errors
+    /// A synchronous refusal; the operation's own result comes through `c`.
+    pub unsafe fn aio_compare_and_write(
+        &self,
+        off: u64,
+        len: usize,
+        cmp: *const u8,
+        buf: *const u8,
+        mismatch_off: *mut u64,
+        c: &mut AioCompletion,
+    ) -> Result<()> {
+        // SAFETY: the caller keeps the buffers and the out-pointer valid until completion.
+        let r = unsafe {
+            sys::rbd_aio_compare_and_write(
+                self.h,
+                off,
+                len,
+                cmp.cast(),
+                buf.cast(),
+                c.as_raw(),
+                mismatch_off,
+                0,
+            )
+        };
+        started(
+            c,
+            "rbd_aio_compare_and_write",
+            i64::try_from(r).unwrap_or(-1),
+        )
+    }
+
     /// Start a flush of every write completed so far.
     ///
     /// # Errors
