@@ -1,8 +1,8 @@
 //! Starting a device and controlling it while it runs: its configuration, its handle
 //! (stop, reconfigure), and [`spawn`], which sizes everything a device needs once.
 
+use super::link::DeviceLink;
 use super::link::TunableValues;
-use super::link::{DeviceLink, UnitAttention};
 use super::stats::DeviceStats;
 use super::workers::{WorkerPool, Workers};
 use crate::backend::Backend;
