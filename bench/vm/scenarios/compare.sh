@@ -15,7 +15,7 @@
 
 : "${BENCH_TARGET:=warden}"            # warden | runner | fileio
 : "${BENCH_ROUND:=1}"                  # round number, recorded in every record
-: "${BENCH_CONFIGS:=128:1024:randread4k-qd32}"   # HW:RING:JOB/JOB... separated by spaces
+: "${BENCH_CONFIGS=128:1024:randread4k-qd32}"   # HW:RING:JOB/JOB... separated by spaces; "" for none
 : "${BENCH_SIZE_MB:=1024}"             # backing file on the tmpfs (filled once)
 : "${BENCH_SCALE:=}"                   # LUN counts at which to sample, e.g. "1 8 64 256"
 : "${BENCH_SCALE_MB:=64}"              # size of each scale LUN (sparse file)
