@@ -84,7 +84,10 @@ impl std::fmt::Debug for PersistWriteCache {
 /// whose lock-driven state differs from the configured one (rarely: on a lock transition).
 /// Must not block: the device thread calls it.
 #[derive(Clone)]
-pub struct AluaSink(pub Arc<dyn Fn(Vec<(String, u8)>) + Send + Sync>);
+pub struct AluaSink(pub Arc<dyn Fn(AluaChanges) + Send + Sync>);
+
+/// `(group name, new state)` pairs handed to an [`AluaSink`].
+pub type AluaChanges = Vec<(String, u8)>;
 
 impl std::fmt::Debug for AluaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
