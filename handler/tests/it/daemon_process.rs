@@ -258,7 +258,7 @@ fn sighup_reloads_the_configuration_and_a_bad_file_changes_nothing() {
     }
     std::fs::write(
         &conf,
-        "[daemon]\nlog_level = \"debug\"\nworkers = 2\nreply_mode = false\n",
+        "[daemon]\nlog_level = \"debug\"\ndevice_workers = 2\nreply_mode = false\n",
     )
     .unwrap();
     hup("good file");
@@ -277,7 +277,7 @@ fn sighup_reloads_the_configuration_and_a_bad_file_changes_nothing() {
         .unwrap();
     for want in [
         "log_level: info -> debug, applies now",
-        "workers: 4 -> 2, applies to devices opened from now on",
+        "device_workers: 0 -> 2, applies to devices opened from now on",
         "reply_mode: true -> false, applies only after a restart",
         "SIGHUP: configuration reloaded",
         "SIGHUP: the configuration was NOT reloaded, the one in force stays",
