@@ -102,9 +102,13 @@ label_enum! {
 label_enum! {
     /// A stage of a command's life: label `stage`.
     Stage {
-        /// From reading the ring to submitting to the backend (includes parking on a busy
-        /// LBA range and waiting for a worker).
+        /// From reading the ring to submitting to the backend, less the two waits below.
         Handler => "handler",
+        /// Parked behind another command's LBA range (a COMPARE AND WRITE, or a write fenced
+        /// after its deadline) until that range was free, or until it was completed.
+        Parked => "parked",
+        /// Queued for a worker until the worker started it.
+        Queued => "queued",
         /// From backend submit to backend completion.
         Backend => "backend",
         /// From backend completion to the ring tail published to the kernel.
@@ -146,7 +150,8 @@ pub const KNOWN_TMRS: &[&str] = &[
 
 const N_OPS: usize = OpClass::ALL.len();
 const N_OUTCOMES: usize = OutcomeClass::ALL.len();
-const N_STAGES: usize = Stage::ALL.len();
+/// How many stages [`DeviceMetrics::command_done`] takes.
+pub const N_STAGES: usize = Stage::ALL.len();
 const N_STATES: usize = BackendState::ALL.len();
 
 /// Names of the two areas of the mapping: label `area`.
@@ -637,20 +642,17 @@ impl DeviceMetrics {
     /// One command finished (its completion published to the kernel).
     ///
     /// Counts it in `commands_total{op,outcome}`, adds its bytes, and observes its latency:
-    /// `command_duration_seconds{op}` gets the sum of the three stages, and
+    /// `command_duration_seconds{op}` gets the sum of the stages, and
     /// `command_stage_duration_seconds{stage}` each stage whose time is not 0 (0 = stage not
-    /// used, e.g. `backend` for an emulated command). Times in nanoseconds.
-    /// Never allocates, never locks.
-    #[allow(clippy::too_many_arguments)]
+    /// used, e.g. `backend` for an emulated command). `stages` are in nanoseconds, in the
+    /// order of [`Stage::ALL`]. Never allocates, never locks.
     pub fn command_done(
         &self,
         op: OpClass,
         outcome: OutcomeClass,
         bytes_read: u64,
         bytes_written: u64,
-        handler_ns: u64,
-        backend_ns: u64,
-        publish_ns: u64,
+        stages: [u64; N_STAGES],
     ) {
         let d = &*self.inner;
         d.commands[op.index()][outcome.index()].inc();
@@ -660,15 +662,12 @@ impl DeviceMetrics {
         if bytes_written != 0 {
             d.written_bytes.inc_by(bytes_written);
         }
-        let stages = [handler_ns, backend_ns, publish_ns];
         for (h, ns) in d.stage_duration.iter().zip(stages) {
             if ns != 0 {
                 h.observe(secs(ns));
             }
         }
-        let total = handler_ns
-            .saturating_add(backend_ns)
-            .saturating_add(publish_ns);
+        let total = stages.iter().fold(0u64, |a, &n| a.saturating_add(n));
         d.op_duration[op.index()].observe(secs(total));
     }
 

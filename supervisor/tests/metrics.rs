@@ -124,9 +124,7 @@ fn a_fresh_device_is_healthy_and_a_stage_of_zero_is_not_observed() {
         OutcomeClass::Good,
         36,
         0,
-        1_000,
-        0,
-        2_000,
+        [1_000, 0, 0, 0, 2_000],
     );
     let text = m.encode();
     assert!((value(&text, "tcmu_warden_backend_state", &[("state", "healthy")]) - 1.0).abs() < 0.1);

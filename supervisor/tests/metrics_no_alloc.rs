@@ -56,14 +56,14 @@ fn hot_path_updates_do_not_allocate() {
     d.set_capacity(8 << 20, 1 << 30);
     let clone = d.clone();
     // Warm-up (nothing should need it, but a lazy first use must not count as per-command).
-    d.command_done(OpClass::Read, OutcomeClass::Good, 4096, 0, 1, 2, 3);
+    d.command_done(OpClass::Read, OutcomeClass::Good, 4096, 0, [1, 4, 5, 2, 3]);
     d.observe_use(1, 1);
 
     MEASURING.with(|c| c.set(true));
     for i in 0..10_000u64 {
         let op = OpClass::ALL[usize::try_from(i).unwrap() % OpClass::ALL.len()];
         let oc = OutcomeClass::ALL[usize::try_from(i / 9).unwrap() % OutcomeClass::ALL.len()];
-        d.command_done(op, oc, i * 512, 4096, i * 1000, i * 50_000, 0);
+        d.command_done(op, oc, i * 512, 4096, [i * 1000, i, i, i * 50_000, 0]);
         clone.observe_use(
             (i * 64) % (8 << 20),
             (i * 4096) % (1 << 30) + (1 << 30) * (i % 2),

@@ -67,9 +67,7 @@ fn a_real_prometheus_scrapes_the_device_series() {
         OutcomeClass::Good,
         4096,
         0,
-        10_000,
-        200_000,
-        5_000,
+        [10_000, 0, 0, 200_000, 5_000],
     );
     let (addr, _thread) = http::serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
 

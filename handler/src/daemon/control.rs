@@ -349,13 +349,15 @@ impl DeviceView {
             .map(|o| {
                 let ago = SystemTime::now().duration_since(o.at).unwrap_or_default();
                 format!(
-                    "{} ago: {} at LBA {}, {} bytes: {} = handler {} + backend {} + publish {}, status {:#04x}",
+                    "{} ago: {} at LBA {}, {} bytes: {} = handler {} + parked {} + queued {} + backend {} + publish {}, status {:#04x}",
                     human(ago),
                     opname(o.opcode),
                     o.lba,
                     o.bytes,
                     human(o.total()),
                     human(o.handler),
+                    human(o.parked),
+                    human(o.queued),
                     human(o.backend),
                     human(o.publish),
                     o.status

@@ -118,9 +118,9 @@ impl Accounting {
         device: &str,
         backend: impl FnOnce() -> String,
     ) {
-        let Some(read) = ctx.stamps.read else { return };
-        let submit = ctx.stamps.submit.unwrap_or(read);
-        let done = ctx.stamps.done.unwrap_or(submit);
+        let Some(st) = stages(&ctx.stamps, now) else {
+            return;
+        };
         if self.exported {
             let (read_bytes, written) =
                 bytes_moved(ctx.class, ctx.cmd.data_len(), status == status::GOOD);
@@ -129,15 +129,19 @@ impl Accounting {
                 outcome_class(status),
                 read_bytes,
                 written,
-                ns(submit.saturating_duration_since(read)),
-                ns(done.saturating_duration_since(submit)),
-                ns(now.saturating_duration_since(done)),
+                [
+                    ns(st.handler),
+                    ns(st.parked),
+                    ns(st.queued),
+                    ns(st.backend),
+                    ns(st.publish),
+                ],
             );
         }
         let Some(threshold) = self.outlier_threshold else {
             return;
         };
-        if now.saturating_duration_since(read) < threshold {
+        if st.total() < threshold {
             return;
         }
         // An outlier: only now is the record built (the common path is two clock reads).
@@ -147,9 +151,11 @@ impl Accounting {
             opcode: ctx.cmd.cdb().first().copied().unwrap_or(0),
             lba: super::deadline::lba_of(&ctx.cdb),
             bytes: ctx.cmd.data_len(),
-            handler: submit.saturating_duration_since(read),
-            backend: done.saturating_duration_since(submit),
-            publish: now.saturating_duration_since(done),
+            handler: st.handler,
+            parked: st.parked,
+            queued: st.queued,
+            backend: st.backend,
+            publish: st.publish,
             status,
         };
         self.metrics().outlier();
@@ -164,6 +170,8 @@ impl Accounting {
             bytes = o.bytes,
             total_ms = ms(o.total()),
             handler_ms = ms(o.handler),
+            parked_ms = ms(o.parked),
+            queued_ms = ms(o.queued),
             backend_ms = ms(o.backend),
             publish_ms = ms(o.publish),
             status = format_args!("{:#04x}", o.status),
@@ -172,9 +180,129 @@ impl Accounting {
     }
 }
 
+/// The stage times of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageTimes {
+    /// The device thread's own work (read to submit, less the waits).
+    pub handler: Duration,
+    /// Parked behind another command's LBA range.
+    pub parked: Duration,
+    /// Queued for a worker.
+    pub queued: Duration,
+    /// In the backend.
+    pub backend: Duration,
+    /// Backend completion to the completion written to the ring.
+    pub publish: Duration,
+}
+
+impl StageTimes {
+    /// Their sum: read from the ring until completed.
+    #[must_use]
+    pub fn total(&self) -> Duration {
+        self.handler + self.parked + self.queued + self.backend + self.publish
+    }
+}
+
+/// Length of the overlap of `[a0, a1]` and `[b0, b1]`.
+fn overlap(a0: Instant, a1: Instant, b0: Instant, b1: Instant) -> Duration {
+    a1.min(b1).saturating_duration_since(a0.max(b0))
+}
+
+/// Split a command's life, from reading it to `now`, into stages. The three main stages run
+/// between the stamps (read → submit → backend done → `now`; a command never submitted is in
+/// the handler stage until `now`, one with no completion stamp has no backend stage); the two waits (parked, queued for a worker), wherever they fall, are
+/// taken out of the stage they fall in, so a command parked until its deadline counts as
+/// parked, not as publishing. None when the command was not stamped (accounting off).
+#[must_use]
+pub fn stages(s: &super::context::Stamps, now: Instant) -> Option<StageTimes> {
+    let read = s.read?;
+    let now = now.max(read);
+    // Never handed to the backend (answered here, or completed while parked or queued): the
+    // handler stage (less those waits) runs until it was completed.
+    let submit = s.submit.unwrap_or(now).clamp(read, now);
+    let done = s.done.unwrap_or(submit).clamp(submit, now);
+    let parked = s
+        .parked
+        .map(|p| (p, s.unparked.unwrap_or(now).max(p).min(now)));
+    let queued = s
+        .queued
+        .map(|q| (q, s.submit.or(s.done).unwrap_or(now).max(q).min(now)));
+    let stage = |a: Instant, b: Instant| {
+        let mut d = b.saturating_duration_since(a);
+        for (w0, w1) in [parked, queued].into_iter().flatten() {
+            d = d.saturating_sub(overlap(a, b, w0, w1));
+        }
+        d
+    };
+    let wait = |w: Option<(Instant, Instant)>| w.map_or(Duration::ZERO, |(a, b)| b - a);
+    Some(StageTimes {
+        handler: stage(read, submit),
+        parked: wait(parked),
+        queued: wait(queued),
+        backend: stage(submit, done),
+        publish: stage(done, now),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::context::Stamps;
+
+    #[test]
+    fn a_command_parked_until_its_deadline_is_attributed_to_parked() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Read, parked 1 ms later behind a fenced write, completed at its deadline (20 s)
+        // without ever reaching the backend.
+        let s = Stamps {
+            read: Some(at(0)),
+            parked: Some(at(1)),
+            ..Stamps::default()
+        };
+        let st = stages(&s, at(20_001)).unwrap();
+        assert_eq!(st.parked, Duration::from_millis(20_000));
+        assert_eq!(st.publish, Duration::ZERO);
+        assert_eq!(st.handler, Duration::from_millis(1), "read until parked");
+        assert_eq!(st.total(), Duration::from_millis(20_001));
+    }
+
+    #[test]
+    fn parked_then_queued_then_backend_each_get_their_share() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let s = Stamps {
+            read: Some(at(0)),
+            parked: Some(at(1)),
+            unparked: Some(at(301)),
+            queued: Some(at(302)),
+            submit: Some(at(702)),
+            done: Some(at(1702)),
+        };
+        let st = stages(&s, at(1705)).unwrap();
+        assert_eq!(
+            st,
+            StageTimes {
+                handler: Duration::from_millis(2),
+                parked: Duration::from_millis(300),
+                queued: Duration::from_millis(400),
+                backend: Duration::from_millis(1000),
+                publish: Duration::from_millis(3),
+            }
+        );
+        assert_eq!(st.total(), Duration::from_millis(1705));
+        // Not stamped (accounting off): nothing.
+        assert_eq!(stages(&Stamps::default(), at(5)), None);
+        // Queued and never started (aborted): queued until it was completed.
+        let s = Stamps {
+            read: Some(at(0)),
+            queued: Some(at(1)),
+            ..Stamps::default()
+        };
+        let st = stages(&s, at(50)).unwrap();
+        assert_eq!(st.queued, Duration::from_millis(49));
+        assert_eq!(st.total(), Duration::from_millis(50));
+    }
 
     #[test]
     fn only_successful_transfers_count_bytes_in_their_direction() {

@@ -212,6 +212,12 @@ pub struct Stamps {
     pub submit: Option<std::time::Instant>,
     /// Completed by the backend (or the last step).
     pub done: Option<std::time::Instant>,
+    /// Parked behind another command's LBA range (see `range_lock`).
+    pub parked: Option<std::time::Instant>,
+    /// Taken out of the parked list to be dispatched.
+    pub unparked: Option<std::time::Instant>,
+    /// Queued for a worker.
+    pub queued: Option<std::time::Instant>,
 }
 
 impl Ctx {

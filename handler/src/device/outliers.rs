@@ -22,8 +22,13 @@ pub struct Outlier {
     pub lba: u64,
     /// Bytes transferred (the command's buffer).
     pub bytes: u64,
-    /// Read from the ring until handed to the backend (decode, waiting for a worker).
+    /// Read from the ring until handed to the backend, less the waits below (decode,
+    /// routing, the device thread's own work).
     pub handler: Duration,
+    /// Parked behind another command's LBA range.
+    pub parked: Duration,
+    /// Queued for a worker.
+    pub queued: Duration,
     /// In the backend.
     pub backend: Duration,
     /// Backend completion until written to the ring.
@@ -36,7 +41,7 @@ impl Outlier {
     /// The whole time in the handler.
     #[must_use]
     pub fn total(&self) -> Duration {
-        self.handler + self.backend + self.publish
+        self.handler + self.parked + self.queued + self.backend + self.publish
     }
 }
 
@@ -78,6 +83,8 @@ mod tests {
                 lba: 0,
                 bytes: 4096,
                 handler: Duration::ZERO,
+                parked: Duration::ZERO,
+                queued: Duration::ZERO,
                 backend: Duration::from_secs(2),
                 publish: Duration::ZERO,
                 status: 0,

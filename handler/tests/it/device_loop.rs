@@ -412,3 +412,55 @@ fn data_in_flight_returns_to_zero_after_expiries_and_direct_submission_stays() {
     assert_eq!(direct.from_elsewhere.load(Ordering::SeqCst), elsewhere);
     h.stop();
 }
+
+/// Issue 12 item 16: a WRITE parked behind an expired write's fence until its own deadline is
+/// an outlier whose time is `parked`, not `publish`; a command queued for a worker shows
+/// `queued` time.
+#[test]
+fn a_write_parked_behind_a_fence_is_attributed_to_parked() {
+    let deadline = Duration::from_millis(300);
+    let fault = Arc::new(FaultBackend::new(
+        Arc::new(RamBackend::new(BLOCKS * BS as u64)),
+        vec![Rule {
+            at: Some(0),
+            ..Rule::new(OpSet::WRITE, Action::Hang)
+        }],
+    ));
+    let (_freed, free) = freed_counter();
+    let cfg = DeviceConfig {
+        command_deadline: Some(deadline),
+        free_kept_buf: Some(free),
+        outlier_threshold: Some(Duration::from_millis(100)),
+        ..DeviceConfig::default()
+    };
+    let l = lun(fault.as_ref(), true);
+    let mut h = Harness::new(
+        Arc::clone(&fault) as Arc<dyn Backend>,
+        l,
+        emu(1 << 20),
+        &cfg,
+    );
+    let d = pattern(1, BS);
+    // The first write hangs in the backend and expires: its blocks are fenced.
+    let c = h.run(&cdb::write16(0, 1, false), DataDir::ToDevice(&d));
+    assert_eq!(sense_of(&c), (0x02, 0x04, 0x0A));
+    // The second write to the same block waits behind the fence until its own deadline.
+    let c = h.run(&cdb::write16(0, 1, false), DataDir::ToDevice(&d));
+    assert_eq!(sense_of(&c), (0x02, 0x04, 0x0A));
+    let outliers = h.stats().recent_outliers.snapshot();
+    let o = outliers.last().expect("the parked write is an outlier");
+    assert!(
+        o.parked >= deadline * 9 / 10,
+        "parked {:?} of {:?}",
+        o.parked,
+        o.total()
+    );
+    assert!(
+        o.publish < Duration::from_millis(50),
+        "publish {:?}",
+        o.publish
+    );
+    assert!(o.backend.is_zero(), "never reached the backend");
+    fault.set_rules(Vec::new());
+    h.stop();
+}

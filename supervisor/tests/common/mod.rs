@@ -51,7 +51,7 @@ pub fn exercised(m: &Metrics, device: &str, subtype: &str) -> DeviceMetrics {
     d.observe_use(4096, 1 << 20);
     for op in OpClass::ALL {
         for oc in OutcomeClass::ALL {
-            d.command_done(*op, *oc, 4096, 512, 20_000, 300_000, 5_000);
+            d.command_done(*op, *oc, 4096, 512, [20_000, 1_000, 1_000, 300_000, 3_000]);
         }
     }
     d.set_in_flight(3);

@@ -40,6 +40,9 @@ impl DeviceThread {
                     f.store(false, Ordering::Relaxed);
                 }
                 if !self.take_range(&mut ctx) {
+                    if self.link.accounting {
+                        ctx.stamps.parked = Some(Instant::now());
+                    }
                     self.parked.push_back(ctx);
                     return;
                 }
@@ -162,7 +165,10 @@ impl DeviceThread {
         Ok(())
     }
 
-    fn send(&self, ctx: Box<Ctx>) {
+    fn send(&self, mut ctx: Box<Ctx>) {
+        if self.link.accounting {
+            ctx.stamps.queued = Some(Instant::now());
+        }
         if let Some(w) = &self.workers {
             w.send(Job {
                 ctx,
@@ -203,6 +209,9 @@ impl DeviceThread {
                 break;
             };
             if self.take_range(&mut ctx) {
+                if self.link.accounting {
+                    ctx.stamps.unparked = Some(Instant::now());
+                }
                 self.dispatch(ctx);
             } else {
                 self.parked.push_back(ctx);
