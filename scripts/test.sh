@@ -72,7 +72,7 @@ for svc in gluster ceph; do
     grep -E '^test .* FAILED|panicked|ratio' "$log/$svc.log" | head -20 || true
 done
 if [ -x scripts/fuzz.sh ]; then
-    stage fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}" && passed=$((passed + 1)) || failed=$((failed + 1))
+    stage fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-5}" && passed=$((passed + 1)) || failed=$((failed + 1))
 fi
 if [ -d bench/benches ]; then
     stage bench-smoke env BENCH_QUICK=1 cargo bench -p tcmu-warden-bench && passed=$((passed + 1)) || failed=$((failed + 1))

@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
         Some((f, rest)) => (*f, rest),
         None => (0, data),
     };
-    let mut lun = LunInfo::new(if flavour & 1 != 0 { 4096 } else { 512 }, 1 << (flavour % 48), "fuzz-serial-0123");
+    let mut lun = LunInfo::new(
+        if flavour & 1 != 0 { 4096 } else { 512 },
+        1 << (flavour % 48),
+        "fuzz-serial-0123",
+    );
     lun.caps = Caps {
         unmap: flavour & 2 != 0,
         write_zeroes: flavour & 4 != 0,
@@ -45,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
             // A tiny buffer must not change the reported length.
             let mut small = [0u8; 7];
             let mut full = [0u8; 4096];
-            assert_eq!(respond(&c, &lun, &mut small).ok(), respond(&c, &lun, &mut full).ok());
+            assert_eq!(
+                respond(&c, &lun, &mut small).ok(),
+                respond(&c, &lun, &mut full).ok()
+            );
         }
     }
 });
