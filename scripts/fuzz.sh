@@ -12,6 +12,9 @@
 #   FUZZ_JOBS=<n>        libFuzzer fork mode with n worker processes per target (default 1)
 #   FUZZ_GOAL=<n>        campaign: total executions to aim for (default 100000000)
 #   FUZZ_TARGET_DIR      build directory (default fuzz/target)
+#   FUZZ_DAEMON=0|1      also build and run the targets of the daemon's parsers (netlink,
+#                        cfgstring, config, tcmu_conf: feature `daemon`, minutes more to
+#                        build); default 1 for a campaign, 0 for a short run (CI)
 #
 # Exits non-zero if a target crashed (the reproducer is left in fuzz/artifacts/<target>/); a
 # campaign still runs the other targets first. Seeds are read from fuzz/corpus/<target>/
@@ -49,6 +52,9 @@ fi
 goal=${FUZZ_GOAL:-100000000}
 sanitizer=${FUZZ_SANITIZER:-address}
 jobs=${FUZZ_JOBS:-1}
+daemon=${FUZZ_DAEMON:-$campaign}
+# The targets that need feature `daemon` (fuzz/Cargo.toml `required-features`).
+daemon_targets=" netlink cfgstring config tcmu_conf "
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
@@ -67,17 +73,24 @@ cd "$repo/fuzz"
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
-    mapfile -t targets < <(cargo fuzz list)
+    targets=()
+    while read -r t; do
+        if [ "$daemon" = 1 ] || [[ $daemon_targets != *" $t "* ]]; then targets+=("$t"); fi
+    done < <(cargo fuzz list)
 fi
+features=()
+for t in "${targets[@]}"; do
+    if [[ $daemon_targets == *" $t "* ]]; then features=(--features daemon); fi
+done
 
 # One build for every target: cargo compiles the shared dependencies once and links the
 # binaries in parallel. Release mode with debug assertions (cargo-fuzz's default).
 t0=$SECONDS
-echo "=== fuzz build: ${#targets[@]} targets, sanitizer=$sanitizer"
+echo "=== fuzz build: ${#targets[@]} targets (${targets[*]}), sanitizer=$sanitizer ${features[*]}"
 # (`cargo fuzz build` takes one target or all of them.)
 build_args=()
 [ ${#targets[@]} -eq 1 ] && build_args=("${targets[0]}")
-cargo fuzz build --sanitizer "$sanitizer" "${build_args[@]}"
+cargo fuzz build --sanitizer "$sanitizer" "${features[@]}" "${build_args[@]}"
 echo "--- fuzz build ok ($((SECONDS - t0)) s)"
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bindir="$CARGO_TARGET_DIR/$triple/release"
