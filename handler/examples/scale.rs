@@ -117,7 +117,7 @@ fn run(o: &Opts, n: usize, _registry: Option<&()>) {
         4
     };
     let emu_cfg = EmuConfig::default();
-    let mut hs: Vec<Harness> = (0..n).map(|_| Harness::kernel(emu_cfg.clone())).collect();
+    let mut hs: Vec<Harness> = (0..n).map(|_| Harness::kernel(emu_cfg)).collect();
     let (rings, _) = rss_threads();
     let (_, pool_threads) = rss_threads();
     for (i, h) in hs.iter_mut().enumerate() {

@@ -62,7 +62,12 @@ pub(crate) fn put64(b: &mut [u8], i: usize, v: u64) {
     put_slice(b, i, &v.to_be_bytes());
 }
 
-/// Saturating conversion to u16 (for length fields).
+/// `v` as a u8, saturated (for count fields).
+pub(crate) fn sat8(v: usize) -> u8 {
+    u8::try_from(v).unwrap_or(u8::MAX)
+}
+
+/// `v` as a u16, saturated.
 pub(crate) fn sat16(v: usize) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }

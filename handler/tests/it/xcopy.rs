@@ -328,7 +328,11 @@ fn get_lba_status_reports_holes_of_a_file_lun_as_deallocated_and_the_rest_mapped
         "all a hole"
     );
     // Write everything, then unmap 128 blocks (64 KiB, aligned) in the middle.
-    write_blocks(&mut h, 0, &pattern(1, BLOCKS as usize * BS));
+    write_blocks(
+        &mut h,
+        0,
+        &pattern(1, usize::try_from(BLOCKS).unwrap() * BS),
+    );
     let params = cdb::unmap_params(&[(1024, 128)]);
     assert_good(&h.run(
         &cdb::unmap(u16::try_from(params.len()).unwrap()),

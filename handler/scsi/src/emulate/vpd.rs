@@ -155,23 +155,23 @@ fn third_party_copy(lun: &LunInfo, out: &mut [u8]) -> usize {
     let commands: [u8; 7] = [
         op::EXTENDED_COPY,
         1,
-        op::XCOPY_LID1 as u8,
+        op::XCOPY_LID1.to_be_bytes()[1],
         op::RECEIVE_COPY_RESULTS,
         2,
-        op::RCR_COPY_STATUS as u8,
-        op::RCR_OPERATING_PARAMETERS as u8,
+        op::RCR_COPY_STATUS.to_be_bytes()[1],
+        op::RCR_OPERATING_PARAMETERS.to_be_bytes()[1],
     ];
     let body = (1 + commands.len()).next_multiple_of(4);
     put16(out, pos, 0x0001);
     put16(out, pos + 2, sat16(body));
-    put(out, pos + 4, commands.len() as u8);
+    put(out, pos + 4, crate::bytes::sat8(commands.len()));
     put_slice(out, pos + 5, &commands);
     pos += 4 + body;
     // Parameter Data (0004h), 1Ch bytes.
     put16(out, pos, 0x0004);
     put16(out, pos + 2, 0x1C);
-    put16(out, pos + 8, xcopy::MAX_CSCDS as u16);
-    put16(out, pos + 10, xcopy::MAX_SEGMENTS as u16);
+    put16(out, pos + 8, sat16(xcopy::MAX_CSCDS));
+    put16(out, pos + 10, sat16(xcopy::MAX_SEGMENTS));
     put32(out, pos + 12, xcopy::MAX_DESCRIPTOR_LIST_LEN);
     pos += 4 + 0x1C;
     // Supported Descriptors (0008h): the segment descriptor type codes.
@@ -179,7 +179,7 @@ fn third_party_copy(lun: &LunInfo, out: &mut [u8]) -> usize {
     let body = (1 + descriptors.len()).next_multiple_of(4);
     put16(out, pos, 0x0008);
     put16(out, pos + 2, sat16(body));
-    put(out, pos + 4, descriptors.len() as u8);
+    put(out, pos + 4, crate::bytes::sat8(descriptors.len()));
     put_slice(out, pos + 5, &descriptors);
     pos += 4 + body;
     // General Copy Operations (8001h), 20h bytes.

@@ -223,12 +223,12 @@ fn parse_cscds(bytes: &[u8]) -> Result<Vec<Cscd>, Sense> {
 /// bytes: the limits [`parse_extended_copy`] enforces; the longest segment is the most a
 /// 02h descriptor can name (65535 blocks). Returns the full length (46 bytes).
 pub fn operating_parameters(block_size: u32, out: &mut [u8]) -> usize {
-    use crate::bytes::{put, put16, put32};
+    use crate::bytes::{put, put16, put32, sat16};
     const LEN: usize = 46;
-    put32(out, 0, (LEN - 4) as u32); // AVAILABLE DATA
+    put32(out, 0, u32::from(sat16(LEN - 4))); // AVAILABLE DATA
     put(out, 4, 0x01); // SNLID: a copy without a list identifier (usage 11b) is supported
-    put16(out, 8, MAX_CSCDS as u16);
-    put16(out, 10, MAX_SEGMENTS as u16);
+    put16(out, 8, sat16(MAX_CSCDS));
+    put16(out, 10, sat16(MAX_SEGMENTS));
     put32(out, 12, MAX_DESCRIPTOR_LIST_LEN);
     put32(out, 16, max_segment_bytes(block_size));
     // MAXIMUM INLINE DATA LENGTH, HELD DATA LIMIT, MAXIMUM STREAM DEVICE TRANSFER SIZE: 0.

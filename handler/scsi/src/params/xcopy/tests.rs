@@ -146,7 +146,10 @@ fn a_designator_other_than_a_16_byte_naa_is_an_invalid_field_in_the_list() {
         let l = list(1, 0, &[d], &[segment(0, 0, 1, 0, 1)]);
         let e = parse_extended_copy(&l).unwrap_err();
         assert_eq!(asc(&e), (key::ILLEGAL_REQUEST, 0x26, 0x00), "byte {byte}");
-        assert_eq!(e.field.map(|f| f.byte), Some(16 + byte as u16));
+        assert_eq!(
+            e.field.map(|f| f.byte),
+            Some(16 + u16::try_from(byte).unwrap())
+        );
     }
 }
 
