@@ -31,7 +31,8 @@ else
     wwn=naa.5001405000000002
     tc /loopback create "wwn=$wwn"
 fi
-disks() { ls -d /sys/block/sd* 2>/dev/null | sort; }
+# (none yet when run alone: ls fails, which pipefail would make fatal)
+disks() { { ls -d /sys/block/sd* 2>/dev/null || true; } | sort; }
 # export_lun NAME TYPE: the backstore on the tcm_loop target; its new /dev/sdX in /tmp/dev.NAME.
 export_lun() {
     local before d
