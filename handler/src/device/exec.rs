@@ -473,38 +473,17 @@ fn write_same(
     // UNMAP=1 lets the device server unmap instead of writing, whatever the block holds
     // (SBC-4 WRITE SAME: write or unmap each LBA); LIO unmaps, and with LBPRZ=1 the range
     // reads back as zeros (`docs/conformance.md`).
-    if unmap && caps.unmap {
-        return errno(
-            io(
-                w,
-                link,
-                IoOp::Unmap {
-                    fua: !link.lun.read().write_cache,
-                },
-                off,
-                len,
-                Buf::None,
-            ),
-            true,
-        )
-        .map(|()| Step::Done);
-    }
-    if caps.write_zeroes && w.compare[..bsu].iter().all(|&b| b == 0) {
-        return errno(
-            io(
-                w,
-                link,
-                IoOp::WriteZeroes {
-                    unmap,
-                    fua: !link.lun.read().write_cache,
-                },
-                off,
-                len,
-                Buf::None,
-            ),
-            true,
-        )
-        .map(|()| Step::Done);
+    // With the write cache off the zeroing must be durable before GOOD (docs/DESIGN.md).
+    let fua = !link.lun.read().write_cache;
+    let zeroing = if unmap && caps.unmap {
+        Some(IoOp::Unmap { fua })
+    } else if caps.write_zeroes && w.compare[..bsu].iter().all(|&b| b == 0) {
+        Some(IoOp::WriteZeroes { unmap, fua })
+    } else {
+        None
+    };
+    if let Some(op) = zeroing {
+        return errno(io(w, link, op, off, len, Buf::None), true).map(|()| Step::Done);
     }
     // Replicate the block through the scratch buffer and write it chunk by chunk.
     let chunk = chunk_len(w, bs);
