@@ -108,7 +108,7 @@ fn run(s: Start, answered: &AtomicBool, report: &dyn Fn(Report)) {
             }
             match opened {
                 Ok(new) => {
-                    tracing::info!(device = %s.device, backend = %new.describe(), took = ?t.elapsed(), "new cfgstring opened; serving it");
+                    tracing::info!(device = %s.device, backend = %new.describe(), took = ?t.elapsed(), "reconfigured: new cfgstring opened; serving it");
                     let old = s.link.replace_backend(new);
                     report(Report::Answered(0));
                     close_replaced(&s.device, old, s.close_bound, || report(Report::Closed));
@@ -130,7 +130,7 @@ fn run(s: Start, answered: &AtomicBool, report: &dyn Fn(Report)) {
             let status = match r {
                 Ok(()) => {
                     commit_size(&s.link, bytes);
-                    tracing::info!(device = %s.device, bytes, "resized");
+                    tracing::info!(device = %s.device, bytes, "reconfigured: resized");
                     0
                 }
                 Err(errno) => {
