@@ -5,7 +5,7 @@
 #  - a second backstore (another max_data_area_mb) added while the first is under fio I/O;
 #  - dev_size RECONFIG: the write succeeds, the next command gets UNIT ATTENTION 2A/09 once,
 #    READ CAPACITY then shows the new size, and sd sees it after a rescan;
-#  - emulate_write_cache RECONFIG: MODE SENSE WCE and sd's cache_type follow;
+#  - emulate_write_cache RECONFIG: UNIT ATTENTION 2A/01 once, MODE SENSE WCE and sd's cache_type follow;
 #  - the second backstore removed (LUN, rmdir) while the first is under I/O: rmdir returns
 #    promptly, the daemon stops that device, the first LUN's verify stays clean.
 size1=$((64 * 1024 * 1024)) size1b=$((72 * 1024 * 1024))
@@ -97,7 +97,8 @@ fio_run nl1_grown --name=grown --filename="$dev1" --ioengine=libaio --direct=1 -
     --bs=64k --iodepth=4 --offset="$size1" --size=$((size1b - size1)) --verify=crc32c \
     --do_verify=1 --verify_fatal=1 || die "I/O in the grown area failed"
 
-# --- emulate_write_cache: toggle, MODE SENSE caching page WCE and sd's cache_type follow.
+# --- emulate_write_cache: toggle, UNIT ATTENTION 2A/01 once, MODE SENSE caching page WCE
+# and sd's cache_type follow.
 # WCE is bit 2 of byte 2 of the caching page (0x08), after the MODE SENSE(10) header (8
 # bytes) and the block descriptors (length in bytes 6-7).
 wce() {
@@ -117,6 +118,13 @@ result cache_type_initial "$(cat /sys/block/$sd1/device/scsi_disk/*/cache_type)"
 for v in $((1 - wc0)) "$wc0"; do
     configfs_write 10 "$wc_attr" "$v" || die "emulate_write_cache=$v write failed (rc=$?)"
     [ "$(cat "$wc_attr")" = "$v" ] || die "emulate_write_cache not updated"
+    # The change raises UNIT ATTENTION MODE PARAMETERS CHANGED (2A/01) once, for the next
+    # command (docs/DESIGN.md, "Write cache").
+    rc=0
+    sg_turs -v "$dev1" >/tmp/tur_wc 2>&1 || rc=$?
+    result "ua_wc_${v}_rc" "$rc"
+    [ "$rc" = 6 ] && grep -qi 'mode parameters changed' /tmp/tur_wc ||
+        die "first command after emulate_write_cache=$v: expected UNIT ATTENTION 2A/01, got rc=$rc: $(cat /tmp/tur_wc)"
     w=$(wce "$dev1") || die "MODE SENSE caching page failed"
     result "wce_after_$v" "$w"
     [ "$w" = "$v" ] || die "MODE SENSE WCE=$w after emulate_write_cache=$v"
