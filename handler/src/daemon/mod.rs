@@ -131,6 +131,33 @@ pub fn reclaim_safety() {
     }
 }
 
+/// Raise the soft limit on open files to the hard limit. Every LUN holds several descriptors
+/// (its uio device, its backing file, its io_uring, wake-up eventfds), so the usual soft limit
+/// of 1024 refused the 253rd LUN; the daemon never uses `select`, so a high limit costs
+/// nothing (systemd's default hard limit is 524288; docs/DESIGN.md, "Memory per LUN").
+/// Returns the soft limit in force afterwards.
+pub fn raise_open_files() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft >= hard {
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!(from = soft, to = hard, "open-file limit raised");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::warn!(
+                soft,
+                hard,
+                "raising the open-file limit failed ({e}); each LUN holds several descriptors"
+            );
+            Some(soft)
+        }
+    }
+}
+
 /// Join the netlink group with reply mode on, following the crash plan. None when the
 /// module is not loaded or we lack the privileges (then only devices present now are served).
 fn join_netlink(reply_mode: bool) -> Option<Listener> {
@@ -188,6 +215,7 @@ pub fn run(cfg: &DaemonConfig) -> Result<(), String> {
     if cfg.reclaim_safety {
         reclaim_safety();
     }
+    raise_open_files();
     let notifier = Notifier::from_env();
     let metrics = Metrics::new();
     if let Some(addr) = cfg.metrics_addr {
@@ -351,4 +379,16 @@ fn log_stats(s: &Served) {
         contexts_exhausted = st.pool_exhausted.load(Relaxed),
         "device statistics"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::resource::{getrlimit, Resource};
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(super::raise_open_files(), Some(hard));
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
 }
