@@ -134,7 +134,9 @@ pub fn reclaim_safety() {
 /// Raise the soft limit on open files to the hard limit. Every LUN holds several descriptors
 /// (its uio device, its backing file, its io_uring, wake-up eventfds), so the usual soft limit
 /// of 1024 refused the 253rd LUN; the daemon never uses `select`, so a high limit costs
-/// nothing (systemd's default hard limit is 524288; docs/DESIGN.md, "Memory per LUN").
+/// nothing (docs/DESIGN.md, "Memory per LUN"). Under the shipped unit `LimitNOFILE=65536`
+/// sets both limits already (its sandbox refuses `setrlimit`); this serves a daemon started
+/// by hand or by another supervisor.
 /// Returns the soft limit in force afterwards.
 pub fn raise_open_files() -> Option<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};

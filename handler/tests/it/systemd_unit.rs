@@ -95,6 +95,7 @@ fn unit_has_the_directives_the_daemon_and_kernel_need() {
     );
     // mlockall(MCL_FUTURE) of a daemon with per-device buffers.
     assert_eq!(one(&d, "Service", "LimitMEMLOCK"), "infinity");
+    assert_eq!(one(&d, "Service", "LimitNOFILE"), "65536");
     // Never next to tcmu-runner; up before the target configuration is restored.
     assert!(words(&d, "Unit", "Conflicts").contains(&"tcmu-runner.service".to_string()));
     let before = words(&d, "Unit", "Before");
