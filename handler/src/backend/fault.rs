@@ -99,7 +99,8 @@ impl OpSet {
     pub fn of(op: IoOp) -> OpSet {
         match op {
             IoOp::Read => OpSet::READ,
-            IoOp::Write { .. } => OpSet::WRITE,
+            // The write of an atomic COMPARE AND WRITE the inner backend does itself.
+            IoOp::Write { .. } | IoOp::CompareAndWrite { .. } => OpSet::WRITE,
             IoOp::Flush => OpSet::FLUSH,
             IoOp::Unmap { .. } => OpSet::UNMAP,
             IoOp::WriteZeroes { .. } => OpSet::WRITE_ZEROES,
@@ -755,6 +756,10 @@ impl Backend for FaultBackend {
 
     fn lock_holder(&self) -> super::LockHolder {
         self.shared.inner.lock_holder()
+    }
+
+    fn atomic_compare_and_write(&self, off: u64, len: u64) -> bool {
+        self.shared.inner.atomic_compare_and_write(off, len)
     }
 
     /// The rules apply to pings too (operation `ping`, included in `any`), synchronously: a

@@ -246,6 +246,8 @@ impl Backend for FileBackend {
                 io.len(),
             ),
             IoOp::WriteZeroes { unmap, .. } => self.write_zeroes(io.offset(), io.len(), unmap),
+            // Not offered (`atomic_compare_and_write` is false): the device's generic path.
+            IoOp::CompareAndWrite { .. } => Err(Errno::EOPNOTSUPP),
         };
         // A durable UNMAP or WRITE ZEROES: the new extents (holes, unwritten ranges) are
         // metadata, on disk only after a sync.

@@ -39,12 +39,30 @@ pub enum IoOp {
         /// The zeros must be on stable storage when this completes.
         fua: bool,
     },
+    /// Atomic COMPARE AND WRITE of `len` bytes at `offset`, done by the backend itself (only
+    /// sent where [`Backend::atomic_compare_and_write`](super::Backend::atomic_compare_and_write)
+    /// said yes). The iovecs are exactly three: the data to compare with (`len` bytes), the
+    /// data to write (`len` bytes), and 8 writable bytes, aligned for a `u64`, where the
+    /// backend stores, on a miscompare, the offset of the first differing byte from `offset`.
+    /// A miscompare completes with `EILSEQ`; with `fua`, a written block is durable before
+    /// completion.
+    CompareAndWrite {
+        /// Force unit access for the write half.
+        fua: bool,
+    },
 }
 
 impl IoOp {
     /// The names of the kinds of operation, indexed by [`IoOp::index`]: the `op` label of the
     /// backends' latency series (docs/metrics.md).
-    pub const NAMES: [&'static str; 5] = ["read", "write", "flush", "unmap", "write_zeroes"];
+    pub const NAMES: [&'static str; 6] = [
+        "read",
+        "write",
+        "flush",
+        "unmap",
+        "write_zeroes",
+        "compare_and_write",
+    ];
 
     /// The kind of operation, an index into [`IoOp::NAMES`] (flags such as `fua` aside).
     #[must_use]
@@ -55,11 +73,12 @@ impl IoOp {
             IoOp::Flush => 2,
             IoOp::Unmap { .. } => 3,
             IoOp::WriteZeroes { .. } => 4,
+            IoOp::CompareAndWrite { .. } => 5,
         }
     }
 
     /// The name of the kind of operation (`read`, `write`, `flush`, `unmap`,
-    /// `write_zeroes`).
+    /// `write_zeroes`, `compare_and_write`).
     #[must_use]
     pub fn name(self) -> &'static str {
         Self::NAMES[self.index()]
@@ -74,6 +93,7 @@ impl IoOp {
             IoOp::Write { fua: true }
                 | IoOp::Unmap { fua: true }
                 | IoOp::WriteZeroes { fua: true, .. }
+                | IoOp::CompareAndWrite { fua: true }
         )
     }
 

@@ -111,6 +111,15 @@ pub trait Backend: Send + Sync + 'static {
     fn allocation(&self, _off: u64, len: u64) -> Result<(bool, u64), Errno> {
         Ok((true, len))
     }
+    /// Whether the backend does a COMPARE AND WRITE of `len` bytes at `off` itself, atomically
+    /// against every other client of the store ([`IoOp::CompareAndWrite`]; RBD: librbd's
+    /// `rbd_aio_compare_and_write`, for the ranges librbd takes). The device asks once per
+    /// COMPARE AND WRITE and sends the operation only on yes; on no (the default) it reads,
+    /// compares and writes itself under its LBA range lock, which is atomic only within this
+    /// daemon (docs/rbd.md, "COMPARE AND WRITE").
+    fn atomic_compare_and_write(&self, _off: u64, _len: u64) -> bool {
+        false
+    }
     /// Start one operation. The backend completes `io` exactly once, from any thread.
     fn submit(&self, io: Io);
     /// Operations submitted and not completed yet, whose buffers the backend (or its library)

@@ -92,6 +92,8 @@ impl Backend for RamBackend {
             IoOp::Write { .. } => self.copy(&io, false),
             IoOp::Flush => Ok(()),
             IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => self.zero(io.offset(), io.len()),
+            // Not offered (`atomic_compare_and_write` is false): the device's generic path.
+            IoOp::CompareAndWrite { .. } => Err(nix::errno::Errno::EOPNOTSUPP),
         };
         io.complete(r);
     }

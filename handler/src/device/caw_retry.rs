@@ -84,6 +84,19 @@ impl CawRetry {
         });
     }
 
+    /// Whether a COMPARE AND WRITE at `lba` with this fingerprint was completed at its
+    /// deadline and is still remembered (nothing is forgotten): the backend's own atomic
+    /// COMPARE AND WRITE reads the medium after a miscompare only then.
+    pub fn remembers(&self, lba: u64, fingerprint: u64, now: Instant) -> bool {
+        self.indeterminate.lock().iter().any(|e| {
+            e.is_some_and(|e| {
+                e.lba == lba
+                    && e.fingerprint == fingerprint
+                    && now.saturating_duration_since(e.at) <= KEEP
+            })
+        })
+    }
+
     /// A COMPARE AND WRITE at `lba` with this fingerprint miscompared and the medium holds
     /// its write half: true if it repeats one completed at its deadline (then it is
     /// forgotten, and the caller reports GOOD).

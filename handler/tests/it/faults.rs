@@ -36,7 +36,7 @@ enum Kind {
 fn kind(op: IoOp) -> Kind {
     match op {
         IoOp::Read => Kind::Read,
-        IoOp::Write { .. } => Kind::Write,
+        IoOp::Write { .. } | IoOp::CompareAndWrite { .. } => Kind::Write,
         IoOp::Flush => Kind::Flush,
         IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => Kind::Zero,
     }

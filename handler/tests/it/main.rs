@@ -20,6 +20,7 @@ mod faults;
 mod health;
 mod late_writes;
 mod metrics;
+mod native_caw;
 mod outliers;
 mod pool;
 mod reconfig;

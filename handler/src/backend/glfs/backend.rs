@@ -260,6 +260,8 @@ impl Backend for GlfsBackend {
             IoOp::Flush => Stage::Flush,
             IoOp::Unmap { .. } | IoOp::WriteZeroes { unmap: true, .. } => Stage::Discard,
             IoOp::WriteZeroes { unmap: false, .. } => Stage::Zerofill,
+            // Not offered (`atomic_compare_and_write` is false): the device's generic path.
+            IoOp::CompareAndWrite { .. } => return io.complete(Err(Errno::EOPNOTSUPP)),
         };
         if io.is_empty() && matches!(stage, Stage::Read | Stage::Write { fua: false }) {
             return io.complete(Ok(()));

@@ -26,6 +26,7 @@ struct Vecs {
     clients: IntGaugeVec,
     alua_transitions: IntCounterVec,
     time_to_optimized: HistogramVec,
+    compare_and_write: IntCounterVec,
     holders: crate::backend::series::Holders,
 }
 
@@ -109,10 +110,16 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
             dev,
         )
         .ok()?,
+        compare_and_write: IntCounterVec::new(
+            Opts::new(n("compare_and_write_total"), "COMPARE AND WRITE commands by path (native: librbd's rbd_aio_compare_and_write, atomic on the OSD across gateways; generic: read, compare and write in this daemon, atomic only within it, for what librbd refuses: more than 512 bytes or crossing a 512-byte boundary)."),
+            &dev_and("path"),
+        )
+        .ok()?,
         holders: crate::backend::series::Holders::default(),
     };
     let r = m.registry();
-    let cs: [Box<dyn prometheus::core::Collector>; 12] = [
+    let cs: [Box<dyn prometheus::core::Collector>; 13] = [
+        Box::new(v.compare_and_write.clone()),
         Box::new(v.alua_transitions.clone()),
         Box::new(v.time_to_optimized.clone()),
         Box::new(v.blocklisted.clone()),
@@ -177,6 +184,10 @@ pub struct RbdMetrics {
     pub alua_non_optimized: IntCounter,
     /// First waiting write to lock held.
     pub time_to_optimized: Histogram,
+    /// COMPARE AND WRITE done by librbd (atomic across gateways).
+    pub caw_native: IntCounter,
+    /// COMPARE AND WRITE librbd cannot take (the device's generic path).
+    pub caw_generic: IntCounter,
     clients: Option<IntGauge>,
 }
 
@@ -219,6 +230,8 @@ impl RbdMetrics {
                 .alua_transitions
                 .with_label_values(&l(device, "active_non_optimized")),
             time_to_optimized: v.time_to_optimized.with_label_values(&[device, "rbd"]),
+            caw_native: v.compare_and_write.with_label_values(&l(device, "native")),
+            caw_generic: v.compare_and_write.with_label_values(&l(device, "generic")),
             clients: Some(v.clients.with_label_values(&[])),
             vecs: vecs.clone(),
         }
@@ -248,6 +261,8 @@ impl RbdMetrics {
             alua_optimized: c(),
             alua_non_optimized: c(),
             time_to_optimized: Histogram::with_opts(HistogramOpts::new("x", "x")).expect("valid"),
+            caw_native: c(),
+            caw_generic: c(),
             clients: None,
         }
     }
@@ -291,6 +306,9 @@ impl Drop for RbdMetrics {
             let _ = v.alua_transitions.remove_label_values(&[d, "rbd", t]);
         }
         let _ = v.time_to_optimized.remove_label_values(&[d, "rbd"]);
+        for p in ["native", "generic"] {
+            let _ = v.compare_and_write.remove_label_values(&[d, "rbd", p]);
+        }
     }
 }
 
