@@ -12,8 +12,10 @@
 //! - [`metrics`]: the `tcmu_warden_rbd_*` series.
 //! - [`service`]: the LUN's entry in the Ceph manager's service map (`ceph -s`, dashboard).
 //!
-//! COMPARE AND WRITE goes through the handler's generic path (read, compare, write under the
-//! LBA range lock), not librbd's `rbd_aio_compare_and_write`.
+//! COMPARE AND WRITE of one 512-byte sector goes to librbd's `rbd_aio_compare_and_write`
+//! (atomic on the OSD across gateways, through the same lock gate as a write); librbd refuses
+//! anything longer, which takes the handler's generic path (read, compare, write under the
+//! LBA range lock). docs/rbd.md, "COMPARE AND WRITE".
 
 pub mod backend;
 pub mod cfg;
