@@ -67,6 +67,21 @@ fn create_image(cluster: &Arc<Cluster>, pool: &str, ns: Option<&str>, name: &str
     io.create_image(name, size).unwrap();
 }
 
+/// The common set-up of the tests: the admin client of the test cluster (up: tests/ceph/run.sh)
+/// and a fresh image `<prefix>-<pid>-<nanos>` of `size` bytes in pool `rbd`.
+fn fresh_image(prefix: &str, size: u64) -> (Arc<Cluster>, String) {
+    let admin = admin();
+    let name = unique(prefix);
+    create_image(&admin, "rbd", None, &name, size);
+    (admin, name)
+}
+
+/// The cfgstring of a LUN on image `name` of pool `rbd` of the test cluster, then `opts`
+/// (`;key=value...`).
+fn rbd_cfg(name: &str, opts: &str) -> String {
+    format!("rbd/{name};conf={}{opts}", conf())
+}
+
 fn open_lun(cfg: &str, size: u64, metrics: Option<&Arc<Metrics>>) -> Arc<dyn Backend> {
     tcmu_warden::daemon::open_backend("rbd", cfg, "user_0/rbdlun", size, metrics)
         .unwrap_or_else(|e| panic!("open rbd/{cfg}: {e}"))
@@ -158,13 +173,11 @@ fn verify_with_librbd(name: &str, shadow: &[u8]) {
 fn integrity_random_mix_against_a_shadow_model() {
     let _ = NEEDS;
     let seed = seed_from_env();
-    let admin = admin();
-    let name = unique("integrity");
     // 12 MiB over 4 MiB objects: commands cross object boundaries.
     let size: u64 = 12 << 20;
-    create_image(&admin, "rbd", None, &name, size);
+    let (_admin, name) = fresh_image("integrity", size);
     let metrics = Metrics::new();
-    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, Some(&metrics));
+    let backend = open_lun(&rbd_cfg(&name, ""), size, Some(&metrics));
     assert!(!backend.completes_inline());
     assert!(backend.caps().unmap && backend.caps().write_zeroes);
     let mut h = harness(backend, size);
@@ -215,9 +228,7 @@ fn integrity_random_mix_against_a_shadow_model() {
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn wrong_pool_image_snapshot_or_option_is_refused_naming_it() {
-    let admin = admin();
-    let name = unique("cfg");
-    create_image(&admin, "rbd", None, &name, 8 << 20);
+    let (_admin, name) = fresh_image("cfg", 8 << 20);
     let c = conf();
     let t = Duration::from_secs(20);
     let err = |cfg: &str| {
@@ -237,7 +248,7 @@ fn wrong_pool_image_snapshot_or_option_is_refused_naming_it() {
     assert!(e.contains("snapshot \"nosnap\""), "{e}");
     let e = err(&format!("rbd/nons/{name};conf={c}"));
     assert!(e.contains("namespace \"nons\""), "{e}");
-    let e = err(&format!("rbd/{name};conf={c};osd_op_timout=5"));
+    let e = err(&rbd_cfg(&name, ";osd_op_timout=5"));
     assert!(e.contains("unknown option osd_op_timout=5"), "{e}");
     let e = err(&format!("rbd/{name};conf=/nonexistent/ceph.conf"));
     assert!(e.contains("rados_conf_read_file"), "{e}");
@@ -253,12 +264,12 @@ fn wrong_pool_image_snapshot_or_option_is_refused_naming_it() {
     .to_string();
     assert!(e.contains("smaller than the LUN's dev_size"), "{e}");
     // check_config says the same, within its bound, and accepts a good cfgstring.
-    registry::check_config("rbd", &format!("rbd/{name};conf={c};osd_op_timeout=5"), t).unwrap();
+    registry::check_config("rbd", &rbd_cfg(&name, ";osd_op_timeout=5"), t).unwrap();
     let e = registry::check_config("rbd", &format!("nopool/{name};conf={c}"), t).unwrap_err();
     assert!(e.contains("pool \"nopool\" not found"), "{e}");
     let e = registry::check_config("rbd", &format!("rbd/noimage;conf={c}"), t).unwrap_err();
     assert!(e.contains("image \"noimage\""), "{e}");
-    let e = registry::check_config("rbd", &format!("rbd/{name};conf={c};bogus=1"), t).unwrap_err();
+    let e = registry::check_config("rbd", &rbd_cfg(&name, ";bogus=1"), t).unwrap_err();
     assert!(e.contains("unknown option bogus=1"), "{e}");
     // A cluster that does not answer: the check is bounded.
     let dir = tempfile::tempdir().unwrap();
@@ -416,12 +427,10 @@ fn blocklisted_with_the_write_cache_off_loses_no_acknowledged_write() {
 }
 
 fn blocklisted_by_a_lock_breaker(write_cache: bool) {
-    let admin = admin();
-    let name = unique("blocklist");
     let size: u64 = 8 << 20;
-    create_image(&admin, "rbd", None, &name, size);
+    let (admin, name) = fresh_image("blocklist", size);
     let metrics = Metrics::new();
-    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, Some(&metrics));
+    let backend = open_lun(&rbd_cfg(&name, ""), size, Some(&metrics));
     let mut h = harness_wc(Arc::clone(&backend), size, write_cache);
     let mut rng = StdRng::seed_from_u64(5);
     let mut shadow = Shadow::new(size / BS as u64, BS);
@@ -530,9 +539,7 @@ impl Drop for Child {
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn a_frozen_clients_watch_is_named_possibly_stale() {
     use std::io::BufRead;
-    let admin = admin();
-    let name = unique("watch");
-    create_image(&admin, "rbd", None, &name, 4 << 20);
+    let (_admin, name) = fresh_image("watch", 4 << 20);
     let script = r"
 import rados, rbd, sys, time
 c = rados.Rados(conffile=sys.argv[1]); c.connect()
@@ -553,11 +560,7 @@ time.sleep(600)
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let metrics = Metrics::new();
-    let backend = open_lun(
-        &format!("rbd/{name};conf={}", conf()),
-        4 << 20,
-        Some(&metrics),
-    );
+    let backend = open_lun(&rbd_cfg(&name, ""), 4 << 20, Some(&metrics));
     let d = backend.diagnose();
     eprintln!("diagnose:\n{}", d.join("\n"));
     let stale = d
@@ -597,15 +600,9 @@ impl Drop for Frozen {
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn a_frozen_osd_gives_retryable_completions_within_the_tier() {
-    let admin = admin();
-    let name = unique("freeze");
     let size: u64 = 4 << 20;
-    create_image(&admin, "rbd", None, &name, size);
-    let backend = open_lun(
-        &format!("rbd/{name};conf={};osd_op_timeout=3", conf()),
-        size,
-        None,
-    );
+    let (_admin, name) = fresh_image("freeze", size);
+    let backend = open_lun(&rbd_cfg(&name, ";osd_op_timeout=3"), size, None);
     assert_eq!(backend.op_timeout(), Some(Duration::from_secs(3)));
     backend.ping().unwrap();
     let mut h = harness(Arc::clone(&backend), size);
@@ -707,10 +704,8 @@ fn acquired(m: &Metrics) -> u64 {
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
-    let admin = admin();
-    let name = unique("pingpong");
     let size: u64 = 4 << 20;
-    create_image(&admin, "rbd", None, &name, size);
+    let (admin, name) = fresh_image("pingpong", size);
     let run_for = Duration::from_secs(3);
     // Without damping: librbd's cooperative handover, two separate clients.
     let undamped = {
@@ -740,14 +735,13 @@ fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
     // With damping: two LUNs, on two clients (a different osd_op_timeout: not shared).
     let hold = Duration::from_secs(1);
     let (ma, mb) = (Metrics::new(), Metrics::new());
-    let c = conf();
     let a = open_lun(
-        &format!("rbd/{name};conf={c};osd_op_timeout=30;lock_hold=1"),
+        &rbd_cfg(&name, ";osd_op_timeout=30;lock_hold=1"),
         size,
         Some(&ma),
     );
     let b = open_lun(
-        &format!("rbd/{name};conf={c};osd_op_timeout=31;lock_hold=1"),
+        &rbd_cfg(&name, ";osd_op_timeout=31;lock_hold=1"),
         size,
         Some(&mb),
     );
@@ -826,19 +820,16 @@ fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn a_write_waiting_for_the_lock_past_the_bound_gets_busy() {
-    let admin = admin();
-    let name = unique("lockwait");
     let size: u64 = 4 << 20;
-    create_image(&admin, "rbd", None, &name, size);
-    let c = conf();
+    let (_admin, name) = fresh_image("lockwait", size);
     let mb = Metrics::new();
     let a = open_lun(
-        &format!("rbd/{name};conf={c};osd_op_timeout=30;lock_hold=4"),
+        &rbd_cfg(&name, ";osd_op_timeout=30;lock_hold=4"),
         size,
         None,
     );
     let b = open_lun(
-        &format!("rbd/{name};conf={c};osd_op_timeout=31;lock_timeout=1"),
+        &rbd_cfg(&name, ";osd_op_timeout=31;lock_timeout=1"),
         size,
         Some(&mb),
     );
@@ -924,17 +915,15 @@ fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
         .is_some(),
         "the test cluster's mgr never became available"
     );
-    let admin = admin();
-    let name = unique("svcmap");
     let size: u64 = 4 << 20;
-    create_image(&admin, "rbd", None, &name, size);
+    let (admin, name) = fresh_image("svcmap", size);
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     let daemon = format!("{host}:rbd/{name}");
     let image_id = {
         let io = IoCtx::new(&admin, "rbd", None).unwrap();
         Image::open(&io, &name, None, true).unwrap().id().unwrap()
     };
-    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, None);
+    let backend = open_lun(&rbd_cfg(&name, ""), size, None);
     let listed = wait_until(Duration::from_secs(30), || {
         ceph_json(&["service", "dump"]).contains(&format!("\"{daemon}\":"))
     })
@@ -1057,19 +1046,16 @@ fn rtpg_states(h: &mut Harness) -> Vec<(u16, u8)> {
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn the_lock_holder_is_the_active_optimized_path_and_a_write_elsewhere_moves_it() {
     let (ao, ano) = (0u8, 1u8);
-    let admin = admin();
-    let name = unique("alua");
     let size: u64 = 4 << 20;
-    create_image(&admin, "rbd", None, &name, size);
-    let c = conf();
+    let (_admin, name) = fresh_image("alua", size);
     let (ma, mb) = (Metrics::new(), Metrics::new());
     let a = open_lun(
-        &format!("rbd/{name};conf={c};osd_op_timeout=30;lock_hold=1"),
+        &rbd_cfg(&name, ";osd_op_timeout=30;lock_hold=1"),
         size,
         Some(&ma),
     );
     let b = open_lun(
-        &format!("rbd/{name};conf={c};osd_op_timeout=31;lock_hold=1"),
+        &rbd_cfg(&name, ";osd_op_timeout=31;lock_hold=1"),
         size,
         Some(&mb),
     );

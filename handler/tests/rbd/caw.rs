@@ -54,9 +54,7 @@ fn librbd_read(img: &Image, off: u64, len: usize) -> Vec<u8> {
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn librbd_compare_and_write_is_atomic_and_names_the_first_mismatch() {
-    let admin = admin();
-    let name = unique("cawlib");
-    create_image(&admin, "rbd", None, &name, 4 << 20);
+    let (admin, name) = fresh_image("cawlib", 4 << 20);
     let io = IoCtx::new(&admin, "rbd", None).unwrap();
     let img = Image::open(&io, &name, None, false).unwrap();
     let off = 8 * BS as u64;
@@ -176,7 +174,7 @@ fn scsi_race_side(
     let size: u64 = 4 << 20;
     let metrics = Metrics::new();
     let backend = open_lun(
-        &format!("rbd/{image};conf={};lock_hold={lock_hold}", conf()),
+        &rbd_cfg(image, &format!(";lock_hold={lock_hold}")),
         size,
         Some(&metrics),
     );
@@ -278,9 +276,7 @@ fn race(kind: &str, image: &str, dir: &std::path::Path, me: u8, rounds: u32) -> 
 /// Run race `kind` for `rounds` between this process (side 0) and a second one (side 1) on a
 /// fresh image: each round exactly one side wins. Returns the wins per side and the time.
 fn race_two_processes(kind: &str, rounds: u32) -> ([u32; 2], Duration) {
-    let admin = admin();
-    let name = unique("cawrace");
-    create_image(&admin, "rbd", None, &name, 4 << 20);
+    let (_admin, name) = fresh_image("cawrace", 4 << 20);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut peer = std::process::Command::new(exe)
@@ -362,10 +358,8 @@ fn two_gateways_racing_compare_and_write_have_one_winner_per_round() {
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn compare_and_write_through_scsi_is_native_for_one_sector_and_generic_beyond() {
-    let admin = admin();
-    let name = unique("cawscsi");
     let size: u64 = 12 << 20;
-    create_image(&admin, "rbd", None, &name, size);
+    let (admin, name) = fresh_image("cawscsi", size);
     let pattern = |seed: u8, n: usize| -> Vec<u8> {
         (0..n).map(|i| seed.wrapping_add((i * 7) as u8)).collect()
     };
@@ -400,7 +394,7 @@ fn compare_and_write_through_scsi_is_native_for_one_sector_and_generic_beyond() 
     );
     drop(img);
     let metrics = Metrics::new();
-    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, Some(&metrics));
+    let backend = open_lun(&rbd_cfg(&name, ""), size, Some(&metrics));
     let mut h = harness(backend, size);
     let read = |h: &mut Harness, lba: u64, blocks: u32| {
         let r = h.run(
