@@ -197,17 +197,19 @@ fn scsi_race_side(
         let now = read(&mut h);
         let theirs = race_block(1 - me, round);
         if c.status == 0 {
-            assert_eq!(
-                now, mine,
-                "round {round}: GOOD, so the block holds my write"
+            assert!(
+                now == mine,
+                "round {round}: GOOD, so the block holds my write, not {:02x?}...",
+                &now[..16]
             );
             results.push(0);
             continue;
         }
         assert_miscompare(&c, old.iter().zip(&theirs).position(|(a, b)| a != b));
-        assert_eq!(
-            now, theirs,
-            "round {round}: MISCOMPARE, so the block holds the peer's write"
+        assert!(
+            now == theirs,
+            "round {round}: MISCOMPARE, so the block holds the peer's write, not {:02x?}...",
+            &now[..16]
         );
         results.push(1);
     }
