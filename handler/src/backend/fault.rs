@@ -1047,6 +1047,7 @@ mod tests {
                 IoOp::Write { .. } => assert_eq!(now, buf),
                 IoOp::Flush => assert_eq!(now, pat),
                 IoOp::Unmap { .. } | IoOp::WriteZeroes { .. } => assert_eq!(now, vec![0u8; 512]),
+                IoOp::CompareAndWrite { .. } => unreachable!("not one of OPS"),
             }
             // The rule stays: the next one hangs again.
             let w = start(&fb, op, 0, &mut buf);

@@ -4,6 +4,9 @@
 //! the generic path for what the backend declines, and the retry of one answered at its
 //! deadline whose write landed.
 
+// Test patterns and offsets on small constants: the casts are lossless.
+#![allow(clippy::cast_possible_truncation)]
+
 use nix::errno::Errno;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
