@@ -14,7 +14,9 @@
 //! shared pool; 0: one private pool per device, as before), `--device-workers`,
 //! `--max-inflight`, `--scratch` (bytes of each worker's bounce buffers), `--mlock`
 //! (`mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)` first, as the daemon does), `--metrics`
-//! (each device gets its Prometheus series).
+//! (each device gets its Prometheus series), `--loops` (the shared device event loops; 0: a
+//! loop thread per device, as before), `--no-health` (no health monitor; the daemon monitors
+//! every device). It also prints how long starting and stopping the N devices took.
 
 use std::sync::Arc;
 use tcmu_ring::emu::{DataDir, EmuConfig};
@@ -43,6 +45,8 @@ struct Opts {
     scratch: usize,
     mlock: bool,
     metrics: bool,
+    loops: usize,
+    health: bool,
     counts: Vec<usize>,
 }
 
@@ -54,6 +58,8 @@ fn parse() -> Opts {
         scratch: 1 << 20,
         mlock: false,
         metrics: false,
+        loops: tcmu_warden::config::default_loops().into(),
+        health: true,
         counts: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -70,6 +76,8 @@ fn parse() -> Opts {
             "--scratch" => o.scratch = num(),
             "--mlock" => o.mlock = true,
             "--metrics" => o.metrics = true,
+            "--loops" => o.loops = num(),
+            "--no-health" => o.health = false,
             n => o.counts.push(n.parse().expect("a LUN count")),
         }
     }
@@ -88,13 +96,13 @@ fn main() {
     }
     let registry = prometheus_registry();
     println!(
-        "workers={} device_workers={} max_inflight={} scratch={} mlock={} metrics={}",
-        o.workers, o.device_workers, o.max_inflight, o.scratch, o.mlock, o.metrics
+        "workers={} device_workers={} max_inflight={} scratch={} mlock={} metrics={} loops={} health={}",
+        o.workers, o.device_workers, o.max_inflight, o.scratch, o.mlock, o.metrics, o.loops, o.health
     );
     println!(
-        "| LUNs | base RSS KiB | rings KiB | idle KiB/LUN | used KiB/LUN | threads | threads/LUN |"
+        "| LUNs | base RSS KiB | rings KiB | idle KiB/LUN | used KiB/LUN | threads | threads/LUN | start | stop |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &n in &o.counts {
         run(&o, n, registry.as_ref());
     }
@@ -116,10 +124,14 @@ fn run(o: &Opts, n: usize, _registry: Option<&()>) {
     } else {
         4
     };
+    let loops = (o.loops > 0).then(|| {
+        tcmu_warden::device::DeviceLoops::start("tcmu-loop", o.loops).expect("the device loops")
+    });
     let emu_cfg = EmuConfig::default();
     let mut hs: Vec<Harness> = (0..n).map(|_| Harness::kernel(emu_cfg)).collect();
     let (rings, _) = rss_threads();
     let (_, pool_threads) = rss_threads();
+    let t0 = std::time::Instant::now();
     for (i, h) in hs.iter_mut().enumerate() {
         let ram = Arc::new(RamBackend::new(1 << 20));
         let lun = LunSpec::new(1 << 20, 512)
@@ -134,11 +146,19 @@ fn run(o: &Opts, n: usize, _registry: Option<&()>) {
             max_inflight: o.max_inflight,
             scratch_bytes: o.scratch,
             pool: pool.clone(),
+            loops: loops.clone(),
+            health: o.health.then(|| {
+                tcmu_warden_supervisor::health::Policy::new(
+                    std::time::Duration::from_secs(5),
+                    std::time::Duration::from_secs(30),
+                )
+            }),
             metrics,
             ..DeviceConfig::default()
         };
         h.start(&name, ram, lun, &cfg);
     }
+    let started = t0.elapsed();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (idle, threads) = rss_threads();
     let block = vec![7u8; 4096];
@@ -148,18 +168,23 @@ fn run(o: &Opts, n: usize, _registry: Option<&()>) {
         assert_good(&h.run(&cdb::verify16(0, 8, false), DataDir::None));
     }
     let (used, _) = rss_threads();
-    let per = |kib: u64| (kib.saturating_sub(rings)) as f64 / n as f64;
-    println!(
-        "| {n} | {base} | {} | {:.0} | {:.0} | {threads} | {:.2} |",
-        rings - base,
-        per(idle),
-        per(used),
-        (threads - pool_threads) as f64 / n as f64
-    );
-    let _ = base_threads;
+    let t1 = std::time::Instant::now();
     for h in &mut hs {
         h.stop();
     }
+    let stopped = t1.elapsed();
+    let per = |kib: u64| (kib.saturating_sub(rings)) as f64 / n as f64;
+    println!(
+        "| {n} | {base} | {} | {:.0} | {:.0} | {threads} | {:.2} | {:.3} s | {:.3} s |",
+        rings - base,
+        per(idle),
+        per(used),
+        (threads - pool_threads) as f64 / n as f64,
+        started.as_secs_f64(),
+        stopped.as_secs_f64()
+    );
+    let _ = base_threads;
     drop(hs);
+    drop(loops);
     drop(pool);
 }

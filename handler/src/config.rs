@@ -70,6 +70,10 @@ pub struct DaemonSection {
     /// [`default_workers`]: max(4, 2 × cores).
     #[serde(deserialize_with = "de_workers")]
     pub workers: u16,
+    /// Device event loops: threads that each serve many devices' rings, 1..=256. Default
+    /// [`default_loops`]: one per core.
+    #[serde(deserialize_with = "de_loops")]
+    pub loops: u16,
     /// One device's share of the pool: most of its jobs on workers at once, 0..=256; 0 (the
     /// default): [`device_workers_for`] the pool (half of it, at least 1).
     #[serde(deserialize_with = "de_device_workers")]
@@ -98,6 +102,7 @@ impl Default for DaemonSection {
             mlock: true,
             replacement_timeout: Duration::from_secs(120),
             workers: default_workers(),
+            loops: default_loops(),
             device_workers: 0,
             max_inflight: 256,
             stop_timeout: Duration::from_secs(10),
@@ -543,6 +548,12 @@ impl Config {
             b.workers.to_string(),
             Applies::Restart,
         );
+        key(
+            "loops",
+            a.loops.to_string(),
+            b.loops.to_string(),
+            Applies::Restart,
+        );
         out
     }
 
@@ -705,6 +716,22 @@ fn de_workers<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
         .ok()
         .filter(|n| (1..=256).contains(n))
         .ok_or_else(|| de::Error::custom(format!("workers = {v}: expected 1 to 256")))
+}
+
+fn de_loops<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = i64::deserialize(d)?;
+    u16::try_from(v)
+        .ok()
+        .filter(|n| (1..=256).contains(n))
+        .ok_or_else(|| de::Error::custom(format!("loops = {v}: expected 1 to 256")))
+}
+
+/// The default number of device event loops: one per core this process may use, at most
+/// 256.
+#[must_use]
+pub fn default_loops() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u16::try_from(cores.clamp(1, 256)).unwrap_or(256)
 }
 
 fn de_device_workers<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {

@@ -41,6 +41,10 @@ pub(crate) struct Cli {
     /// daemon.workers, default max(4, 2 × cores)].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
+    /// Device event loops: threads that each serve the rings of many devices [config:
+    /// daemon.loops, default one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    loops: Option<u16>,
     /// Most commands in flight per device (contexts are allocated as the queue depth grows,
     /// up to this) [config: daemon.max_inflight, default 256].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
@@ -206,6 +210,17 @@ fn main() -> std::process::ExitCode {
         workers,
         DeviceConfig::default().scratch_bytes,
     );
+    // A few event loops serve every device's ring (docs/DESIGN.md, "Threads").
+    let loops = match tcmu_warden::device::DeviceLoops::start(
+        "tcmu-loop",
+        usize::from(cli.loops.unwrap_or(d.loops)),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tcmu-warden: cannot start the device loops: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let cfg = DaemonConfig {
         uio: cli.uio,
         configfs_root: cli.configfs,
@@ -213,6 +228,7 @@ fn main() -> std::process::ExitCode {
         device: DeviceConfig {
             workers: share,
             pool: Some(pool),
+            loops: Some(loops),
             max_inflight: cli.max_inflight.unwrap_or(d.max_inflight) as usize,
             stop_deadline: cli.stop_timeout.map_or(d.stop_timeout, Duration::from_secs),
             inline_qd1: d.inline_qd1 && !cli.no_inline,

@@ -3,13 +3,14 @@
 
 use super::link::DeviceLink;
 use super::link::TunableValues;
+use super::loops::DeviceLoops;
 use super::stats::DeviceStats;
+use super::thread::Exit;
 use super::workers::{WorkerPool, Workers};
 use crate::backend::Backend;
 use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tcmu_ring::{Doorbell, Ring};
 use tcmu_scsi::lun::LunInfo;
@@ -25,6 +26,9 @@ pub struct DeviceConfig {
     /// The worker pool shared by every device of the daemon (see [`super::workers`]); None:
     /// a pool of [`workers`](DeviceConfig::workers) threads for this device alone.
     pub pool: Option<WorkerPool>,
+    /// The event loops shared by every device of the daemon (see [`super::loops`]); None: a
+    /// loop thread for this device alone (named `tcmu-d/<device>`).
+    pub loops: Option<DeviceLoops>,
     /// Most commands in flight at once; further commands wait in the ring until one
     /// completes. Contexts are allocated as the queue depth grows, up to this
     /// ([`super::context::CtxPool`]).
@@ -128,6 +132,7 @@ impl Default for DeviceConfig {
         DeviceConfig {
             workers: 4,
             pool: None,
+            loops: None,
             max_inflight: 256,
             scratch_bytes: 1 << 20,
             stop_deadline: Duration::from_secs(10),
@@ -159,9 +164,8 @@ pub enum Change {
 pub struct DeviceHandle {
     link: Arc<DeviceLink>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    /// The health monitor (stopped with the device).
-    monitor: Option<super::health::Monitor>,
+    /// Told when the device has left its loop.
+    exit: Arc<Exit>,
     /// The device's counters.
     pub stats: Arc<DeviceStats>,
     /// How long a stop waits for commands in flight (also the bound for logging a replaced
@@ -177,13 +181,10 @@ impl DeviceHandle {
         self.link.wake_now();
     }
 
-    /// Stop and wait for the device thread to exit.
-    pub fn join(mut self) {
+    /// Stop and wait for the device to leave its loop (bounded by its stop deadline).
+    pub fn join(self) {
         self.stop();
-        self.monitor = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.exit.wait();
     }
 
     /// Apply a reconfiguration from the kernel (netlink RECONFIG_DEVICE) on the calling
@@ -204,11 +205,11 @@ impl DeviceHandle {
         Ok(())
     }
 
-    /// Whether the device thread has ended: stopped, or on its own (the uio device went away
-    /// or failed). The daemon drops such a device from the devices it serves.
+    /// Whether the device has left its loop: stopped, or on its own (the uio device went
+    /// away or failed). The daemon drops such a device from the devices it serves.
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+        self.exit.is_done()
     }
 
     /// The shared state (for reconfiguration).
@@ -221,10 +222,7 @@ impl DeviceHandle {
 impl Drop for DeviceHandle {
     fn drop(&mut self) {
         self.stop();
-        self.monitor = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.exit.wait();
     }
 }
 
@@ -286,30 +284,34 @@ pub fn spawn(
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     stats.deadline_ms.store(deadline_ms, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
-    let thread = super::thread::start(
-        ring,
-        doorbell,
-        Arc::clone(&link),
-        workers,
-        total,
-        done_rx,
+    let monitor = cfg
+        .health
+        .map(|policy| super::health::start(Arc::clone(&link), policy, cfg.metrics.clone()));
+    let exit = Arc::new(Exit::default());
+    let dev = super::thread::new(
+        super::thread::Parts {
+            ring,
+            doorbell,
+            link: Arc::clone(&link),
+            workers,
+            total,
+            done_rx,
+            stats: Arc::clone(&stats),
+            stop: Arc::clone(&stop),
+            monitor,
+            exit: Arc::clone(&exit),
+        },
         cfg,
-        Arc::clone(&stats),
-        Arc::clone(&stop),
-    )?;
-    let monitor = match cfg.health {
-        Some(policy) => Some(super::health::start(
-            Arc::clone(&link),
-            policy,
-            cfg.metrics.clone(),
-        )?),
-        None => None,
-    };
+    );
+    match &cfg.loops {
+        Some(loops) => loops.add(dev)?,
+        // Dropped at once: its thread ends when this device has left it.
+        None => DeviceLoops::start(&format!("tcmu-d/{name}"), 1)?.add(dev)?,
+    }
     Ok(DeviceHandle {
         link,
         stop,
-        thread: Some(thread),
-        monitor,
+        exit,
         stats,
         stop_deadline: cfg.stop_deadline,
     })

@@ -1,4 +1,4 @@
-//! A device's backend health: what the device thread reports, and the monitor thread that
+//! A device's backend health: what the device thread reports, and the monitor that
 //! runs the supervisor's state machine ([`tcmu_warden_supervisor::health`]).
 //!
 //! The device thread only touches atomics ([`HealthCell`]): it counts connection-class
@@ -6,19 +6,20 @@
 //! commands fail at once with NOT READY 04/0A, which initiators retry, instead of queueing
 //! behind a backend that does not answer).
 //!
-//! The monitor thread wakes a few times a second, turns those counters into signals, and runs
-//! the probes the state machine asks for (pings, reopen) on a separate **prober** thread, so
-//! that a probe that never returns (a frozen server) is noticed by its timeout instead of
-//! stopping the monitor. At most one probe runs at a time; a probe stuck for ever keeps its
-//! prober thread, and the device is reported lost until it returns.
+//! The monitor is ticked by the device's event loop a few times a second: it turns those
+//! counters into signals, and runs the probes the state machine asks for (pings, reopen) on a
+//! **prober** thread shared by every device, so that a probe that never returns (a frozen
+//! server) is noticed by its timeout instead of stopping the loop. At most one probe per
+//! device runs at a time; a probe stuck for ever keeps its prober thread (the next probe of
+//! any device starts another), and the device is reported lost until it returns.
 
 use super::link::DeviceLink;
 use crate::backend::Backend;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use nix::errno::Errno;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tcmu_scsi::ErrnoClass;
 use tcmu_warden_supervisor::health::{Health, Policy, Probe, Signal, Transition};
@@ -99,74 +100,140 @@ impl HealthCell {
     }
 }
 
-/// The monitor thread of one device; stops when dropped.
+/// One device's health monitor: the state machine, ticked by the device's event loop
+/// ([`Monitor::tick`]); its probes run on the shared probers.
 pub struct Monitor {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
+    health: Health,
+    link: Arc<DeviceLink>,
+    metrics: Option<DeviceMetrics>,
+    /// Probe results come back here (and the prober wakes the device's loop).
+    res_tx: Sender<ProbeResult>,
+    res_rx: Receiver<ProbeResult>,
+    running: Option<Running>,
+    /// Counter values already turned into signals: I/O failures, fatal ones, expiries.
+    seen: (u64, u64, u64),
+    tunables: u64,
+    next_tick: Instant,
 }
 
 type ProbeResult = (Probe, Result<(), Errno>, Duration);
 
-/// Start monitoring `link`'s backend with `policy`.
-///
-/// # Errors
-/// When the threads cannot be started.
-pub fn start(
+/// A probe for a prober thread: what to run, on what, and where its result goes.
+struct ProbeJob {
+    probe: Probe,
+    backend: Arc<dyn Backend>,
+    res: Sender<ProbeResult>,
     link: Arc<DeviceLink>,
-    policy: Policy,
-    metrics: Option<DeviceMetrics>,
-) -> std::io::Result<Monitor> {
-    let (req_tx, req_rx) = bounded::<(Probe, Arc<dyn Backend>)>(1);
+}
+
+/// Start monitoring `link`'s backend with `policy`. The monitor runs when the device's loop
+/// calls [`Monitor::tick`]; it starts no thread of its own.
+#[must_use]
+pub fn start(link: Arc<DeviceLink>, policy: Policy, metrics: Option<DeviceMetrics>) -> Monitor {
     let (res_tx, res_rx) = bounded::<ProbeResult>(1);
-    std::thread::Builder::new()
-        .name(format!("tcmu-p/{}", link.name))
-        .spawn(move || prober(&req_rx, &res_tx))?;
     if let Some(m) = &metrics {
         m.set_backend_state(BackendState::Healthy);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name(format!("tcmu-h/{}", link.name))
-        .spawn(move || {
-            let mut m = MonitorLoop {
-                health: Health::new(policy, Instant::now()),
-                link,
-                metrics,
-                req_tx,
-                res_rx,
-                running: None,
-                seen: (0, 0, 0),
-            };
-            m.run(&stop2);
-        })?;
-    Ok(Monitor {
-        stop,
-        thread: Some(thread),
+    let now = Instant::now();
+    Monitor {
+        health: Health::new(policy, now),
+        tunables: link.tunables.generation(),
+        link,
+        metrics,
+        res_tx,
+        res_rx,
+        running: None,
+        seen: (0, 0, 0),
+        next_tick: now,
+    }
+}
+
+/// The probers every device shares: threads started when a probe finds none idle, ending
+/// after [`PROBER_IDLE`] without work. A probe that never returns (a frozen server) keeps its
+/// thread and no other device's probe waits behind it: the next probe starts a thread.
+struct Probers {
+    tx: Sender<ProbeJob>,
+    rx: Receiver<ProbeJob>,
+    /// Threads waiting for a probe and not yet promised one.
+    idle: AtomicUsize,
+}
+
+/// How long an idle prober thread waits for a probe before it ends.
+const PROBER_IDLE: Duration = Duration::from_secs(5);
+
+fn probers() -> &'static Probers {
+    static P: OnceLock<Probers> = OnceLock::new();
+    P.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Probers {
+            tx,
+            rx,
+            idle: AtomicUsize::new(0),
+        }
     })
 }
 
-/// Runs probes one at a time; exits when the monitor goes away.
-fn prober(req: &Receiver<(Probe, Arc<dyn Backend>)>, res: &Sender<ProbeResult>) {
-    while let Ok((probe, backend)) = req.recv() {
-        let t0 = Instant::now();
-        let r = match probe {
-            Probe::Ping => backend.ping(),
-            Probe::Reopen => backend.reopen().and_then(|()| backend.ping()),
-        };
-        if res.send((probe, r, t0.elapsed())).is_err() {
-            return;
+impl Probers {
+    /// Hand `job` to an idle prober, or to a new one. False: no thread could be started.
+    fn run(&'static self, job: ProbeJob) -> bool {
+        let promised = self
+            .idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if !promised {
+            let spawned = std::thread::Builder::new()
+                .name("tcmu-probe".into())
+                .spawn(move || self.serve());
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a health prober: {e}");
+                return false;
+            }
         }
+        // Unbounded: never blocks; a promised or new thread takes it.
+        self.tx.send(job).is_ok()
+    }
+
+    /// A prober thread: runs probes, one at a time, until none came for [`PROBER_IDLE`]. It
+    /// offers itself (`idle`) after each probe; the probe it was started for is its first.
+    fn serve(&self) {
+        loop {
+            match self.rx.recv_timeout(PROBER_IDLE) {
+                Ok(job) => {
+                    prober(job);
+                    self.idle.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(_) => {
+                    // Withdraw the offer; if a probe was promised to this thread meanwhile,
+                    // stay for it.
+                    if self
+                        .idle
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Run one probe and hand its result back to the device's monitor (waking its loop).
+fn prober(job: ProbeJob) {
+    let ProbeJob {
+        probe,
+        backend,
+        res,
+        link,
+    } = job;
+    let t0 = Instant::now();
+    let r = match probe {
+        Probe::Ping => backend.ping(),
+        Probe::Reopen => backend.reopen().and_then(|()| backend.ping()),
+    };
+    drop(backend);
+    if res.send((probe, r, t0.elapsed())).is_ok() {
+        link.wake_now();
     }
 }
 
@@ -176,44 +243,39 @@ struct Running {
     timed_out: bool,
 }
 
-struct MonitorLoop {
-    health: Health,
-    link: Arc<DeviceLink>,
-    metrics: Option<DeviceMetrics>,
-    req_tx: Sender<(Probe, Arc<dyn Backend>)>,
-    res_rx: Receiver<ProbeResult>,
-    running: Option<Running>,
-    /// Counter values already turned into signals: I/O failures, fatal ones, expiries.
-    seen: (u64, u64, u64),
-}
+impl Monitor {
+    /// When the monitor next wants [`Monitor::tick`].
+    #[must_use]
+    pub fn next_tick(&self) -> Instant {
+        self.next_tick
+    }
 
-impl MonitorLoop {
-    fn run(&mut self, stop: &AtomicBool) {
+    /// Take a probe's result, turn the device's counters into signals, time out a probe that
+    /// does not answer, and start the probe that is due. Never blocks.
+    pub fn tick(&mut self, now: Instant) {
+        while let Ok(r) = self.res_rx.try_recv() {
+            self.probe_done(r);
+        }
+        if now < self.next_tick {
+            return;
+        }
+        if self.link.tunables.generation() != self.tunables {
+            self.tunables = self.link.tunables.generation();
+            if let Some((interval, timeout)) = self.link.tunables.get().ping {
+                let mut p = self.health.policy();
+                p.interval = interval;
+                p.timeout = timeout;
+                p.settle = interval;
+                self.health.set_policy(p, now);
+                tracing::info!(device = %self.link.name, ?interval, ?timeout, "new health ping settings");
+            }
+        }
+        self.counters(now);
+        self.timeouts(now);
+        self.start_due(now);
         let p = self.health.policy();
         let tick = (p.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
-        let mut tunables = self.link.tunables.generation();
-        while !stop.load(Ordering::SeqCst) {
-            if self.link.tunables.generation() != tunables {
-                tunables = self.link.tunables.generation();
-                if let Some((interval, timeout)) = self.link.tunables.get().ping {
-                    let mut p = self.health.policy();
-                    p.interval = interval;
-                    p.timeout = timeout;
-                    p.settle = interval;
-                    self.health.set_policy(p, Instant::now());
-                    tracing::info!(device = %self.link.name, ?interval, ?timeout, "new health ping settings");
-                }
-            }
-            match self.res_rx.recv_timeout(tick) {
-                Ok(r) => self.probe_done(r),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            let now = Instant::now();
-            self.counters(now);
-            self.timeouts(now);
-            self.start_due(now);
-        }
+        self.next_tick = now + tick;
     }
 
     fn counters(&mut self, now: Instant) {
@@ -297,7 +359,13 @@ impl MonitorLoop {
         let Some(probe) = self.health.due(now) else {
             return;
         };
-        if self.req_tx.try_send((probe, self.link.backend())).is_err() {
+        let job = ProbeJob {
+            probe,
+            backend: self.link.backend(),
+            res: self.res_tx.clone(),
+            link: Arc::clone(&self.link),
+        };
+        if !probers().run(job) {
             return;
         }
         if probe == Probe::Reopen {

@@ -40,7 +40,7 @@ pub struct DeviceLink {
     wake: EventFd,
     sleeping: AtomicBool,
     /// Keeps the uio fd open while any I/O of this device is in flight (see
-    /// `DeviceThread::give_up_in_flight`).
+    /// `LoopDevice::give_up_in_flight`).
     _doorbell: Arc<dyn Doorbell>,
 }
 

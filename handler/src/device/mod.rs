@@ -29,6 +29,7 @@ pub mod handle;
 pub mod health;
 pub mod lba_status;
 pub mod link;
+pub mod loops;
 pub mod outliers;
 pub mod range_lock;
 pub mod reconfig;
@@ -44,5 +45,6 @@ pub use handle::{
     PersistWriteCache, ALUA_REFRESH,
 };
 pub use link::UnitAttention;
+pub use loops::DeviceLoops;
 pub use reconfig::ReconfigError;
 pub use stats::DeviceStats;

@@ -19,6 +19,7 @@ mod fault_backend;
 mod faults;
 mod health;
 mod late_writes;
+mod loops;
 mod metrics;
 mod native_caw;
 mod outliers;

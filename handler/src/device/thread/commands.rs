@@ -3,7 +3,7 @@
 //! here, take its LBA range or park it, and send it to the backend, a worker, or run it on
 //! this thread. Also task management (cancelling commands a TMR names).
 
-use super::{DeviceThread, DIRECT_SUBMIT_MAX_BYTES};
+use super::{LoopDevice, DIRECT_SUBMIT_MAX_BYTES};
 use crate::backend::IoOp;
 use crate::device::context::{Ctx, Outcome, Stage};
 use crate::device::dispatch::{self, Decision, Facts};
@@ -18,7 +18,7 @@ use tcmu_scsi::cdb::{self, Cdb};
 use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::sense::Sense;
 
-impl DeviceThread {
+impl LoopDevice {
     pub(super) fn start(&mut self, mut ctx: Box<Ctx>) {
         match self.route(&mut ctx) {
             Some(outcome) => {

@@ -3,7 +3,7 @@
 //! "Deadlines" and "Late writes and retries"), and at the stop deadline everything still away
 //! is completed with BUSY.
 
-use super::DeviceThread;
+use super::LoopDevice;
 use crate::device::context::Outcome;
 use crate::device::deadline::Expired;
 use std::sync::atomic::Ordering;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::status;
 
-impl DeviceThread {
+impl LoopDevice {
     /// Complete the commands past their deadline with the retryable status a backend
     /// timeout gets (ETIMEDOUT: NOT READY, asymmetric access state transition, which Linux
     /// retries and multipath may fail over), keeping their data blocks; report the ones still

@@ -1,6 +1,9 @@
-//! The device thread: one per LUN. Its loop waits for the kernel's doorbell or a completion,
-//! reaps completions, enforces deadlines, drains the ring, and publishes completions to the
-//! kernel in batches. What it does with each command lives beside it:
+//! One device as its event loop serves it ([`super::loops`]: a few loops serve every LUN).
+//! At each pass, when the kernel's doorbell rings, a completion arrives or a timer falls due,
+//! it reaps completions, enforces deadlines, drains the ring, and publishes completions to
+//! the kernel in batches; nothing in a pass blocks. ("The device thread" in comments and
+//! docs is the loop thread serving the device.) What it does with each command lives beside
+//! it:
 //!
 //! - `commands.rs`: routing a command (the pure decisions of [`super::dispatch`] applied to
 //!   this device's state), parking, and handing it to the backend or a worker;
@@ -17,6 +20,7 @@ use super::context::{Ctx, CtxPool, Outcome, Stage, Stamps};
 use super::deadline::{Deadlines, Expired, Returned};
 use super::exec::WorkerState;
 use super::handle::{AluaSource, DeviceConfig, FreeKeptBuf};
+use super::health::Monitor;
 use super::link::DeviceLink;
 use super::range_lock::RangeTable;
 use super::stats::DeviceStats;
@@ -24,11 +28,11 @@ use super::uring::Uring;
 use super::warm;
 use super::workers::Workers;
 use crossbeam_channel::Receiver;
+use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tcmu_ring::{Doorbell, Entry, Ring, TmrCopy};
 use tcmu_scsi::error::ScsiError;
@@ -37,32 +41,57 @@ use tcmu_scsi::status;
 use tcmu_warden_supervisor::metrics::OpClass;
 
 /// Most data in flight on a device for which READ and WRITE are still submitted from the
-/// device thread to a backend whose submit returns at once (see `DeviceThread::dispatch`).
+/// device thread to a backend whose submit returns at once (see `LoopDevice::dispatch`).
 const DIRECT_SUBMIT_MAX_BYTES: u64 = 32 << 20;
 
-/// Start the device thread serving `ring` for `link`, with `total` preallocated contexts.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn start(
-    ring: Ring,
-    doorbell: Arc<dyn Doorbell>,
-    link: Arc<DeviceLink>,
-    workers: Workers,
-    total: usize,
-    done_rx: Receiver<Box<Ctx>>,
-    cfg: &DeviceConfig,
-    stats: Arc<DeviceStats>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+/// Longest an idle device goes without a pass (it then samples its gauges and notices a
+/// configuration reload).
+const IDLE_PASS: Duration = Duration::from_secs(1);
+
+/// What a device needs from its loop, besides the ring and the link (see [`new`]).
+pub(in crate::device) struct Parts {
+    pub ring: Ring,
+    pub doorbell: Arc<dyn Doorbell>,
+    pub link: Arc<DeviceLink>,
+    pub workers: Workers,
+    pub total: usize,
+    pub done_rx: Receiver<Box<Ctx>>,
+    pub stats: Arc<DeviceStats>,
+    pub stop: Arc<AtomicBool>,
+    /// The backend's health monitor, ticked by the loop (None: not monitored).
+    pub monitor: Option<Monitor>,
+    /// Told when the device has left its loop.
+    pub exit: Arc<Exit>,
+}
+
+/// The state of one device served by an event loop ([`super::loops`]), with `total`
+/// preallocated contexts.
+pub(in crate::device) fn new(p: Parts, cfg: &DeviceConfig) -> LoopDevice {
+    let Parts {
+        ring,
+        doorbell,
+        link,
+        workers,
+        total,
+        done_rx,
+        stats,
+        stop,
+        monitor,
+        exit,
+    } = p;
     let free = CtxPool::new(total);
-    let alua_state = link.lun.read().alua.as_ref().and_then(|a| a.local_state());
+    let alua_base = link.lun.read().alua.clone();
+    let alua_state = alua_base
+        .as_ref()
+        .and_then(tcmu_scsi::alua::Alua::local_state);
     let uring = if cfg.io_uring {
         open_uring(&link.name, total, link.accounting)
     } else {
         None
     };
-    let mut dt = DeviceThread {
+    LoopDevice {
         alua_source: cfg.alua.clone(),
-        alua_base: link.lun.read().alua.clone(),
+        alua_base,
         alua_sink: cfg.alua_sink.clone(),
         alua_sent: Vec::new(),
         alua_read_at: Instant::now(),
@@ -91,6 +120,7 @@ pub(super) fn start(
             exported: cfg.metrics.is_some(),
         },
         stop,
+        stop_by: None,
         broken: false,
         deadline: cfg.stop_deadline,
         inline_state: WorkerState::new(0),
@@ -100,13 +130,66 @@ pub(super) fn start(
         wake_ready: true,
         // The values in force at start are the configuration's (`spawn` published them).
         tunables_seen: link.tunables.generation(),
-    };
-    std::thread::Builder::new()
-        .name(format!("tcmu-d/{}", link.name))
-        .spawn(move || dt.run())
+        monitor,
+        logged_start: false,
+        exit: ExitGuard(exit),
+    }
 }
 
-struct DeviceThread {
+/// How a device left its loop, for whoever joins it (`DeviceHandle::join`).
+#[derive(Default)]
+pub struct Exit {
+    done: Mutex<bool>,
+    ended: Condvar,
+    /// The device's lane in the worker pool, closed by the joiner (it may wait, boundedly,
+    /// for jobs still on threads: never on a loop thread).
+    workers: Mutex<Option<Workers>>,
+}
+
+impl Exit {
+    /// Whether the device has left its loop.
+    pub fn is_done(&self) -> bool {
+        *self.done.lock()
+    }
+
+    /// Wait until the device has left its loop (its stop is bounded by its stop deadline),
+    /// then close its lane in the worker pool.
+    pub fn wait(&self) {
+        let mut d = self.done.lock();
+        while !*d {
+            self.ended.wait(&mut d);
+        }
+        drop(d);
+        if let Some(w) = self.workers.lock().take() {
+            w.stop();
+        }
+    }
+}
+
+/// Marks the device's [`Exit`] done when dropped: declared last in [`LoopDevice`], so
+/// everything else of the device (its ring, its link) is dropped first, even on unwinding.
+struct ExitGuard(Arc<Exit>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        *self.0.done.lock() = true;
+        self.0.ended.notify_all();
+    }
+}
+
+/// When a device wants its next pass, decided after a pass.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::device) struct NextPass {
+    /// Work is waiting that no event will announce: pass again without waiting.
+    pub again: bool,
+    /// Pass at this time at the latest (deadlines, the stop deadline, health ticks).
+    pub at: Instant,
+}
+
+/// One device on an event loop: its ring, the commands it has away, and what it does at
+/// each pass. The loop waits for its events ([`LoopDevice::fds`]); see docs/DESIGN.md,
+/// "Threads".
+pub(in crate::device) struct LoopDevice {
     link: Arc<DeviceLink>,
     /// Re-reads the ALUA groups; None: never.
     alua_source: Option<AluaSource>,
@@ -164,75 +247,144 @@ struct DeviceThread {
     wake_ready: bool,
     /// The generation of `link.tunables` applied.
     tunables_seen: u64,
+    /// Set when a stop was asked: when the commands still away are given up.
+    stop_by: Option<Instant>,
+    /// The backend's health monitor (its probes run on the shared probers).
+    monitor: Option<Monitor>,
+    /// "serving" was logged.
+    logged_start: bool,
+    /// Last: see [`ExitGuard`].
+    exit: ExitGuard,
 }
 
-impl DeviceThread {
-    fn run(&mut self) {
-        warm::warm_thread();
-        let name = self.link.name.clone();
-        tracing::info!(device = %name, contexts = self.total, "serving");
-        let mut stop_by: Option<Instant> = None;
-        loop {
-            if stop_by.is_none() && self.stop.load(Ordering::SeqCst) {
-                stop_by = Some(Instant::now() + self.deadline);
-            }
-            // Consume the event before draining, so a command posted meanwhile re-arms it.
-            // (Only when poll said there is one: an empty read is a wasted system call.)
-            if std::mem::take(&mut self.uio_ready) {
-                if let Err(e) = self.doorbell.ack() {
-                    tracing::warn!(device = %name, "uio read failed: {e}");
-                    stop_by.get_or_insert_with(Instant::now);
-                }
-            }
-            if std::mem::take(&mut self.wake_ready) {
-                self.link.drain_wake();
-            }
-            self.reap();
-            self.unpark();
-            if self.link.tunables.generation() != self.tunables_seen {
-                self.retune();
-            }
-            let now = Instant::now();
-            if self.deadlines.scan_due(now) {
-                self.expire(now);
-            }
-            if stop_by.is_none() && !self.broken {
-                self.drain_ring();
-            }
-            if let Some(u) = &mut self.uring {
-                // One system call for every operation this pass queued; the ones the page
-                // cache answered at once are finished in the same pass.
-                u.submit();
-                self.reap_uring();
-            }
-            self.publish();
-            let in_flight = (self.total - self.free.len()) as u64;
-            self.acct.observe(
-                in_flight,
-                u64::from(self.ring.used_bytes()),
-                self.data_in_flight,
-            );
-            if let Some(t) = stop_by {
-                if self.free.len() == self.total {
-                    break;
-                }
-                if Instant::now() >= t {
-                    self.give_up_in_flight();
-                    if let Some(w) = self.workers.take() {
-                        w.abandon();
-                    }
-                    if let Some(u) = self.uring.take() {
-                        u.abandon(&name);
-                    }
-                    return;
-                }
-            }
-            self.sleep(stop_by);
+impl LoopDevice {
+    /// The descriptors the loop waits on: the uio device (the kernel's doorbell; not
+    /// watched once stopping), the wake eventfd (completions from other threads, stop
+    /// requests, probe results) and the io_uring (completions).
+    pub(in crate::device) fn fds(&self) -> [Option<RawFd>; 3] {
+        [
+            Some(self.doorbell.raw_fd()),
+            Some(self.link.wake_fd().as_raw_fd()),
+            self.uring.as_ref().map(Uring::fd),
+        ]
+    }
+
+    /// Whether the loop should watch the uio device (not once stopping).
+    pub(in crate::device) fn watches_uio(&self) -> bool {
+        self.stop_by.is_none()
+    }
+
+    /// The loop saw the uio device readable (`hangup`: it went away or failed).
+    pub(in crate::device) fn uio_event(&mut self, readable: bool, hangup: bool) {
+        if hangup && self.stop_by.is_none() {
+            tracing::warn!(device = %self.link.name, "uio device went away");
+            self.stop.store(true, Ordering::SeqCst);
         }
-        if let Some(w) = self.workers.take() {
-            w.stop();
+        self.uio_ready |= readable && self.stop_by.is_none();
+    }
+
+    /// The loop saw the wake eventfd readable.
+    pub(in crate::device) fn wake_event(&mut self) {
+        self.wake_ready = true;
+    }
+
+    /// One pass: take the doorbell, reap completions, enforce deadlines, drain the ring,
+    /// submit to the io_uring, publish. Never blocks. True when the device has stopped and
+    /// leaves its loop.
+    pub(in crate::device) fn pass(&mut self) -> bool {
+        self.link.set_sleeping(false);
+        if !self.logged_start {
+            self.logged_start = true;
+            tracing::info!(device = %self.link.name, contexts = self.total, "serving");
         }
-        tracing::info!(device = %name, "stopped");
+        if self.stop_by.is_none() && self.stop.load(Ordering::SeqCst) {
+            self.stop_by = Some(Instant::now() + self.deadline);
+        }
+        // Consume the event before draining, so a command posted meanwhile re-arms it.
+        // (Only when the loop said there is one: an empty read is a wasted system call.)
+        if std::mem::take(&mut self.uio_ready) {
+            if let Err(e) = self.doorbell.ack() {
+                tracing::warn!(device = %self.link.name, "uio read failed: {e}");
+                self.stop_by.get_or_insert_with(Instant::now);
+            }
+        }
+        if std::mem::take(&mut self.wake_ready) {
+            self.link.drain_wake();
+        }
+        self.reap();
+        self.unpark();
+        if self.link.tunables.generation() != self.tunables_seen {
+            self.retune();
+        }
+        let now = Instant::now();
+        if self.deadlines.scan_due(now) {
+            self.expire(now);
+        }
+        if self.stop_by.is_none() && !self.broken {
+            self.drain_ring();
+        }
+        if let Some(u) = &mut self.uring {
+            // One system call for every operation this pass queued; the ones the page
+            // cache answered at once are finished in the same pass.
+            u.submit();
+            self.reap_uring();
+        }
+        self.publish();
+        let in_flight = (self.total - self.free.len()) as u64;
+        self.acct.observe(
+            in_flight,
+            u64::from(self.ring.used_bytes()),
+            self.data_in_flight,
+        );
+        if let Some(m) = &mut self.monitor {
+            m.tick(Instant::now());
+        }
+        if let Some(t) = self.stop_by {
+            if self.free.len() == self.total {
+                if let Some(w) = self.workers.take() {
+                    *self.exit.0.workers.lock() = Some(w);
+                }
+                tracing::info!(device = %self.link.name, "stopped");
+                return true;
+            }
+            if Instant::now() >= t {
+                self.give_up_in_flight();
+                if let Some(w) = self.workers.take() {
+                    w.abandon();
+                }
+                if let Some(u) = self.uring.take() {
+                    u.abandon(&self.link.name);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// After a pass: announce that the device waits (completions from other threads then
+    /// write its wake eventfd) and say when it wants its next pass.
+    pub(in crate::device) fn next_pass(&mut self) -> NextPass {
+        let now = Instant::now();
+        self.link.set_sleeping(true);
+        if !self.done_rx.is_empty() || self.uring.as_mut().is_some_and(Uring::has_work) {
+            self.link.set_sleeping(false);
+            return NextPass {
+                again: true,
+                at: now,
+            };
+        }
+        let mut at = now + IDLE_PASS;
+        if let Some(t) = self.stop_by {
+            at = at.min(t);
+        }
+        if self.deadlines.limit().is_some() && self.free.len() < self.total {
+            // Commands are away: wake up in time to enforce their deadlines.
+            at = at.min(now + super::deadline::SCAN_INTERVAL);
+        }
+        if let Some(m) = &self.monitor {
+            at = at.min(m.next_tick());
+        }
+        NextPass { again: false, at }
     }
 
     /// Apply settings a configuration reload changed.
@@ -246,68 +398,6 @@ impl DeviceThread {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.acct.stats.deadline_ms.store(ms, Ordering::Relaxed);
         tracing::info!(device = %self.link.name, outlier_threshold = ?v.outlier_threshold, deadline = ?v.command_deadline, "new settings in force");
-    }
-
-    fn sleep(&mut self, stop_by: Option<Instant>) {
-        self.link.set_sleeping(true);
-        if !self.done_rx.is_empty() || self.uring.as_mut().is_some_and(Uring::has_work) {
-            self.link.set_sleeping(false);
-            return;
-        }
-        let mut timeout = stop_by.map_or(1000, |t| {
-            t.saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(1000)
-        });
-        if self.deadlines.limit().is_some() && self.free.len() < self.total {
-            // Commands are away: wake up in time to enforce their deadlines.
-            timeout = timeout.min(super::deadline::SCAN_INTERVAL.as_millis());
-        }
-        let mut fds = [
-            libc::pollfd {
-                fd: self.doorbell.raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.link.wake_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                // A negative fd is ignored by poll.
-                fd: self.uring.as_ref().map_or(-1, Uring::fd),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let watch = if stop_by.is_some() {
-            &mut fds[1..]
-        } else {
-            &mut fds[..]
-        };
-        // SAFETY: `watch` is a valid array of initialised pollfd structs for the whole call.
-        let r = unsafe {
-            libc::poll(
-                watch.as_mut_ptr(),
-                watch.len() as libc::nfds_t,
-                i32::try_from(timeout).unwrap_or(1000),
-            )
-        };
-        if r < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
-            tracing::warn!(device = %self.link.name, "poll failed: {}", nix::errno::Errno::last());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.uio_ready = stop_by.is_none() && fds[0].revents & libc::POLLIN != 0;
-        // `watch` is a sub-slice of `fds`, so the eventfd's result is in fds[1] either way.
-        self.wake_ready = fds[1].revents & libc::POLLIN != 0;
-        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
-            && stop_by.is_none()
-        {
-            tracing::warn!(device = %self.link.name, "uio device went away");
-            self.stop.store(true, Ordering::SeqCst);
-        }
-        self.link.set_sleeping(false);
     }
 
     fn reap(&mut self) {
