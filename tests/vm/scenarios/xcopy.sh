@@ -20,6 +20,20 @@ printf %s xcopy-fio-0003 >"$CFS/core/fileio_0/xf/wwn/vpd_unit_serial" || die "se
 df=$(loop_lun_create -B "$CFS/core/fileio_0/xf" xf)
 
 read_blocks() { dd if="$1" bs=512 skip="$2" count="$3" iflag=direct 2>/dev/null; }
+# sg_xcopy works on SCSI generic nodes: the sg device of a /dev/sdX (sg is loaded at boot).
+sg_of() {
+    _g=$(ls "/sys/block/${1#/dev/}/device/scsi_generic" 2>/dev/null | head -n 1)
+    [ -n "$_g" ] || die "no sg node for $1"
+    if [ ! -c "/dev/$_g" ]; then
+        _mm=$(cat "/sys/class/scsi_generic/$_g/dev")
+        mknod "/dev/$_g" c "${_mm%:*}" "${_mm#*:}" || die "mknod /dev/$_g"
+    fi
+    echo "/dev/$_g"
+}
+ga=$(sg_of "$da")
+gb=$(sg_of "$db")
+gf=$(sg_of "$df")
+log "sg nodes: $da=$ga $db=$gb $df=$gf"
 
 # 4096 blocks (2 MiB) of random data at block 100 of A.
 dd if=/dev/urandom of=/tmp/src bs=512 count=4096 2>/dev/null
@@ -29,7 +43,7 @@ src_sum=$(sha256sum </tmp/src | cut -d' ' -f1)
 
 # Pushed: EXTENDED COPY sent to A (the source), 32 commands of 128 blocks.
 t0=$(now_ms)
-sg_xcopy if="$da" of="$db" bs=512 skip=100 seek=2000 count=4096 2>/tmp/xcopy.push ||
+sg_xcopy if="$ga" of="$gb" bs=512 skip=100 seek=2000 count=4096 2>/tmp/xcopy.push ||
     { cat /tmp/xcopy.push >&2; die "sg_xcopy A->B (on the source) failed"; }
 result xcopy_push_ms $(( $(now_ms) - t0 ))
 read_blocks "$db" 2000 4096 | cmp -s - /tmp/src || die "B's blocks 2000.. differ from what A held"
@@ -41,7 +55,7 @@ read_blocks "$db" 6096 1 | cmp -s - /tmp/zero || die "block after the copy was w
 result xcopy_push ok
 
 # Pulled: sent to B (the destination), larger transfers (bpt 1024).
-sg_xcopy --on_dst if="$da" of="$db" bs=512 bpt=1024 skip=100 seek=10000 count=4096 \
+sg_xcopy --on_dst if="$ga" of="$gb" bs=512 bpt=1024 skip=100 seek=10000 count=4096 \
     2>/tmp/xcopy.pull || { cat /tmp/xcopy.pull >&2; die "sg_xcopy A->B (on the destination) failed"; }
 read_blocks "$db" 10000 4096 | cmp -s - /tmp/src || die "pulled copy differs"
 result xcopy_pull ok
@@ -54,7 +68,7 @@ result xcopy_file ok
 
 # A copy to the fileio LUN: the command goes to A, which cannot reach xf.
 rc=0
-sg_xcopy -v if="$da" of="$df" bs=512 skip=100 seek=0 count=128 >/tmp/xcopy.far 2>&1 || rc=$?
+sg_xcopy -v if="$ga" of="$gf" bs=512 skip=100 seek=0 count=128 >/tmp/xcopy.far 2>&1 || rc=$?
 cat /tmp/xcopy.far >&2
 result xcopy_unreachable_rc "$rc"
 [ "$rc" != 0 ] || die "a copy to a LUN this daemon does not serve succeeded"

@@ -510,7 +510,7 @@ impl Backend for RbdBackend {
     }
 
     /// `rbd_diff_iterate2` from the image's creation over a window of at most
-    /// [`ALLOCATION_WINDOW`] bytes: what it lists is allocated, the rest reads as zeros
+    /// 256 MiB (`ALLOCATION_WINDOW`): what it lists is allocated, the rest reads as zeros
     /// (an unmapped object, or a discarded range of one). A synchronous librbd call (one
     /// round trip per object without an object map), so only workers call it.
     fn allocation(&self, off: u64, len: u64) -> Result<(bool, u64), Errno> {
