@@ -1138,3 +1138,78 @@ fn the_lock_holder_is_the_active_optimized_path_and_a_write_elsewhere_moves_it()
 // COMPARE AND WRITE: librbd's own, and the device's native and generic paths.
 #[path = "rbd/caw.rs"]
 mod caw;
+
+/// The GET LBA STATUS descriptor covering `lba`.
+fn status_at(h: &mut Harness, lba: u64) -> (u64, u32, u8) {
+    let c = h.run(&cdb::get_lba_status(lba, 24), DataDir::FromDevice(24));
+    assert_good(&c);
+    let d = cdb::lba_status_descriptors(&c.data_in);
+    assert_eq!(
+        d.first().map(|e| e.0),
+        Some(lba),
+        "starts at the LBA asked for: {d:?}"
+    );
+    d[0]
+}
+
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn get_lba_status_reports_rbd_allocation_from_diff_iterate() {
+    const MAPPED: u8 = 0;
+    const DEALLOCATED: u8 = 1;
+    let admin = admin();
+    let name = unique("lbastatus");
+    // Three 4 MiB objects (8192 blocks each).
+    let size: u64 = 12 << 20;
+    let obj = 8192u64;
+    create_image(&admin, "rbd", None, &name, size);
+    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, None);
+    assert!(backend.caps().unmap, "LBPME is reported");
+    let mut h = harness(backend, size);
+    let blocks = size / BS as u64;
+    // A new image has no objects: all of it deallocated.
+    assert_eq!(
+        status_at(&mut h, 0),
+        (0, u32::try_from(blocks).unwrap(), DEALLOCATED)
+    );
+    // Data in objects 0 and 1; object 2 stays unwritten.
+    let data = vec![0x5au8; 16 * BS];
+    assert_good(&h.run(&cdb::write16(100, 16, false), DataDir::ToDevice(&data)));
+    assert_good(&h.run(
+        &cdb::write16(obj + 1000, 16, false),
+        DataDir::ToDevice(&data),
+    ));
+    for lba in [100, 115, obj + 1000, obj + 1015] {
+        let (start, n, st) = status_at(&mut h, lba);
+        assert_eq!(st, MAPPED, "written block {lba}: ({start}, {n})");
+    }
+    let (_, n, st) = status_at(&mut h, 2 * obj);
+    assert_eq!(
+        (st, u64::from(n)),
+        (DEALLOCATED, obj),
+        "object 2 was never written"
+    );
+    // The whole answer from 0: extents in order, covering the LUN without gaps.
+    let c = h.run(
+        &cdb::get_lba_status(0, 8 + 16 * 32),
+        DataDir::FromDevice(8 + 16 * 32),
+    );
+    assert_good(&c);
+    let d = cdb::lba_status_descriptors(&c.data_in);
+    eprintln!("descriptors: {d:?}");
+    let mut at = 0u64;
+    for &(lba, n, _) in &d {
+        assert_eq!(lba, at, "contiguous: {d:?}");
+        at += u64::from(n);
+    }
+    assert_eq!(at, blocks, "covers the LUN: {d:?}");
+    // UNMAP of all of object 1 removes it: deallocated again.
+    let params = cdb::unmap_params(&[(obj, u32::try_from(obj).unwrap())]);
+    let plen = u16::try_from(params.len()).unwrap();
+    assert_good(&h.run(&cdb::unmap(plen), DataDir::ToDevice(&params)));
+    let (_, n, st) = status_at(&mut h, obj);
+    assert_eq!(st, DEALLOCATED, "object 1 after UNMAP");
+    assert!(u64::from(n) >= obj, "all of object 1: {n}");
+    // Object 0 keeps its data.
+    assert_eq!(status_at(&mut h, 100).2, MAPPED);
+}

@@ -26,7 +26,8 @@ for t in busybox fio sg_inq cpio ldd; do
 done
 
 # Modules the guest loads, in this order after dependency resolution.
-WANT_MODULES="configfs scsi_common scsi_mod sd_mod uio target_core_mod target_core_user
+# sg: the SCSI generic nodes sg3-utils tools such as sg_xcopy open (scenarios/xcopy.sh).
+WANT_MODULES="configfs scsi_common scsi_mod sd_mod sg uio target_core_mod target_core_user
 target_core_file target_core_iblock target_core_pscsi tcm_loop iscsi_target_mod virtio_pci
 virtio_net"
 

@@ -14,7 +14,7 @@ binary=$1; shift
 # Cheap when everything is present; makes a fresh CI machine work with one command.
 "$here/../../scripts/install-vm-deps.sh"
 
-[ $# -gt 0 ] || set -- smoke sg alua fio-verify ringfull kill-restart netlink badcfg restart-adopt retry hang outage lost targetcli
+[ $# -gt 0 ] || set -- smoke sg xcopy alua fio-verify ringfull kill-restart netlink badcfg restart-adopt retry hang outage lost targetcli
 scenarios=""
 for n in "$@"; do
     f="$here/scenarios/${n%.sh}.sh"

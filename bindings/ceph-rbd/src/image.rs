@@ -175,6 +175,60 @@ impl Image {
         .map(drop)
     }
 
+    /// The allocated extents of `[off, off + len)` as `(offset, length)` pairs in offset
+    /// order, at most `max` of them (the walk stops there): `rbd_diff_iterate2` from the
+    /// image's creation, with the parent's data (a clone reads it) and extent granularity
+    /// (`whole_object` false), so a partly written object reports only what was written.
+    /// What is not listed reads as zeros.
+    ///
+    /// # Errors
+    /// The librbd error.
+    pub fn allocated_extents(&self, off: u64, len: u64, max: usize) -> Result<Vec<(u64, u64)>> {
+        struct Walk {
+            out: Vec<(u64, u64)>,
+            max: usize,
+        }
+        unsafe extern "C" fn cb(
+            ofs: u64,
+            len: libc::size_t,
+            exists: libc::c_int,
+            arg: *mut libc::c_void,
+        ) -> libc::c_int {
+            // SAFETY: `arg` is the `Walk` below, alive and otherwise untouched for the call.
+            let w = unsafe { &mut *arg.cast::<Walk>() };
+            if exists != 0 {
+                w.out.push((ofs, len as u64));
+            }
+            if w.out.len() >= w.max {
+                -libc::ECANCELED
+            } else {
+                0
+            }
+        }
+        let mut w = Walk {
+            out: Vec::new(),
+            max: max.max(1),
+        };
+        // SAFETY: live image; `cb` only touches `w`, which outlives the synchronous call.
+        let r = unsafe {
+            sys::rbd_diff_iterate2(
+                self.h,
+                std::ptr::null(),
+                off,
+                len,
+                1,
+                0,
+                Some(cb),
+                std::ptr::addr_of_mut!(w).cast(),
+            )
+        };
+        if r != -libc::ECANCELED {
+            check("rbd_diff_iterate2", r)?;
+        }
+        w.out.sort_unstable();
+        Ok(w.out)
+    }
+
     /// Whether this client holds the image's exclusive lock.
     ///
     /// # Errors

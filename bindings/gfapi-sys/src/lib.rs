@@ -111,6 +111,9 @@ extern "C" {
     pub fn glfs_close(fd: *mut glfs_fd_t) -> c_int;
     pub fn glfs_stat(fs: *mut glfs_t, path: *const c_char, buf: *mut libc::stat) -> c_int;
     pub fn glfs_fstat(fd: *mut glfs_fd_t, buf: *mut libc::stat) -> c_int;
+    /// `lseek`, with `SEEK_DATA`/`SEEK_HOLE` (passed to the bricks' `lseek` fop); -1 and
+    /// `errno` on failure (`ENXIO`: no data or hole at or after the offset).
+    pub fn glfs_lseek(fd: *mut glfs_fd_t, offset: libc::off_t, whence: c_int) -> libc::off_t;
     pub fn glfs_statvfs(fs: *mut glfs_t, path: *const c_char, buf: *mut libc::statvfs) -> c_int;
     pub fn glfs_unlink(fs: *mut glfs_t, path: *const c_char) -> c_int;
     pub fn glfs_ftruncate(

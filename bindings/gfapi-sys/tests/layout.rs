@@ -25,6 +25,7 @@ int main(void) {
   CHECK(glfs_close, int (*)(glfs_fd_t *));
   CHECK(glfs_stat, int (*)(glfs_t *, const char *, struct stat *));
   CHECK(glfs_fstat, int (*)(glfs_fd_t *, struct stat *));
+  CHECK(glfs_lseek, off_t (*)(glfs_fd_t *, off_t, int));
   CHECK(glfs_statvfs, int (*)(glfs_t *, const char *, struct statvfs *));
   CHECK(glfs_unlink, int (*)(glfs_t *, const char *));
   CHECK(glfs_ftruncate, int (*)(glfs_fd_t *, off_t, struct glfs_stat *, struct glfs_stat *));

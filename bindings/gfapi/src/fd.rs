@@ -97,6 +97,18 @@ impl Fd {
         usize::try_from(n).map_err(|_| last_errno())
     }
 
+    /// `lseek` to the next data (`libc::SEEK_DATA`) or hole (`libc::SEEK_HOLE`) at or after
+    /// `offset`; returns where it is.
+    ///
+    /// # Errors
+    /// gfapi's error: `ENXIO` when there is none before the end of the file, `EINVAL` or
+    /// `EOPNOTSUPP` when the bricks' filesystem cannot say.
+    pub fn seek(&self, offset: u64, whence: libc::c_int) -> Result<u64, Errno> {
+        // SAFETY: valid fd; no pointers.
+        let r = unsafe { sys::glfs_lseek(self.raw(), off(offset)?, whence) };
+        u64::try_from(r).map_err(|_| last_errno())
+    }
+
     /// Make written data durable.
     ///
     /// # Errors

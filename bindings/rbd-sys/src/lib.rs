@@ -176,6 +176,19 @@ extern "C" {
     pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: size_t) -> c_int;
     pub fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
     pub fn rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int;
+    /// Calls `cb(offset, len, exists, arg)` for each extent of `[ofs, ofs + len)` that
+    /// changed since `fromsnapname` (NULL: since creation, i.e. every allocated extent when
+    /// `exists` is 1); a negative return from `cb` stops the walk and is returned.
+    pub fn rbd_diff_iterate2(
+        image: rbd_image_t,
+        fromsnapname: *const c_char,
+        ofs: u64,
+        len: u64,
+        include_parent: u8,
+        whole_object: u8,
+        cb: Option<unsafe extern "C" fn(u64, size_t, c_int, *mut c_void) -> c_int>,
+        arg: *mut c_void,
+    ) -> c_int;
 
     // --- librbd: exclusive lock and watchers ----------------------------------------------
     pub fn rbd_is_exclusive_lock_owner(image: rbd_image_t, is_owner: *mut c_int) -> c_int;

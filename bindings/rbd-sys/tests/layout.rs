@@ -42,9 +42,11 @@ static int (*c20)(rbd_image_t, const char *) = rbd_snap_create;
 static int (*c21)(rados_ioctx_t, const char *, uint64_t *, time_t *) = rados_stat;
 static int (*c22)(rados_t, const char *, const char *, const char *) = rados_service_register;
 static int (*c23)(rados_t, const char *) = rados_service_update_status;
+static int (*c24)(rbd_image_t, const char *, uint64_t, uint64_t, uint8_t, uint8_t,
+                  int (*)(uint64_t, size_t, int, void *), void *) = rbd_diff_iterate2;
 int main(void) {
   void *keep[] = {c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,
-                  c18, c19, c20, c21, c22, c23};
+                  c18, c19, c20, c21, c22, c23, c24};
   (void)keep;
   P("info.size", sizeof(rbd_image_info_t));
   P("info.obj_size", offsetof(rbd_image_info_t, obj_size));

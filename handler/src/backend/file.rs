@@ -202,25 +202,16 @@ impl Backend for FileBackend {
     /// as zeros). A block device, or a filesystem without the two, reports allocated.
     fn allocation(&self, off: u64, len: u64) -> Result<(bool, u64), Errno> {
         use nix::unistd::{lseek, Whence};
-        let end = off.saturating_add(len);
-        let at = i64::try_from(off).map_err(|_| Errno::EINVAL)?;
         let fd = self.file.as_raw_fd();
-        let data = match lseek(fd, at, Whence::SeekData) {
-            Ok(d) => u64::try_from(d).unwrap_or(end),
-            // No data at or after `off`: a hole to the end of the file.
-            Err(Errno::ENXIO) => return Ok((false, len)),
-            Err(Errno::EINVAL | Errno::EOPNOTSUPP) => return Ok((true, len)),
-            Err(e) => return Err(e),
-        };
-        if data > off {
-            return Ok((false, data.min(end) - off));
-        }
-        let hole = match lseek(fd, at, Whence::SeekHole) {
-            Ok(h) => u64::try_from(h).unwrap_or(end),
-            Err(Errno::ENXIO | Errno::EINVAL | Errno::EOPNOTSUPP) => end,
-            Err(e) => return Err(e),
-        };
-        Ok((true, hole.clamp(off + 1, end.max(off + 1)) - off))
+        super::allocation_by_seek(off, len, |at, data| {
+            let at = i64::try_from(at).map_err(|_| Errno::EINVAL)?;
+            let whence = if data {
+                Whence::SeekData
+            } else {
+                Whence::SeekHole
+            };
+            lseek(fd, at, whence).map(|p| u64::try_from(p).unwrap_or(u64::MAX))
+        })
     }
 
     /// A stat of the open file: on a local disk it always answers; on a network filesystem

@@ -70,6 +70,70 @@ impl LockHolder {
     }
 }
 
+/// The answer of [`Backend::allocation`] for `[off, off + len)` from the allocated extents a
+/// store listed for that window (`(offset, length)`, sorted by offset, possibly reaching
+/// outside it): whether `off` is allocated, and for how many bytes (adjacent extents merged;
+/// at least 1 when `len` is not 0).
+#[must_use]
+pub fn allocation_in(off: u64, len: u64, extents: &[(u64, u64)]) -> (bool, u64) {
+    let end = off.saturating_add(len);
+    let mut at = off;
+    let mut allocated = None;
+    for &(start, n) in extents {
+        let stop = start.saturating_add(n);
+        if stop <= at {
+            continue;
+        }
+        match allocated {
+            // A hole before the first extent that reaches `off`.
+            None if start > at => return (false, start.min(end) - off),
+            None => allocated = Some(()),
+            // A gap ends the allocated run.
+            Some(()) if start > at => break,
+            Some(()) => {}
+        }
+        at = stop;
+        if at >= end {
+            break;
+        }
+    }
+    match allocated {
+        Some(()) => (true, (at.min(end) - off).max(u64::from(len > 0))),
+        None => (false, len),
+    }
+}
+
+/// The answer of [`Backend::allocation`] from `SEEK_DATA`/`SEEK_HOLE`: `seek(at, data)` is
+/// an `lseek` from `at` to the next data (`data` true) or hole. Data is allocated, a hole is
+/// not (and reads as zeros); a store that cannot say (`EINVAL`, `EOPNOTSUPP`) reports
+/// allocated.
+///
+/// # Errors
+/// Any other errno of `seek`.
+pub fn allocation_by_seek(
+    off: u64,
+    len: u64,
+    seek: impl Fn(u64, bool) -> Result<u64, Errno>,
+) -> Result<(bool, u64), Errno> {
+    let end = off.saturating_add(len);
+    let data = match seek(off, true) {
+        Ok(d) => d,
+        // No data at or after `off`: a hole to the end of the file.
+        Err(Errno::ENXIO) => return Ok((false, len)),
+        Err(Errno::EINVAL | Errno::EOPNOTSUPP) => return Ok((true, len)),
+        Err(e) => return Err(e),
+    };
+    if data > off {
+        return Ok((false, data.min(end) - off));
+    }
+    let hole = match seek(off, false) {
+        Ok(h) => h,
+        Err(Errno::ENXIO | Errno::EINVAL | Errno::EOPNOTSUPP) => end,
+        Err(e) => return Err(e),
+    };
+    Ok((true, hole.clamp(off + 1, end.max(off + 1)) - off))
+}
+
 /// A LUN's backing store.
 pub trait Backend: Send + Sync + 'static {
     /// Short description for logs: `file:/var/lib/disk.img`.
@@ -253,5 +317,29 @@ mod layering {
             "backend/ uses the device layer:\n{}",
             found.join("\n")
         );
+    }
+}
+
+#[cfg(test)]
+mod allocation_tests {
+    use super::allocation_in;
+
+    #[test]
+    fn extents_become_runs_from_the_offset_asked_for() {
+        // Nothing listed: a hole as long as the window.
+        assert_eq!(allocation_in(100, 50, &[]), (false, 50));
+        // A hole up to the first extent.
+        assert_eq!(allocation_in(0, 1000, &[(300, 100)]), (false, 300));
+        // An extent that began before the offset, merged with the adjacent one, up to a gap.
+        assert_eq!(
+            allocation_in(350, 1000, &[(300, 100), (400, 50), (600, 10)]),
+            (true, 100)
+        );
+        // Clipped to the window at both ends; extents wholly before the offset ignored.
+        assert_eq!(
+            allocation_in(500, 100, &[(0, 10), (450, 1000)]),
+            (true, 100)
+        );
+        assert_eq!(allocation_in(500, 100, &[(0, 10), (700, 5)]), (false, 100));
     }
 }

@@ -25,6 +25,7 @@ pub mod context;
 pub mod deadline;
 pub mod dispatch;
 pub mod exec;
+pub mod file_copy;
 pub mod handle;
 pub mod health;
 pub mod lba_status;

@@ -11,6 +11,8 @@
 //! backend, written to the destination's. Between chunks the copy checks the command's abort
 //! flag, which a task abort raises, and the device thread when it completes the command at its
 //! deadline, and stops with TASK ABORTED. It never holds the device thread: other commands keep flowing while it runs.
+//! Between two file-backed LUNs each chunk is copied by the kernel (`copy_file_range`,
+//! [`super::file_copy`]) until it refuses, and then through the bounce buffer.
 
 use super::context::{Ctx, Outcome};
 use super::exec::WorkerState;
@@ -124,7 +126,17 @@ pub fn data_in(ctx: &Ctx, link: &DeviceLink, answer: &[u8], alloc_len: u64) -> O
 }
 
 fn copy_status(ctx: &Ctx, link: &Arc<DeviceLink>, list_id: u8, alloc_len: u32) -> Outcome {
-    let Some(s) = with_copies(link, |c| c.get(&list_id).copied()) else {
+    // The status of a finished copy is reported once and then discarded (SPC-4, RECEIVE COPY
+    // RESULTS COPY STATUS: discarded when read with its list identifier); a running copy's
+    // is kept for the next query.
+    let held = with_copies(link, |c| {
+        let s = c.get(&list_id).copied();
+        if s.is_some_and(|s| s.state != CopyStatus::IN_PROGRESS) {
+            c.remove(&list_id);
+        }
+        s
+    });
+    let Some(s) = held else {
         // No copy with this list identifier is known (SPC-4 6.18.3).
         return Outcome::error(Sense::invalid_field_in_cdb(2, None).into());
     };
@@ -185,7 +197,18 @@ fn extended_copy(
         } else {
             CopyStatus::FAILED
         };
-        with_copies(link, |c| c.insert(list.list_id, st));
+        // A copy that failed before it moved a block (an unreachable or unusable target, an
+        // abort before the first chunk) keeps no status: its CHECK CONDITION said all there
+        // is, and SPC-4 leaves how long a status is kept to the copy manager
+        // (docs/conformance.md, "RECEIVE COPY RESULTS").
+        let moved = st.bytes > 0 || st.segments > 0;
+        with_copies(link, |c| {
+            if r.is_ok() || moved {
+                c.insert(list.list_id, st);
+            } else {
+                c.remove(&list.list_id);
+            }
+        });
     }
     r
 }
@@ -268,6 +291,9 @@ fn copy_range(
         && r.dst_lba < r.src_lba.saturating_add(r.blocks);
     let (src_b, dst_b) = (r.src.backend(), r.dst.backend());
     let fua = !r.dst.lun.read().write_cache;
+    // Two file-backed LUNs: the kernel copies (`copy_file_range`) until it refuses once.
+    let mut in_kernel = src_b.uring_fd().zip(dst_b.uring_fd());
+    let mut unsynced = false;
     let mut done = 0u64;
     while done < r.blocks {
         if aborted(link, slot) {
@@ -276,27 +302,36 @@ fn copy_range(
         let n = chunk.min(r.blocks - done);
         let at = if backward { r.blocks - done - n } else { done };
         let len = n * r.bs;
-        errno(
-            scratch_io(w, &*src_b, IoOp::Read, (r.src_lba + at) * r.bs, len),
-            false,
-        )?;
-        errno(
-            scratch_io(
-                w,
-                &*dst_b,
-                IoOp::Write { fua },
-                (r.dst_lba + at) * r.bs,
-                len,
-            ),
-            true,
-        )?;
+        let (src_off, dst_off) = ((r.src_lba + at) * r.bs, (r.dst_lba + at) * r.bs);
+        let copied = match in_kernel {
+            Some((sfd, dfd)) => errno(
+                super::file_copy::copy_chunk(sfd, src_off, dfd, dst_off, len),
+                true,
+            )?,
+            None => false,
+        };
+        if copied {
+            unsynced = true;
+        } else {
+            in_kernel = None;
+            errno(scratch_io(w, &*src_b, IoOp::Read, src_off, len), false)?;
+            errno(
+                scratch_io(w, &*dst_b, IoOp::Write { fua }, dst_off, len),
+                true,
+            )?;
+        }
         done += n;
         st.bytes = st.bytes.saturating_add(len);
+    }
+    if fua && unsynced {
+        // `copy_file_range` has no FUA: the destination's write cache is off, so what the
+        // kernel copied is made durable before GOOD, as each bounced write is.
+        errno(scratch_io(w, &*dst_b, IoOp::Flush, 0, 0), true)?;
     }
     Ok(())
 }
 
-fn errno(r: IoResult, is_write: bool) -> Result<(), ScsiError> {
+fn errno<T>(r: Result<T, nix::errno::Errno>, is_write: bool) -> Result<T, ScsiError> {
     r.map_err(|e| ScsiError::from_errno(e as i32, is_write))
 }
 

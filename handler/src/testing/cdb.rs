@@ -199,3 +199,36 @@ pub fn bare(opcode: u8) -> Vec<u8> {
     c[0] = opcode;
     c
 }
+
+/// GET LBA STATUS (SERVICE ACTION IN(16), 12h) from `lba` with `alloc` bytes of answer.
+#[must_use]
+pub fn get_lba_status(lba: u64, alloc: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x9E;
+    c[1] = 0x12;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&alloc.to_be_bytes());
+    c
+}
+
+/// The `(lba, blocks, provisioning status)` descriptors of a GET LBA STATUS answer
+/// (status 0: mapped, 1: deallocated).
+#[must_use]
+pub fn lba_status_descriptors(data_in: &[u8]) -> Vec<(u64, u32, u8)> {
+    let Some(len) = data_in.get(0..4) else {
+        return Vec::new();
+    };
+    let avail = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize + 4;
+    data_in[8.min(data_in.len())..avail.min(data_in.len())]
+        .chunks_exact(16)
+        .map(|d| {
+            let mut lba = [0u8; 8];
+            lba.copy_from_slice(&d[0..8]);
+            (
+                u64::from_be_bytes(lba),
+                u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
+                d[12] & 0x0F,
+            )
+        })
+        .collect()
+}

@@ -173,6 +173,47 @@ fn extended_copy_between_two_luns_copies_every_block_both_pushed_and_pulled() {
     assert_eq!(read_blocks(&mut b, 7000, 700), data, "pulled copy");
 }
 
+fn file(dir: &tempfile::TempDir, name: &str, serial: &str) -> (Harness, LunInfo) {
+    let b = FileBackend::open(&dir.path().join(name), BLOCKS * BS as u64).expect("file");
+    harness(Arc::new(b), serial)
+}
+
+#[test]
+fn extended_copy_between_two_file_luns_is_copied_by_the_kernel_and_falls_back_on_overlap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut a, lun_a) = file(&dir, "a.img", "a1a1a1a2");
+    let (mut b, lun_b) = file(&dir, "b.img", "b1b1b1b2");
+    let (na, nb) = (lun_a.naa_designator(), lun_b.naa_designator());
+    let data = pattern(5, 700 * BS);
+    write_blocks(&mut a, 100, &data);
+    let before = tcmu_warden::device::file_copy::bytes_copied_in_kernel();
+    // Pushed from A to B (write cache off on both: the copy is synced before GOOD).
+    assert_good(&xcopy(
+        &mut a,
+        &copy_list(0, 3, &[na, nb], (0, 1, 700, 100, 5000)),
+    ));
+    assert_eq!(read_blocks(&mut b, 5000, 700), data, "pushed copy");
+    assert_eq!(read_blocks(&mut b, 4999, 1), vec![0u8; BS]);
+    assert_eq!(read_blocks(&mut b, 5700, 1), vec![0u8; BS]);
+    // Other tests of this process may copy too: at least this copy's bytes were the kernel's.
+    let after = tcmu_warden::device::file_copy::bytes_copied_in_kernel();
+    assert!(
+        after - before >= 700 * BS as u64,
+        "copy_file_range used: {}",
+        after - before
+    );
+    // The files on disk agree byte for byte.
+    let fa = std::fs::read(dir.path().join("a.img")).unwrap();
+    let fb = std::fs::read(dir.path().join("b.img")).unwrap();
+    assert_eq!(&fb[5000 * BS..5700 * BS], &fa[100 * BS..800 * BS]);
+    // Overlapping ranges of one file: the kernel refuses, the bounce buffer copies.
+    assert_good(&xcopy(
+        &mut a,
+        &copy_list(0, 3, &[na], (0, 0, 700, 100, 150)),
+    ));
+    assert_eq!(read_blocks(&mut a, 150, 700), data, "overlapping copy");
+}
+
 #[test]
 fn extended_copy_within_one_lun_with_overlapping_ranges_copies_as_if_read_first() {
     let (mut a, lun) = ram("c0c0c0c1");
@@ -249,15 +290,27 @@ fn receive_copy_results_reports_operating_parameters_and_the_status_of_a_held_co
         u32::from_be_bytes([c.data_in[8], c.data_in[9], c.data_in[10], c.data_in[11]]),
         100 * 512
     );
-    // A failed held copy says so.
+    // Reported once, then discarded (SPC-4: read with its list identifier).
+    let c = a.run(&rcr_cdb(0x00, 5, 12), DataDir::FromDevice(12));
+    assert_sense(&c, (0x05, 0x24, 0x00), "discarded after it was read");
+    // A held copy refused before it moved a block keeps no status (what libiscsi's
+    // ReceiveCopyResults.CopyStatus needs after the ExtendedCopy suite's refused copies).
     assert_sense(
         &xcopy(&mut a, &copy_list(6, 0, &[n], (0, 0, 100, 0, BLOCKS - 1))),
         (0x0A, 0x0D, 0x02),
         "past the end",
     );
     let c = a.run(&rcr_cdb(0x00, 6, 12), DataDir::FromDevice(12));
+    assert_sense(
+        &c,
+        (0x05, 0x24, 0x00),
+        "nothing held for a copy that never started",
+    );
+    // The same list identifier then serves a copy that completes.
+    assert_good(&xcopy(&mut a, &copy_list(6, 0, &[n], (0, 0, 8, 0, 300))));
+    let c = a.run(&rcr_cdb(0x00, 6, 12), DataDir::FromDevice(12));
     assert_good(&c);
-    assert_eq!(c.data_in[4], 0x02, "completed with errors");
+    assert_eq!(c.data_in[4], 0x01, "completed without errors");
     // Unsupported service actions are refused by the decoder.
     let c = a.run(&rcr_cdb(0x01, 0, 12), DataDir::FromDevice(12));
     assert_sense(&c, (0x05, 0x24, 0x00), "RECEIVE DATA");
@@ -275,7 +328,8 @@ fn an_aborted_extended_copy_stops_between_chunks() {
     let ones = vec![0xA5u8; 2048 * BS];
     write_blocks(&mut a, 0, &ones);
     // 2048 blocks = 32 chunks of 40 ms each: abort after a few.
-    let list = copy_list(0, 3, &[n], (0, 0, 2048, 0, 4096));
+    // LIST ID USAGE 00b: the status of the stopped copy is held.
+    let list = copy_list(9, 0, &[n], (0, 0, 2048, 0, 4096));
     let len = u32::try_from(list.len()).unwrap();
     let started = Instant::now();
     let id = a.submit(&xcopy_cdb(len), DataDir::ToDevice(&list));
@@ -295,6 +349,12 @@ fn an_aborted_extended_copy_stops_between_chunks() {
     }
     let tail = read_blocks(&mut a, 4096 + 2047, 1);
     assert_eq!(tail, vec![0u8; BS], "the last chunk was never written");
+    // It moved some blocks, so its status is held: completed with errors, part of the bytes.
+    let c = a.run(&rcr_cdb(0x00, 9, 12), DataDir::FromDevice(12));
+    assert_good(&c);
+    assert_eq!(c.data_in[4], 0x02, "completed with errors");
+    let bytes = u32::from_be_bytes([c.data_in[8], c.data_in[9], c.data_in[10], c.data_in[11]]);
+    assert!(bytes > 0 && bytes < 2048 * 512, "partial: {bytes}");
 }
 
 #[test]

@@ -243,6 +243,23 @@ impl Backend for GlfsBackend {
         false
     }
 
+    /// gfapi's `lseek` with `SEEK_DATA`/`SEEK_HOLE` (the bricks' own, through the seek
+    /// fop): data is allocated, a hole reads as zeros. A synchronous call to a brick, so only
+    /// workers make it.
+    fn allocation(&self, off: u64, len: u64) -> Result<(bool, u64), Errno> {
+        let fd = Arc::clone(&self.shared.fd.read());
+        super::super::allocation_by_seek(off, len, |at, data| {
+            fd.seek(
+                at,
+                if data {
+                    libc::SEEK_DATA
+                } else {
+                    libc::SEEK_HOLE
+                },
+            )
+        })
+    }
+
     /// Grow the file (never shrinks it).
     fn resize(&self, new_size: u64) -> Result<(), Errno> {
         let fd = Arc::clone(&self.shared.fd.read());
