@@ -64,6 +64,10 @@ pub(crate) struct Cli {
     /// `[daemon] io_uring` setting; io_uring is used by default where the kernel allows it).
     #[arg(long)]
     no_io_uring: bool,
+    /// Microseconds each device thread busy-polls before it sleeps (0..=1000; the
+    /// `[daemon] busy_poll_us` setting, default 0: off).
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    busy_poll_us: Option<u32>,
     /// Do not mlockall or set PR_SET_IO_FLUSHER (both on by default: they keep memory
     /// reclaim from deadlocking against the I/O this daemon serves).
     #[arg(long)]
@@ -217,6 +221,7 @@ fn main() -> std::process::ExitCode {
             stop_deadline: cli.stop_timeout.map_or(d.stop_timeout, Duration::from_secs),
             inline_qd1: d.inline_qd1 && !cli.no_inline,
             io_uring: d.io_uring && !cli.no_io_uring,
+            busy_poll: Duration::from_micros(u64::from(cli.busy_poll_us.unwrap_or(d.busy_poll_us))),
             ..DeviceConfig::default()
         },
         reclaim_safety: d.mlock && !cli.no_mlock,

@@ -9,7 +9,7 @@
 //!   already served is never dropped by `tier_policy = "refuse"`, only warned about), `faults`,
 //!   and `log_level`;
 //! - **for devices opened from now on**: `device_workers`, `max_inflight`, `stop_timeout`,
-//!   `inline_qd1`, `io_uring`;
+//!   `inline_qd1`, `io_uring`, `busy_poll_us`;
 //! - **after a restart**: `metrics_addr`, `reply_mode`, `mlock`, `workers` (the size of the
 //!   shared worker pool) (the log says so).
 //!
@@ -59,6 +59,9 @@ pub fn reload(cfg: &DaemonConfig, served: &mut HashMap<u32, Served>) -> Option<D
             "stop_timeout" => next.device.stop_deadline = d.stop_timeout,
             "inline_qd1" => next.device.inline_qd1 = d.inline_qd1,
             "io_uring" => next.device.io_uring = d.io_uring,
+            "busy_poll_us" => {
+                next.device.busy_poll = std::time::Duration::from_micros(u64::from(d.busy_poll_us));
+            }
             _ => {}
         }
     }

@@ -42,6 +42,9 @@ pub struct DeviceConfig {
     /// (the file backend) from the device thread through its own io_uring (see
     /// [`super::uring`]); false, or io_uring unavailable: the workers run them.
     pub io_uring: bool,
+    /// Busy-poll this long before the device thread sleeps, when recent idle gaps were
+    /// shorter (see [`super::spin`]); zero: never.
+    pub busy_poll: Duration,
     /// The handler's own deadline per command (see [`super::deadline`]); None: no deadline.
     pub command_deadline: Option<Duration>,
     /// Releases a kept data buffer (`action/free_kept_buf`); without it, and without
@@ -133,6 +136,7 @@ impl Default for DeviceConfig {
             stop_deadline: Duration::from_secs(10),
             inline_qd1: true,
             io_uring: true,
+            busy_poll: Duration::ZERO,
             command_deadline: None,
             free_kept_buf: None,
             outlier_threshold: Some(Duration::from_secs(1)),

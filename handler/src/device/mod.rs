@@ -32,6 +32,7 @@ pub mod link;
 pub mod outliers;
 pub mod range_lock;
 pub mod reconfig;
+pub mod spin;
 pub mod stats;
 mod thread;
 pub mod uring;

@@ -19,6 +19,7 @@ use super::exec::WorkerState;
 use super::handle::{AluaSource, DeviceConfig, FreeKeptBuf};
 use super::link::DeviceLink;
 use super::range_lock::RangeTable;
+use super::spin::BusyPoll;
 use super::stats::DeviceStats;
 use super::uring::Uring;
 use super::warm;
@@ -95,6 +96,7 @@ pub(super) fn start(
         deadline: cfg.stop_deadline,
         inline_state: WorkerState::new(0),
         uring,
+        spin: BusyPoll::new(cfg.busy_poll),
         last_batch: 0,
         uio_ready: true,
         wake_ready: true,
@@ -156,6 +158,8 @@ struct DeviceThread {
     inline_state: WorkerState,
     /// The device's io_uring for file I/O (None: unavailable or turned off).
     uring: Option<Uring>,
+    /// Busy-poll before sleeping (`[daemon] busy_poll_us`; off: never spins).
+    spin: BusyPoll,
     /// Commands read in the last pass over the ring (the recent queue depth).
     last_batch: usize,
     /// poll() reported the uio fd readable: consume the event before draining.
@@ -254,6 +258,10 @@ impl DeviceThread {
             self.link.set_sleeping(false);
             return;
         }
+        if stop_by.is_none() && self.spin_found_work() {
+            self.link.set_sleeping(false);
+            return;
+        }
         let mut timeout = stop_by.map_or(1000, |t| {
             t.saturating_duration_since(Instant::now())
                 .as_millis()
@@ -298,6 +306,7 @@ impl DeviceThread {
             tracing::warn!(device = %self.link.name, "poll failed: {}", nix::errno::Errno::last());
             std::thread::sleep(Duration::from_millis(10));
         }
+        self.spin.woke();
         self.uio_ready = stop_by.is_none() && fds[0].revents & libc::POLLIN != 0;
         // `watch` is a sub-slice of `fds`, so the eventfd's result is in fds[1] either way.
         self.wake_ready = fds[1].revents & libc::POLLIN != 0;
@@ -308,6 +317,24 @@ impl DeviceThread {
             self.stop.store(true, Ordering::SeqCst);
         }
         self.link.set_sleeping(false);
+    }
+
+    /// Busy-poll (see [`BusyPoll`]) for a new command in the ring, a worker's completion or
+    /// an io_uring completion; true when one came (the loop runs again without sleeping).
+    fn spin_found_work(&mut self) -> bool {
+        if !self.spin.enabled() || self.broken {
+            return false;
+        }
+        let (ring, done, uring) = (&self.ring, &self.done_rx, &mut self.uring);
+        let mut new_cmd = false;
+        let found = self.spin.wait(|| {
+            new_cmd = ring.has_new();
+            new_cmd || !done.is_empty() || uring.as_mut().is_some_and(Uring::has_completions)
+        });
+        // The doorbell's event for the new command is consumed before the ring is drained,
+        // as after a poll (reading it never blocks: the uio fd is non-blocking).
+        self.uio_ready |= new_cmd;
+        found
     }
 
     fn reap(&mut self) {
