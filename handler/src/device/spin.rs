@@ -139,7 +139,7 @@ mod tests {
     fn long_gaps_stop_the_spinning_except_for_a_periodic_probe_and_short_ones_resume_it() {
         let mut p = BusyPoll::new(Duration::from_micros(100));
         // Idle periods of ~3 ms (slept, then woken): the average climbs above the budget.
-        let mut long_gap = |p: &mut BusyPoll, checked: &mut u32| {
+        let long_gap = |p: &mut BusyPoll, checked: &mut u32| {
             let spun = p.wait(|| {
                 *checked += 1;
                 false
@@ -153,7 +153,7 @@ mod tests {
             long_gap(&mut p, &mut checked);
         }
         let (_, spins) = p.counts();
-        assert!(spins >= 1 && spins < 8, "stopped spinning: {spins} spins");
+        assert!((1..8).contains(&spins), "stopped spinning: {spins} spins");
         checked = 0;
         for _ in 0..(2 * PROBE_EVERY) {
             long_gap(&mut p, &mut checked);
