@@ -1014,6 +1014,11 @@ faults = ""
         refused("[defaults]\nio_timeout = \"0s\"\n", 2, &["greater than 0"]);
         refused("\n[daemon]\nworkers = 0\n", 3, &["workers = 0", "1 to 256"]);
         refused("[daemon]\nmax_inflight = 70000\n", 2, &["1 to 65535"]);
+        refused(
+            "[daemon]\nbusy_poll_us = 1001\n",
+            2,
+            &["busy_poll_us = 1001", "0 to 1000"],
+        );
         refused("[daemon]\nreply_mode = \"yes\"\n", 2, &["invalid type"]);
         refused(
             "[daemon]\nmetrics_addr = \"localhost\"\n",
