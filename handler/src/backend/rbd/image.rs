@@ -15,7 +15,7 @@ pub struct Opened {
     pub client: Arc<Client>,
     /// The header object (`rbd_header.<id>`), which `ping` stats.
     pub header: String,
-    /// librbd's cache is on for this image (its effective `rbd_cache`, see [`cache_on`]):
+    /// librbd's cache is on for this image (its effective `rbd_cache`, read at open):
     /// a FUA write then needs a flush after it (docs/rbd.md, "FUA writes and librbd's cache").
     pub cache: bool,
 }
