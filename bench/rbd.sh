@@ -10,6 +10,7 @@
 # Usage: bench/rbd.sh                       (starts its own throwaway cluster)
 #        TCMU_RBD_CONF=<ceph.conf> bench/rbd.sh  (uses a running one; tests/ceph/run.sh)
 #        BENCH_QUICK=1 ...                  (short runs; the numbers are rough)
+#        RBD_BENCH_WRITE_CACHE=0 ...        (the LUN's write cache off: every write FUA)
 #        RBD_BENCH_PROFILE=release ...      (build the driver optimised; default: the test
 #                                            profile, which the ceph stage has built already)
 set -euo pipefail
@@ -46,7 +47,7 @@ profile=()
 warden() { # mode
     local out
     out=$(TCMU_RBD_CONF=$conf RBD_BENCH_IMAGE=$img RBD_BENCH_SIZE=$((size_mb << 20)) RBD_BENCH_SECS=$secs \
-        RBD_BENCH_QD=$qd RBD_BENCH_MODES=$1 cargo test -q "${profile[@]}" -p tcmu-warden --all-features \
+        RBD_BENCH_QD=$qd RBD_BENCH_MODES=$1 RBD_BENCH_WRITE_CACHE=${RBD_BENCH_WRITE_CACHE:-1} cargo test -q "${profile[@]}" -p tcmu-warden --all-features \
         --test rbd_bench -- --ignored --nocapture 2>&1) || { echo "$out" >&2; return 1; }
     grep "^RESULT $1 " <<<"$out" | sed 's/.*iops=\([0-9.]*\).*mib_s=\([0-9.]*\).*/\1 \2/'
 }

@@ -92,7 +92,8 @@ fn harness(backend: Arc<dyn Backend>, size: u64) -> Harness {
 }
 
 /// `write_cache` false is what Linux sees by default on a user backstore (WCE 0): every
-/// write is then FUA, which the backend turns into write + flush.
+/// write is then FUA (write + flush only while librbd's cache is on for the image, see
+/// docs/rbd.md).
 fn harness_wc(backend: Arc<dyn Backend>, size: u64, write_cache: bool) -> Harness {
     let mut lun = LunSpec::new(size, BS as u32)
         .hw_max_sectors(2048)
@@ -416,7 +417,8 @@ fn blocklisted_by_a_lock_breaker_recovers_by_itself() {
 }
 
 /// The same with the write cache off (Linux's default view of a user backstore: WCE 0), so
-/// every write is FUA (write + flush). A flush used to switch librbd's cache from
+/// every write is FUA (a plain write while librbd's cache is off, docs/rbd.md). A flush used
+/// to switch librbd's cache from
 /// write-through to write-around, which acknowledges writes before the OSD has them: writes
 /// in flight at the blocklisting were then acknowledged GOOD and lost (found by the VM
 /// scenario, tests/vm/scenarios/rbd.sh: fio read zeros back).
@@ -1212,4 +1214,68 @@ fn get_lba_status_reports_rbd_allocation_from_diff_iterate() {
     assert!(u64::from(n) >= obj, "all of object 1: {n}");
     // Object 0 keeps its data.
     assert_eq!(status_at(&mut h, 100).2, MAPPED);
+}
+
+/// The backend skips the flush after a FUA write when librbd's cache is off for the image
+/// (docs/rbd.md, "FUA writes and librbd's cache"); it reads the image's *effective*
+/// `rbd_cache`: the client's `false` (as the backend's clients set it), overridden by an
+/// image-level `rbd config image set ... rbd_cache true`. Both reads are checked here, then a
+/// LUN on the overridden image still serves FUA writes (write + flush) that read back.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn the_effective_rbd_cache_of_an_image_includes_its_overrides() {
+    let admin = admin();
+    let name = unique("cacheopt");
+    let size = 8u64 << 20;
+    create_image(&admin, "rbd", None, &name, size);
+    let client = Cluster::connect(&ConnectOptions {
+        id: None,
+        conf: Some(conf().into()),
+        set: vec![("rbd_cache".to_string(), "false".to_string())],
+    })
+    .unwrap();
+    let io = IoCtx::new(&client, "rbd", None).unwrap();
+    let img = Image::open(&io, &name, None, false).unwrap();
+    assert_eq!(
+        img.config_get("rbd_cache").unwrap().as_deref(),
+        Some("false")
+    );
+    assert_eq!(img.config_get("no_such_option_here").unwrap(), None);
+    drop(img);
+    let spec = format!("rbd/{name}");
+    let st = std::process::Command::new("timeout")
+        .args([
+            "20",
+            "rbd",
+            "-c",
+            &conf(),
+            "config",
+            "image",
+            "set",
+            &spec,
+            "rbd_cache",
+            "true",
+        ])
+        .status()
+        .expect("run the rbd CLI");
+    assert!(st.success(), "rbd config image set failed: {st}");
+    let img = Image::open(&io, &name, None, false).unwrap();
+    assert_eq!(
+        img.config_get("rbd_cache").unwrap().as_deref(),
+        Some("true")
+    );
+    drop(img);
+    // With the override the LUN's FUA writes are write + flush; they complete and read back.
+    let backend = open_lun(&format!("rbd/{name};conf={}", conf()), size, None);
+    let mut h = harness_wc(backend, size, false);
+    let data = vec![0x5au8; 8 * BS];
+    assert_good(&h.run(&cdb::write16(16, 8, false), DataDir::ToDevice(&data)));
+    let r = h.run(&cdb::read16(16, 8), DataDir::FromDevice(8 * BS));
+    assert_good(&r);
+    assert_eq!(r.data_in, data);
+    h.stop();
+    IoCtx::new(&admin, "rbd", None)
+        .unwrap()
+        .remove_image(&name)
+        .unwrap();
 }

@@ -5,7 +5,9 @@
 //!
 //! Ignored by default; environment: `TCMU_RBD_CONF`, `RBD_BENCH_IMAGE` (in pool `rbd`),
 //! `RBD_BENCH_SIZE` (bytes), `RBD_BENCH_SECS` (per mode, default 5), `RBD_BENCH_QD` (16),
-//! `RBD_BENCH_MODES` (default `randread,randwrite,write1m,read1m`).
+//! `RBD_BENCH_MODES` (default `randread,randwrite,write1m,read1m`), `RBD_BENCH_WRITE_CACHE`
+//! (`0`: the LUN's write cache off, so every write is FUA, as Linux sees a user backstore by
+//! default; default on).
 #![cfg(feature = "rbd")]
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
@@ -46,6 +48,7 @@ fn rbd_bench_through_the_emulated_ring() {
     let bs = 4096usize;
     let lun = LunSpec::new(size, bs as u32)
         .hw_max_sectors(2048)
+        .write_cache(env("RBD_BENCH_WRITE_CACHE").as_deref() != Some("0"))
         .serial("bench")
         .lun_info(backend.as_ref());
     // As the kernel does: blocks allocated lowest-free-first and adjacent ones merged into

@@ -316,6 +316,50 @@ impl Image {
         .map(drop)
     }
 
+    /// The effective value of configuration option `name` for this image (the client's
+    /// configuration with the pool's and the image's overrides applied), `None` when librbd
+    /// lists no such option.
+    ///
+    /// # Errors
+    /// The librbd error.
+    pub fn config_get(&self, name: &str) -> Result<Option<String>> {
+        let mut cap: usize = 256;
+        loop {
+            // SAFETY: rbd_config_option_t is plain old data (NULL pointers and an integer).
+            let mut v: Vec<sys::rbd_config_option_t> = vec![unsafe { std::mem::zeroed() }; cap];
+            let mut n = libc::c_int::try_from(cap).unwrap_or(libc::c_int::MAX);
+            // SAFETY: live image; `v` has room for `n` entries.
+            let r = unsafe { sys::rbd_config_image_list(self.h, v.as_mut_ptr(), &mut n) };
+            let needed = usize::try_from(n).unwrap_or(0);
+            if r == -libc::ERANGE && needed > cap && cap < 1 << 16 {
+                cap = needed;
+                continue;
+            }
+            check("rbd_config_image_list", r)?;
+            let n = needed.min(cap);
+            let text = |p: *mut c_char| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    // SAFETY: librbd filled a NUL-terminated string.
+                    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+                }
+            };
+            let out = v[..n]
+                .iter()
+                .find(|o| text(o.name) == name)
+                .map(|o| text(o.value));
+            // SAFETY: frees what librbd allocated for the `n` entries, once.
+            unsafe {
+                sys::rbd_config_image_list_cleanup(
+                    v.as_mut_ptr(),
+                    libc::c_int::try_from(n).unwrap_or(0),
+                );
+            };
+            return Ok(out);
+        }
+    }
+
     /// The watchers of the image header.
     ///
     /// # Errors

@@ -33,6 +33,22 @@ pub const RBD_FEATURE_EXCLUSIVE_LOCK: u64 = 1 << 2;
 /// `LIBRADOS_OP_FLAG_FADVISE_FUA`: write through to stable storage.
 pub const LIBRADOS_OP_FLAG_FADVISE_FUA: c_int = 0x80;
 
+/// `rbd_config_source_t`: where an image's effective option value comes from.
+pub type rbd_config_source_t = c_int;
+
+/// `rbd_config_option_t` (from `rbd_config_image_list`): one option's effective value.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_config_option_t {
+    /// Option name, NUL-terminated (allocated by librbd).
+    pub name: *mut c_char,
+    /// Its value as text, NUL-terminated (allocated by librbd).
+    pub value: *mut c_char,
+    /// `RBD_CONFIG_SOURCE_CONFIG` (the client's configuration), `_POOL` or `_IMAGE` (an
+    /// override stored in the pool or the image).
+    pub source: rbd_config_source_t,
+}
+
 /// `rbd_image_info_t` (from `rbd_stat`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +190,16 @@ extern "C" {
     pub fn rbd_get_features(image: rbd_image_t, features: *mut u64) -> c_int;
     /// `-ERANGE` when `id_len` is too small.
     pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: size_t) -> c_int;
+    /// The image's effective configuration (client, pool and image overrides applied).
+    /// `*max_options` is the room in `options` on entry and the count on return; `-ERANGE`
+    /// when the room is short (the count needed is then in `*max_options`).
+    pub fn rbd_config_image_list(
+        image: rbd_image_t,
+        options: *mut rbd_config_option_t,
+        max_options: *mut c_int,
+    ) -> c_int;
+    /// Frees what `rbd_config_image_list` filled in.
+    pub fn rbd_config_image_list_cleanup(options: *mut rbd_config_option_t, max_options: c_int);
     pub fn rbd_resize(image: rbd_image_t, size: u64) -> c_int;
     pub fn rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int;
     /// Calls `cb(offset, len, exists, arg)` for each extent of `[ofs, ofs + len)` that

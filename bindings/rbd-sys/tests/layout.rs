@@ -44,9 +44,11 @@ static int (*c22)(rados_t, const char *, const char *, const char *) = rados_ser
 static int (*c23)(rados_t, const char *) = rados_service_update_status;
 static int (*c24)(rbd_image_t, const char *, uint64_t, uint64_t, uint8_t, uint8_t,
                   int (*)(uint64_t, size_t, int, void *), void *) = rbd_diff_iterate2;
+static int (*c25)(rbd_image_t, rbd_config_option_t *, int *) = rbd_config_image_list;
+static void (*c26)(rbd_config_option_t *, int) = rbd_config_image_list_cleanup;
 int main(void) {
   void *keep[] = {c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17,
-                  c18, c19, c20, c21, c22, c23, c24};
+                  c18, c19, c20, c21, c22, c23, c24, c25, c26};
   (void)keep;
   P("info.size", sizeof(rbd_image_info_t));
   P("info.obj_size", offsetof(rbd_image_info_t, obj_size));
@@ -59,6 +61,10 @@ int main(void) {
   P("watcher.id", offsetof(rbd_image_watcher_t, id));
   P("watcher.cookie", offsetof(rbd_image_watcher_t, cookie));
   P("lock_mode.size", sizeof(rbd_lock_mode_t));
+  P("config_option.size", sizeof(rbd_config_option_t));
+  P("config_option.value", offsetof(rbd_config_option_t, value));
+  P("config_option.source", offsetof(rbd_config_option_t, source));
+  P("config_source.size", sizeof(rbd_config_source_t));
   P("LOCK_EXCLUSIVE", RBD_LOCK_MODE_EXCLUSIVE);
   P("LOCK_SHARED", RBD_LOCK_MODE_SHARED);
   P("MAX_IMAGE_NAME", RBD_MAX_IMAGE_NAME_SIZE);
@@ -123,6 +129,22 @@ fn layout_matches_system_headers() {
             offset_of!(rbd_image_watcher_t, cookie) as u64,
         ),
         ("lock_mode.size", size_of::<rbd_lock_mode_t>() as u64),
+        (
+            "config_option.size",
+            size_of::<rbd_config_option_t>() as u64,
+        ),
+        (
+            "config_option.value",
+            offset_of!(rbd_config_option_t, value) as u64,
+        ),
+        (
+            "config_option.source",
+            offset_of!(rbd_config_option_t, source) as u64,
+        ),
+        (
+            "config_source.size",
+            size_of::<rbd_config_source_t>() as u64,
+        ),
         ("LOCK_EXCLUSIVE", RBD_LOCK_MODE_EXCLUSIVE as u64),
         ("LOCK_SHARED", RBD_LOCK_MODE_SHARED as u64),
         ("MAX_IMAGE_NAME", RBD_MAX_IMAGE_NAME_SIZE as u64),

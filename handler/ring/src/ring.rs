@@ -455,6 +455,17 @@ impl Ring {
         Ok((len_op, len, next))
     }
 
+    /// Whether the kernel has posted entries not read yet: a load of `cmd_head`, nothing
+    /// changed (for a busy-poll before sleeping; [`Ring::next`] reads them).
+    #[must_use]
+    pub fn has_new(&self) -> bool {
+        self.read != self.head
+            || self
+                .map
+                .load_acquire_u32(mailbox::CMD_HEAD)
+                .is_ok_and(|h| h != self.read)
+    }
+
     /// Reads the next entry between the private read index and `cmd_head`. Returns `None` when
     /// caught up. After a corrupt header every call returns the same `Corrupt` error.
     pub fn next(

@@ -47,6 +47,24 @@ fn pitfall_01_reading_does_not_move_cmd_tail() {
     assert_eq!(h.emu.outstanding(), 1);
 }
 
+/// `Ring::has_new` (the busy-poll's check) sees a posted entry without reading it, and is
+/// false again once `next` has read everything.
+#[test]
+fn has_new_peeks_at_cmd_head_without_reading() {
+    let mut h = H::small();
+    assert!(!h.ring.has_new());
+    let a = h.emu.submit(&TUR, DataDir::None).unwrap();
+    assert!(h.ring.has_new());
+    assert!(h.ring.has_new(), "a peek reads nothing");
+    assert_eq!(h.next_cmd(), a);
+    assert!(!h.ring.has_new());
+    let b = h.emu.submit(&TUR, DataDir::None).unwrap();
+    assert!(h.ring.has_new());
+    assert_eq!(h.next_cmd(), b);
+    assert!(h.next().is_none());
+    assert!(!h.ring.has_new());
+}
+
 #[test]
 fn pitfall_02_offsets_cdb_iov_sense() {
     let mut h = H::small();

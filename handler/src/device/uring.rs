@@ -11,13 +11,18 @@
 //! for the rest, as the file backend's own `submit` does.
 //!
 //! Nothing here blocks: the kernel runs an operation that would block on its own workers.
+//! One exception, by design: a WRITE to a file in memory (tmpfs, ramfs: no device under it,
+//! so nothing to hang on) is written at once with `pwritev2` on this thread, because the
+//! kernel cannot write such a file without blocking and would hand every one of these
+//! writes to its io_uring worker (one per file, in order), at the cost of two cross-thread
+//! wake-ups per command (docs/DESIGN.md, "io_uring").
 
 use super::context::Ctx;
 use crate::backend::Backend;
 use io_uring::{opcode, squeue, types, IoUring};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// Most iovecs one READV/WRITEV takes (`IOV_MAX` on Linux); longer lists are done in parts.
@@ -84,6 +89,9 @@ pub struct Uring {
     no_dsync: bool,
     /// Submission failed with this error last time (logged once per error).
     last_submit_error: Option<Errno>,
+    /// The last backend asked about, and whether its file is in memory
+    /// ([`in_memory_file`]); the weak reference keeps its address from being reused.
+    memory_file: Option<(Weak<dyn Backend>, bool)>,
 }
 
 impl Uring {
@@ -108,6 +116,7 @@ impl Uring {
             stamp,
             no_dsync: false,
             last_submit_error: None,
+            memory_file: None,
         })
     }
 
@@ -171,6 +180,14 @@ impl Uring {
             self.ready(ctx);
             return Ok(());
         }
+        if matches!(op, UringOp::Write { .. }) && self.is_memory_file(&a._backend, fd) {
+            let mut a = a;
+            let result = write_now(&mut a);
+            let mut ctx = a.ctx;
+            ctx.backend_result = result;
+            self.ready(ctx);
+            return Ok(());
+        }
         let sqe = sqe_for(&a, slot);
         if !self.push(&sqe) {
             return Err(a.ctx);
@@ -178,6 +195,18 @@ impl Uring {
         self.away[slot] = Some(a);
         self.in_flight += 1;
         Ok(())
+    }
+
+    /// Whether `backend`'s file `fd` is in memory (asked once per backend).
+    fn is_memory_file(&mut self, backend: &Arc<dyn Backend>, fd: RawFd) -> bool {
+        if let Some((w, yes)) = &self.memory_file {
+            if std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(backend)) {
+                return *yes;
+            }
+        }
+        let yes = in_memory_file(fd);
+        self.memory_file = Some((Arc::downgrade(backend), yes));
+        yes
     }
 
     /// Push one entry, submitting what is queued first when the queue is full.
@@ -352,6 +381,59 @@ impl Uring {
     }
 }
 
+/// `statfs` magic numbers of the file systems whose files live in memory.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Whether `fd` is a file on tmpfs or ramfs: a write to it copies into memory and waits on
+/// no device (false when `fstatfs` fails).
+fn in_memory_file(fd: RawFd) -> bool {
+    // SAFETY: statfs is plain old data; zeroed is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid statfs to write; the fd is held open by the caller's backend.
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    magic == TMPFS_MAGIC || magic == RAMFS_MAGIC
+}
+
+/// Write `a` now with `pwritev2` (a file in memory, see the module docs): the whole transfer,
+/// short writes continued; a FUA write with RWF_DSYNC, or followed by `fdatasync` where the
+/// file refuses that flag.
+fn write_now(a: &mut Away) -> Result<(), Errno> {
+    let mut retries = 0;
+    while a.done < a.len && !a.ctx.iov.remaining().is_empty() {
+        let rest = a.ctx.iov.remaining();
+        let flags = if a.dsync { libc::RWF_DSYNC } else { 0 };
+        let at = libc::off_t::try_from(a.offset + a.done).map_err(|_| Errno::EINVAL)?;
+        let count = i32::try_from(iov_count(rest)).unwrap_or(0);
+        // SAFETY: the iovecs point into the ring's data area, valid and not written by anyone
+        // else while the command is in flight (the context holds them); the fd is held open
+        // by the backend in `a`.
+        let n = unsafe { libc::pwritev2(a.fd, rest.as_ptr(), count, at, flags) };
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINTR | Errno::EAGAIN if retries < 8 => retries += 1,
+                Errno::EOPNOTSUPP | Errno::ENOSYS if a.dsync => a.dsync = false,
+                e => return Err(e),
+            }
+            continue;
+        }
+        if n == 0 {
+            return Err(Errno::EIO);
+        }
+        let n = n.unsigned_abs() as u64;
+        a.done += n;
+        a.ctx.iov.advance(n);
+    }
+    if matches!(a.op, UringOp::Write { fua: true }) && !a.dsync {
+        nix::unistd::fdatasync(a.fd)?;
+    }
+    Ok(())
+}
+
 /// The submission entry for `a`'s next part or step, tagged with `slot`.
 fn sqe_for(a: &Away, slot: usize) -> squeue::Entry {
     let fd = types::Fd(a.fd);
@@ -380,4 +462,25 @@ fn sqe_for(a: &Away, slot: usize) -> squeue::Entry {
 
 fn iov_count(iov: &[libc::iovec]) -> u32 {
     u32::try_from(iov.len().min(IOV_MAX)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_memory_file;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_file_on_tmpfs_is_in_memory_and_one_on_disk_or_a_closed_fd_is_not() {
+        let shm = tempfile::tempfile_in("/dev/shm").unwrap();
+        assert!(in_memory_file(shm.as_raw_fd()));
+        // The build directory is on a disk (not tmpfs) on the machines this runs on.
+        let disk = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let on_tmpfs = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T", env!("CARGO_MANIFEST_DIR")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs")
+            .unwrap_or(false);
+        assert_eq!(in_memory_file(disk.as_raw_fd()), on_tmpfs);
+        assert!(!in_memory_file(-1));
+    }
 }

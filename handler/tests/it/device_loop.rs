@@ -136,6 +136,46 @@ fn file_io_through_io_uring_and_through_the_workers_gives_the_same_data() {
     assert_eq!(seen[0], seen[1]);
 }
 
+/// A file on tmpfs: its WRITEs are written at once on the device thread (no io_uring worker,
+/// see `device/uring.rs`), READs still go through io_uring. Plain and FUA writes (write cache
+/// off: every WRITE is FUA), single and batched, large ones with many iovecs and ones that
+/// extend past what was written, all read back; the file holds them.
+#[test]
+fn file_io_on_tmpfs_writes_at_once_and_reads_back() {
+    for write_cache in [true, false] {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let path = dir.path().join("lun.img");
+        let b = Arc::new(FileBackend::open(&path, BLOCKS * BS as u64).unwrap());
+        let l = lun(b.as_ref(), write_cache);
+        let mut h = Harness::new(b, l, emu(4 << 20), &DeviceConfig::default());
+        let mut ids = Vec::new();
+        for i in 0..32u64 {
+            let d = pattern(i as u8 ^ 0x55, 8 * BS);
+            ids.push(h.submit(&cdb::write16(i * 16, 8, i % 3 == 0), DataDir::ToDevice(&d)));
+        }
+        for id in ids.drain(..) {
+            assert_good(&h.wait(id));
+        }
+        let big = pattern(9, 512 * BS);
+        assert_good(&h.run(&cdb::write16(1024, 512, false), DataDir::ToDevice(&big)));
+        assert_good(&h.run(&cdb::sync16(), DataDir::None));
+        let c = h.run(&cdb::read16(1024, 512), DataDir::FromDevice(512 * BS));
+        assert_good(&c);
+        assert_eq!(c.data_in, big);
+        for i in 0..32u64 {
+            let c = h.run(&cdb::read16(i * 16, 8), DataDir::FromDevice(8 * BS));
+            assert_good(&c);
+            assert_eq!(c.data_in, pattern(i as u8 ^ 0x55, 8 * BS), "block {i}");
+        }
+        assert!(h.stats().uring_submitted.load(Ordering::Relaxed) >= 66);
+        h.stop();
+        let on_file = std::fs::read(&path).unwrap();
+        assert_eq!(&on_file[1024 * BS..1536 * BS], &big[..]);
+        assert_eq!(&on_file[16 * BS..24 * BS], &pattern(1 ^ 0x55, 8 * BS)[..]);
+    }
+}
+
+
 /// A LUN whose "file" is a FIFO: a READ waits in the kernel (inside io_uring) until the test
 /// writes into the FIFO. Returns the harness, the FIFO's writer end and the kept-buffer log.
 fn hung_file_lun(

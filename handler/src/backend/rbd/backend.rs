@@ -8,7 +8,7 @@
 //!
 //! Slots are preallocated (each with its [`AioTarget`]), so starting an operation allocates
 //! nothing but librbd's own completion. The completion thread (`rbd-io`) observes librbd's
-//! latency, turns a FUA write into write + flush, and notices blocklisting (`ESHUTDOWN`): it
+//! latency, turns a FUA write into write + flush while librbd's cache is on, and notices blocklisting (`ESHUTDOWN`): it
 //! completes the command with that errno (NOT READY, LOGICAL UNIT IN ASYMMETRIC ACCESS STATE
 //! TRANSITION: retried by the initiator) and wakes the monitor thread (`rbd-mon`, see
 //! [`super::monitor`]), which reopens the image on a fresh client. Until then new commands
@@ -236,6 +236,16 @@ impl RbdBackend {
     }
 }
 
+/// Whether a write needs `rbd_aio_flush` after it before it completes: only a FUA write
+/// (every write while the LUN's write cache is off) and only while librbd's cache is on for
+/// the image. With the cache off librbd completes a write when the OSDs have committed it,
+/// which is durable already; the flush would add a round trip and nothing durable
+/// (docs/rbd.md, "FUA writes and librbd's cache").
+#[must_use]
+pub(super) fn flush_after_write(fua: bool, librbd_cache: bool) -> bool {
+    fua && librbd_cache
+}
+
 impl Inner {
     /// Who holds the exclusive lock, as last seen.
     pub fn holder(&self) -> LockHolder {
@@ -293,6 +303,7 @@ impl Inner {
             }
         };
         let opened = Arc::clone(&inner.current.read());
+        let flush_after = flush_after_write(fua, opened.cache);
         inner.inflight.fetch_add(1, Ordering::AcqRel);
         // Hold the slot's lock across the aio call: the completion thread takes it to finish
         // the operation, so it cannot see the slot before the operation is in it.
@@ -302,7 +313,7 @@ impl Inner {
             completion,
             opened,
             start: Instant::now(),
-            flush_after: fua,
+            flush_after,
         });
         let (off, len) = (f.io.offset(), f.io.len());
         let image = &f.opened.image;
@@ -733,5 +744,18 @@ mod tests {
         assert!(!caw_fits_librbd(0, 1024), "two 512-byte blocks");
         assert!(!caw_fits_librbd(0, 4096), "one 4096-byte block");
         assert!(!caw_fits_librbd(256, 512), "crosses a sector boundary");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flush_after_write;
+
+    #[test]
+    fn a_fua_write_is_flushed_only_while_librbds_cache_is_on() {
+        assert!(flush_after_write(true, true));
+        assert!(!flush_after_write(true, false));
+        assert!(!flush_after_write(false, true));
+        assert!(!flush_after_write(false, false));
     }
 }

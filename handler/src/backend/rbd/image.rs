@@ -15,6 +15,9 @@ pub struct Opened {
     pub client: Arc<Client>,
     /// The header object (`rbd_header.<id>`), which `ping` stats.
     pub header: String,
+    /// librbd's cache is on for this image (its effective `rbd_cache`, read at open):
+    /// a FUA write then needs a flush after it (docs/rbd.md, "FUA writes and librbd's cache").
+    pub cache: bool,
 }
 
 /// Why an open failed, in words naming the object, plus the errno.
@@ -121,9 +124,56 @@ pub fn open_on(
         .id()
         .map(|id| format!("rbd_header.{id}"))
         .unwrap_or_default();
+    let cache = cache_on(&image, &client);
+    if cache {
+        tracing::info!(image = %cfg.spec(), "rbd: librbd's cache is on for this image: FUA writes are write + flush");
+    }
     Ok(Opened {
         image,
         client,
         header,
+        cache,
     })
+}
+
+/// Whether librbd's cache is on for `image`: its effective `rbd_cache` (the client sets it
+/// false, but a pool or image override, `rbd config image set ... rbd_cache true`, wins),
+/// else the client's own setting; when neither can be read, on (a flush too many costs a
+/// round trip, a flush too few could lose an acknowledged write).
+fn cache_on(image: &Image, client: &Client) -> bool {
+    let value = image
+        .config_get("rbd_cache")
+        .ok()
+        .flatten()
+        .or_else(|| client.cluster.conf_get("rbd_cache").ok());
+    value.as_deref().and_then(parse_conf_bool).unwrap_or(true)
+}
+
+/// A Ceph boolean option's text (`true`/`false`, `1`/`0`, `yes`/`no`, any case); None when
+/// it is none of these.
+#[must_use]
+pub fn parse_conf_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_conf_bool;
+
+    #[test]
+    fn ceph_booleans_parse_and_anything_else_is_unknown() {
+        for t in ["true", "TRUE", " 1", "yes", "on"] {
+            assert_eq!(parse_conf_bool(t), Some(true), "{t}");
+        }
+        for f in ["false", "False", "0", "no", "off\n"] {
+            assert_eq!(parse_conf_bool(f), Some(false), "{f}");
+        }
+        for x in ["", "2", "maybe", "truee"] {
+            assert_eq!(parse_conf_bool(x), None, "{x}");
+        }
+    }
 }
