@@ -315,7 +315,8 @@ impl EventLoop {
             ),
             KIND_WAKE => s.dev.wake_event(),
             // io_uring completions: the pass reaps them.
-            KIND_URING | _ => {}
+            KIND_URING => {}
+            _ => {}
         }
     }
 
