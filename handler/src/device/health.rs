@@ -275,7 +275,7 @@ impl Monitor {
         while let Ok(r) = self.res_rx.try_recv() {
             self.probe_done(r);
         }
-        if now < self.next_tick {
+        if now < self.next_tick && !self.counters_moved() {
             return;
         }
         if self.link.tunables.generation() != self.tunables {
@@ -293,8 +293,20 @@ impl Monitor {
         self.timeouts(now);
         self.start_due(now);
         let p = self.health.policy();
-        let tick = (p.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        // Errors and expiries are seen at the device's next pass (`counters_moved`); the tick
+        // only paces pings and probe timeouts.
+        let tick = (p.interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         self.next_tick = now + tick;
+    }
+
+    /// Whether the device counted a backend error or an expiry not yet turned into a signal.
+    fn counters_moved(&self) -> bool {
+        let cell = &self.link.health;
+        (
+            cell.io_failures.load(Ordering::Relaxed),
+            cell.fatal.load(Ordering::Relaxed),
+            cell.expired.load(Ordering::Relaxed),
+        ) != self.seen
     }
 
     fn counters(&mut self, now: Instant) {

@@ -97,7 +97,11 @@ fn many_devices_are_served_by_one_loop_thread() {
     assert!(names.iter().any(|n| n == "t-many/0"), "{names:?}");
     for round in 0..4u8 {
         for (i, h) in hs.iter_mut().enumerate() {
-            write_read(h, u64::from(round) * 16 + i as u64, round ^ u8::try_from(i).unwrap());
+            write_read(
+                h,
+                u64::from(round) * 16 + i as u64,
+                round ^ u8::try_from(i).unwrap(),
+            );
         }
     }
     // Commands in flight on several devices at once, completed in any order.
