@@ -142,6 +142,12 @@ impl Deadlines {
         }
     }
 
+    /// When the next scan is due (with a limit).
+    #[must_use]
+    pub fn next_scan(&self) -> Instant {
+        self.next_scan
+    }
+
     /// Whether a scan is due (at most every [`SCAN_INTERVAL`], and only with a limit).
     #[must_use]
     pub fn scan_due(&self, now: Instant) -> bool {

@@ -148,15 +148,23 @@ pub fn start(link: Arc<DeviceLink>, policy: Policy, metrics: Option<DeviceMetric
     }
 }
 
-/// The probers every device shares: threads started when a probe finds none idle, ending
-/// after [`PROBER_IDLE`] without work. A probe that never returns (a frozen server) keeps its
-/// thread and no other device's probe waits behind it: the next probe starts a thread.
+/// The probers every device shares: threads started when a probe finds none idle (up to
+/// [`PROBERS_MAX`]), ending after [`PROBER_IDLE`] without work. A probe that never returns (a
+/// frozen server) keeps its thread and no other device's probe waits behind it: the next
+/// probe starts a thread, unless [`PROBERS_MAX`] are running; then it waits in the queue for
+/// the first that is free (a probe that waits past its timeout counts as failed, as one that
+/// does not answer).
 struct Probers {
     tx: Sender<ProbeJob>,
     rx: Receiver<ProbeJob>,
     /// Threads waiting for a probe and not yet promised one.
     idle: AtomicUsize,
+    /// Threads running.
+    threads: AtomicUsize,
 }
+
+/// Most prober threads at once (a fixed bound, whatever the number of devices).
+const PROBERS_MAX: usize = 16;
 
 /// How long an idle prober thread waits for a probe before it ends.
 const PROBER_IDLE: Duration = Duration::from_secs(5);
@@ -169,6 +177,7 @@ fn probers() -> &'static Probers {
             tx,
             rx,
             idle: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
         }
     })
 }
@@ -180,16 +189,25 @@ impl Probers {
             .idle
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        if !promised {
+        let room = || {
+            self.threads
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < PROBERS_MAX).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        if !promised && room() {
             let spawned = std::thread::Builder::new()
                 .name("tcmu-probe".into())
                 .spawn(move || self.serve());
             if let Err(e) = spawned {
+                self.threads.fetch_sub(1, Ordering::SeqCst);
                 tracing::warn!("cannot start a health prober: {e}");
                 return false;
             }
         }
-        // Unbounded: never blocks; a promised or new thread takes it.
+        // Unbounded: never blocks; a promised, new or (at the bound) the first free thread
+        // takes it.
         self.tx.send(job).is_ok()
     }
 
@@ -210,6 +228,7 @@ impl Probers {
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                         .is_ok()
                     {
+                        self.threads.fetch_sub(1, Ordering::SeqCst);
                         return;
                     }
                 }
@@ -256,7 +275,7 @@ impl Monitor {
         while let Ok(r) = self.res_rx.try_recv() {
             self.probe_done(r);
         }
-        if now < self.next_tick {
+        if now < self.next_tick && !self.counters_moved() {
             return;
         }
         if self.link.tunables.generation() != self.tunables {
@@ -274,8 +293,20 @@ impl Monitor {
         self.timeouts(now);
         self.start_due(now);
         let p = self.health.policy();
-        let tick = (p.interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        // Errors and expiries are seen at the device's next pass (`counters_moved`); the tick
+        // only paces pings and probe timeouts.
+        let tick = (p.interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         self.next_tick = now + tick;
+    }
+
+    /// Whether the device counted a backend error or an expiry not yet turned into a signal.
+    fn counters_moved(&self) -> bool {
+        let cell = &self.link.health;
+        (
+            cell.io_failures.load(Ordering::Relaxed),
+            cell.fatal.load(Ordering::Relaxed),
+            cell.expired.load(Ordering::Relaxed),
+        ) != self.seen
     }
 
     fn counters(&mut self, now: Instant) {

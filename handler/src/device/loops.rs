@@ -35,6 +35,10 @@ const LOOP_WAKE: u64 = u64::MAX;
 /// Longest wait in `epoll_wait` (the loop then looks at its devices' timers).
 const MAX_WAIT_MS: u16 = 1000;
 
+/// Timers due within this much of the earliest are served in the same turn, so a loop with
+/// many idle devices wakes a few times a second, not once per device timer.
+const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The event loops devices are served by; cheap to clone (every clone names the same
 /// loops). The threads end once every clone is dropped and their devices have stopped.
 #[derive(Clone)]
@@ -315,17 +319,18 @@ impl EventLoop {
             ),
             KIND_WAKE => s.dev.wake_event(),
             // io_uring completions: the pass reaps them.
-            KIND_URING | _ => {}
+            KIND_URING => {}
+            _ => {}
         }
     }
 
     /// A pass for every device that has an event, work waiting or a timer due; the devices
     /// that stopped leave the loop.
     fn passes(&mut self) {
-        let now = Instant::now();
+        let soon = Instant::now() + TIMER_SLACK;
         let mut gone = 0usize;
         for s in self.devices.values_mut() {
-            if !(s.due || s.next.again || s.next.at <= now) {
+            if !(s.due || s.next.again || s.next.at <= soon) {
                 continue;
             }
             s.due = false;

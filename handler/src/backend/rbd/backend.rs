@@ -717,7 +717,7 @@ pub fn caw_fits_librbd(off: u64, len: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{caw_fits_librbd, mismatch_from_start};
+    use super::{caw_fits_librbd, flush_after_write, mismatch_from_start};
 
     #[test]
     fn librbds_mismatch_offset_reads_back_from_the_start_of_the_range() {
@@ -745,11 +745,7 @@ mod tests {
         assert!(!caw_fits_librbd(0, 4096), "one 4096-byte block");
         assert!(!caw_fits_librbd(256, 512), "crosses a sector boundary");
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::flush_after_write;
 
     #[test]
     fn a_fua_write_is_flushed_only_while_librbds_cache_is_on() {

@@ -379,7 +379,7 @@ impl LoopDevice {
         }
         if self.deadlines.limit().is_some() && self.free.len() < self.total {
             // Commands are away: wake up in time to enforce their deadlines.
-            at = at.min(now + super::deadline::SCAN_INTERVAL);
+            at = at.min(self.deadlines.next_scan().max(now));
         }
         if let Some(m) = &self.monitor {
             at = at.min(m.next_tick());
