@@ -23,11 +23,14 @@
 //! hold on every attempt. `a_stall_that_spreads_fails_its_row` injects a stall that does
 //! spread (the other LUN's writes slowed, or held) and sees the row fail.
 //!
-//! The netlink socket needs the kernel; what stalls there is the handling of an event (an
-//! open or a RECONFIG whose backend does not answer), and the tests that stall it are
-//! `daemon::events`' (the main loop keeps passing, status answers, the reply comes at the
-//! bound), printed below the table; the VM scenarios add, resize and remove devices under
-//! I/O against the real `target_core_user`.
+//! The netlink socket needs the kernel (the listener's sockets are not injectable from here);
+//! what can stall there is the reply (a peer that neither reads nor acknowledges:
+//! `netlink::socket`'s `a_reply_to_a_peer_that_never_reads_fails_at_the_bound`, both the send
+//! and the acknowledgement's wait are bounded) and the handling of an event (an open or a
+//! RECONFIG whose backend does not answer: `daemon::events`' tests, the main loop keeps
+//! passing, status answers, the reply comes at the bound). The table names them below its
+//! rows; the VM scenarios add, resize and remove devices under I/O against the real
+//! `target_core_user`.
 
 use parking_lot::Mutex;
 use std::io::{Read, Write};
@@ -789,9 +792,13 @@ fn stall_matrix() {
     .collect();
     print_table(&rows);
     println!(
-        "{:<26} covered by daemon::events tests (needs the kernel here): an open or RECONFIG \
-         whose backend hangs leaves every main-loop pass < 100 ms and status < 1 s, and is \
-         answered at its bound (ETIMEDOUT); the VM scenarios run netlink against the kernel",
+        "{:<26} not in-process (the listener's sockets are the kernel's); proved by \
+         netlink::socket::tests::a_reply_to_a_peer_that_never_reads_fails_at_the_bound (a \
+         peer that neither reads nor acks: every reply ends within the socket's bound, the send \
+         too) and daemon::events::tests::a_reconfig_whose_open_hangs_is_answered_etimedout_at_\
+         the_bound_while_the_loop_passes (an event whose backend hangs: every main-loop pass \
+         < 100 ms, status < 1 s, the reply at its bound); tests/vm/scenarios/netlink.sh runs \
+         netlink against the kernel",
         "netlink socket"
     );
     let journald_dropped = tcmu_warden::journal::dropped();
