@@ -253,6 +253,9 @@ impl IdSet {
     fn new() -> IdSet {
         IdSet(Box::new([0; OUTSTANDING_WORDS]))
     }
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
     fn get(&self, id: u16) -> bool {
         self.0[usize::from(id >> 6)] & (1u64 << (id & 63)) != 0
     }
@@ -311,9 +314,17 @@ fn usz(v: u32) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
-impl Ring {
-    /// Validates the mailbox once and sets the private read index to `cmd_tail` (resume).
-    pub fn new(map: Arc<Mapping>) -> Result<Ring, RingError> {
+/// What [`Ring::new`] reads from the mailbox, validated.
+struct Mailbox {
+    flags: u16,
+    cmdr_off: u32,
+    cmdr_size: u32,
+    data_off: usize,
+    tail: u32,
+}
+
+impl Mailbox {
+    fn read(map: &Mapping) -> Result<Mailbox, RingError> {
         let version = map.read_u16(mailbox::VERSION)?;
         if version != tcmu_sys::MAILBOX_VERSION {
             return Err(RingError::MailboxVersion(version));
@@ -347,17 +358,31 @@ impl Ring {
                 });
             }
         }
-        let data = DataArea::new(Arc::clone(&map), data_off as u64);
+        Ok(Mailbox {
+            flags,
+            cmdr_off,
+            cmdr_size,
+            data_off,
+            tail,
+        })
+    }
+}
+
+impl Ring {
+    /// Validates the mailbox once and sets the private read index to `cmd_tail` (resume).
+    pub fn new(map: Arc<Mapping>) -> Result<Ring, RingError> {
+        let m = Mailbox::read(&map)?;
+        let data = DataArea::new(Arc::clone(&map), m.data_off as u64);
         Ok(Ring {
             map,
-            cmdr_off: usz(cmdr_off),
-            cmdr_size,
-            caps: Caps::from_flags(flags),
+            cmdr_off: usz(m.cmdr_off),
+            cmdr_size: m.cmdr_size,
+            caps: Caps::from_flags(m.flags),
             data,
-            read: tail,
-            head: tail,
-            tail,
-            published: tail,
+            read: m.tail,
+            head: m.tail,
+            tail: m.tail,
+            published: m.tail,
             cmd_slots: 0,
             outstanding: IdSet::new(),
             completed: IdSet::new(),
@@ -365,6 +390,32 @@ impl Ring {
             broken: None,
             unknown_ops: 0,
         })
+    }
+
+    /// The same as replacing this ring by `Ring::new` on its mapping (every id forgotten, the
+    /// mailbox validated and read again, the read index at `cmd_tail`), without allocating:
+    /// for fuzzing and benchmarks that run many short sessions on one mapping. On error the
+    /// ring is unchanged.
+    ///
+    /// # Errors
+    /// As [`Ring::new`].
+    pub fn reopen(&mut self) -> Result<(), RingError> {
+        let m = Mailbox::read(&self.map)?;
+        self.data = DataArea::new(Arc::clone(&self.map), m.data_off as u64);
+        self.cmdr_off = usz(m.cmdr_off);
+        self.cmdr_size = m.cmdr_size;
+        self.caps = Caps::from_flags(m.flags);
+        self.read = m.tail;
+        self.head = m.tail;
+        self.tail = m.tail;
+        self.published = m.tail;
+        self.cmd_slots = 0;
+        self.outstanding.clear();
+        self.completed.clear();
+        self.n_outstanding = 0;
+        self.broken = None;
+        self.unknown_ops = 0;
+        Ok(())
     }
 
     /// Capabilities from the mailbox.

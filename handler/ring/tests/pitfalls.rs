@@ -797,3 +797,47 @@ fn pitfall_31_one_event_many_entries() {
     }
     assert_eq!(n, 5);
 }
+
+/// `Ring::reopen` is `Ring::new` on the same mapping: after a reset it forgets every id it
+/// had read or completed (a completion of a forgotten id is refused, a new id 1 is
+/// accepted) and resumes at `cmd_tail`; a mailbox that no longer validates is refused.
+#[test]
+fn pitfall_21_reopen_after_reset_is_a_new_ring() {
+    let (mut emu, map, _bell) = KernelEmu::new(EmuConfig {
+        cmdr_size: 4096,
+        data_size: 64 << 10,
+        ..EmuConfig::default()
+    })
+    .unwrap();
+    let mut ring = Ring::new(Arc::new(map)).unwrap();
+    let (mut cmd, mut tmr) = (tcmu_ring::CmdCopy::new(), tcmu_ring::TmrCopy::new());
+    for _ in 0..3 {
+        emu.submit(&TUR, DataDir::None).unwrap();
+    }
+    while let Some(e) = ring.next(&mut cmd, &mut tmr) {
+        e.unwrap();
+    }
+    assert_eq!(ring.outstanding(), 3);
+    emu.reset();
+    emu.submit(&TUR, DataDir::None).unwrap();
+    ring.reopen().unwrap();
+    assert_eq!(ring.outstanding(), 0);
+    assert!(
+        ring.complete(3, &Response::good()).is_err(),
+        "an id of the old session is forgotten"
+    );
+    assert_eq!(ring.next(&mut cmd, &mut tmr).unwrap().unwrap(), Entry::Cmd);
+    assert_eq!(cmd.cmd_id, 1);
+    ring.complete(1, &Response::good()).unwrap();
+    assert!(
+        ring.complete(1, &Response::good()).is_err(),
+        "completed once"
+    );
+    assert!(ring.publish());
+    let mut out = Vec::new();
+    emu.reap(&mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    // A mailbox that no longer validates: reopen fails and changes nothing.
+    emu.mapping().write_u16(0, 7).unwrap();
+    assert!(matches!(ring.reopen(), Err(RingError::MailboxVersion(7))));
+}

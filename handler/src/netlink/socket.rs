@@ -62,7 +62,7 @@ impl Listener {
     pub fn open() -> Result<Self, NetlinkError> {
         let requests = nl_socket(false).map_err(|e| NetlinkError::io("socket", e))?;
         set_timeout(&requests, ACK_TIMEOUT)
-            .map_err(|e| NetlinkError::io("setsockopt(SO_RCVTIMEO)", e))?;
+            .map_err(|e| NetlinkError::io("setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)", e))?;
         // Best effort: error strings and short acks; older kernels lack them.
         let _ = setsockopt_netlink(&requests, NETLINK_EXT_ACK, 1);
         let _ = setsockopt_netlink(&requests, NETLINK_CAP_ACK, 1);
@@ -346,15 +346,16 @@ fn setsockopt_netlink(fd: &OwnedFd, name: libc::c_int, val: libc::c_int) -> io::
     Ok(())
 }
 
+/// Bounds both directions of the request socket: the acknowledgement's wait, and the send
+/// itself (the kernel takes a request inside `sendmsg`, but a blocking send must never wait
+/// without bound on the main loop whatever the peer does).
 fn set_timeout(fd: &OwnedFd, d: Duration) -> io::Result<()> {
-    Ok(socket::setsockopt(
-        fd,
-        sockopt::ReceiveTimeout,
-        &TimeVal::from(libc::timeval {
-            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_usec: libc::suseconds_t::from(d.subsec_micros()),
-        }),
-    )?)
+    let tv = TimeVal::from(libc::timeval {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(d.subsec_micros()),
+    });
+    socket::setsockopt(fd, sockopt::ReceiveTimeout, &tv)?;
+    Ok(socket::setsockopt(fd, sockopt::SendTimeout, &tv)?)
 }
 
 /// Send one datagram to the kernel (the unconnected default destination, port id 0).
@@ -592,6 +593,40 @@ mod tests {
             rq.recv(&mut sent).is_err(),
             "invalid replies must not be sent"
         );
+    }
+
+    /// A request peer that reads nothing and acknowledges nothing: once its queue is full a
+    /// reply fails (NoAck, or a send error) within the socket's bound; it never blocks.
+    #[test]
+    fn a_reply_to_a_peer_that_never_reads_fails_at_the_bound() {
+        let (l, _ev, _rq) = fake_listener(DATAGRAM_LEN);
+        set_timeout(&l.requests, Duration::from_millis(5)).unwrap();
+        let ev = Event {
+            cmd: event::EventKind::Added,
+            device_id: 5,
+            minor: 2,
+            device: "d".into(),
+        };
+        let mut send_failed = false;
+        // A Unix datagram queue holds a few hundred small datagrams; each reply adds one.
+        for _ in 0..2000 {
+            let t = std::time::Instant::now();
+            let r = l.reply(&ev, 0);
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "a reply waited {:?}",
+                t.elapsed()
+            );
+            match r {
+                Err(NetlinkError::NoAck { .. }) => {}
+                Err(NetlinkError::Io { op: "send", .. }) => {
+                    send_failed = true;
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(send_failed, "the peer's queue never filled");
     }
 
     #[test]
