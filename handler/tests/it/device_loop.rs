@@ -175,7 +175,6 @@ fn file_io_on_tmpfs_writes_at_once_and_reads_back() {
     }
 }
 
-
 /// A LUN whose "file" is a FIFO: a READ waits in the kernel (inside io_uring) until the test
 /// writes into the FIFO. Returns the harness, the FIFO's writer end and the kept-buffer log.
 fn hung_file_lun(

@@ -746,7 +746,6 @@ mod tests {
         assert!(!caw_fits_librbd(256, 512), "crosses a sector boundary");
     }
 
-
     #[test]
     fn a_fua_write_is_flushed_only_while_librbds_cache_is_on() {
         assert!(flush_after_write(true, true));
