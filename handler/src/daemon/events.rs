@@ -37,7 +37,13 @@ enum Finished {
         result: Result<Box<Served>, DeviceError>,
     },
     /// A device was stopped; `ev` is the REMOVED waiting for that, if any.
-    Stopped { ev: Option<Event> },
+    Stopped {
+        ev: Option<Event>,
+        /// When the stop was asked.
+        t0: std::time::Instant,
+        /// How long after `t0` the device and its backend were closed.
+        closed: std::time::Duration,
+    },
     /// A reconfiguration job of `minor` (number `job`) reports.
     Reconfig {
         minor: u32,
@@ -362,19 +368,39 @@ impl Lifecycle {
         if let Some(m) = &self.cfg.metrics {
             m.remove_device(&s.name, &s.subtype);
         }
+        let t0 = std::time::Instant::now();
         s.handle.stop();
         let (tx, wake) = (self.tx.clone(), Arc::clone(&self.wake));
         let spawned = std::thread::Builder::new()
             .name("tcmu-stop".into())
             .spawn(move || {
+                let started = t0.elapsed();
                 super::log_stats(&s);
+                let logged = t0.elapsed();
                 // Everything of the device, its backend included, is gone before the stop is
                 // reported (the exit waits for that report: no image lock or watcher is left
                 // behind by an exit racing a removal).
-                let Served { handle, fault, .. } = s;
+                let Served {
+                    name,
+                    handle,
+                    fault,
+                    ..
+                } = s;
                 handle.join();
+                let joined = t0.elapsed();
                 drop(fault);
-                let _ = tx.send(Finished::Stopped { ev });
+                let closed = t0.elapsed();
+                // Times since the stop was asked: this thread running, statistics logged,
+                // device out of its loop (ring unmapped, uio closed) and backend closed.
+                tracing::debug!(
+                    device = %name,
+                    thread_us = started.as_micros(),
+                    stats_us = logged.as_micros(),
+                    left_loop_us = joined.as_micros(),
+                    closed_us = closed.as_micros(),
+                    "device closed"
+                );
+                let _ = tx.send(Finished::Stopped { ev, t0, closed });
                 let _ = wake.write(1);
             });
         match spawned {
@@ -592,10 +618,17 @@ impl Lifecycle {
                     self.reply(e, status);
                 }
             }
-            Finished::Stopped { ev } => {
+            Finished::Stopped { ev, t0, closed } => {
                 self.stopping = self.stopping.saturating_sub(1);
                 if let Some(ev) = ev {
                     self.reply(&ev, 0);
+                    // The daemon's share of a removal (an rmdir waits for this answer).
+                    tracing::info!(
+                        device = %ev.device,
+                        closed_ms = closed.as_secs_f64() * 1e3,
+                        answered_ms = t0.elapsed().as_secs_f64() * 1e3,
+                        "removal answered"
+                    );
                 }
             }
             Finished::Reconfig { minor, job, report } => self.reconfig_report(minor, job, report),
