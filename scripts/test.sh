@@ -111,6 +111,14 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
         passed=$((passed + gp))
         failed=$((failed + gf))
         if [ "$gw_rc" != 0 ] && [ "$gf" = 0 ]; then failed=$((failed + 1)); fi
+        # The Ceph iSCSI gateway pair: two gateway guests serving one RBD image behind LIO's
+        # iSCSI target with lock-driven ALUA, an initiator guest with dm-multipath and fio
+        # verify while the optimized gateway's daemon is killed, frozen and its guest powered
+        # off (tests/vm/systemd/ha.sh; the failover table is in its log).
+        stage ceph-ha tests/vm/systemd/ha.sh target/release/tcmu-warden
+        ha_rc=$?
+        grep -E '^(fault|kill9|stop|poweroff) |^ha: |^  [A-Za-z0-9_-]+ +(PASS|FAIL|NOT RUN|INCOMPLETE)' "$log/ceph-ha.log" || true
+        if [ "$ha_rc" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
     else
         failed=$((failed + 1))
     fi
