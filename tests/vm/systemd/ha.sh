@@ -118,12 +118,12 @@ for n in gw0 gw1 ini; do sed "s/^/$n: /" "$runs/$n.out"; done
 res=$(cat "$runs"/ini/results*.txt 2>/dev/null || true)
 v() { echo "$res" | sed -n "s/^$1=//p" | tail -n1; }
 echo
-printf '%-9s %-11s %-13s %-11s %-8s %-27s %-27s %-6s %s\n' fault failover_s other_path_s path_back_s io_end \
-    "rtpg after (gw0 path)" "rtpg end (gw0 path)" errors fio
+printf '%-9s %-10s %-11s %-13s %-11s %-8s %-27s %-27s %-6s %s\n' fault resumed_s failover_s other_path_s \
+    path_back_s io_end "rtpg after (via gw1)" "rtpg end (via gw0)" errors fio
 for f in kill9 stop poweroff; do
-    printf '%-9s %-11s %-13s %-11s %-8s %-27s %-27s %-6s %s\n' "$f" "$(v "${f}_failover_s")" \
+    printf '%-9s %-10s %-11s %-13s %-11s %-8s %-27s %-27s %-6s %s\n' "$f" "$(v "${f}_resumed_s")" "$(v "${f}_failover_s")" \
         "$(v "${f}_other_path_s")" "$(v "${f}_path_back_s")" "$(v "${f}_io_on_end")" \
-        "$(v "${f}_rtpg_after" | cut -d';' -f1)" "$(v "${f}_rtpg_end" | cut -d';' -f1)" \
+        "$(v "${f}_rtpg_after" | cut -d';' -f2)" "$(v "${f}_rtpg_end" | cut -d';' -f1)" \
         "$([ -n "$(v "${f}_fio")" ] && echo 0 || echo '?')" "$(v "${f}_fio")"
 done
 for b in back1 back2 back3; do

@@ -12,8 +12,8 @@
 # A drop-in raises the unit's WatchdogSec to 90 s so that a SIGSTOP of the daemon can outlast the
 # initiator's timeouts before systemd replaces it (the fault the initiator asks for).
 # Then it serves until the initiator says "done", answering on TCP port HA_CTL_PORT: ping,
-# state, kill9, stop, cont, poweroff (sysrq o: the guest's power goes, ha.sh boots it again on
-# the same disk and this scenario sets the gateway up again), done.
+# state, kill9, stop, cont, poweroff (sysrq b: the guest is gone at once, ha.sh boots it again
+# on the same disk and this scenario sets the gateway up again), done.
 . ./lib.sh
 [ -f extra/env ] || die "no ./extra/env (boot with tests/vm/systemd/ha.sh)"
 . extra/env # RBD_IMAGE RBD_SIZE_MB HA_IQN HA_SERIAL HA_GW0 HA_GW1 HA_CTL_PORT
@@ -159,8 +159,11 @@ class H(socketserver.StreamRequestHandler):
         cmd = self.rfile.readline().decode().strip()
         if cmd == "poweroff":
             # The results first (fd 3 is the runner's ttyS1), the reply with the time the power
-            # goes (0.3 s ahead, so that the reply leaves the guest first), then power off at
-            # once (sysrq o: no shutdown, the daemon's RADOS sessions just vanish).
+            # goes (0.3 s ahead, so that the reply leaves the guest first), then the power is cut
+            # (sysrq b: an immediate reset without shutting anything down, and ha.sh's qemu runs
+            # with -no-reboot, so the machine is gone; the daemon's RADOS sessions just vanish).
+            # Not sysrq o: its orderly device shutdown hung here behind the busy target and the
+            # guest never powered off.
             os.sync()
             t = time.time() + 0.3
             os.write(3, ("poweroff_at=%.3f\n=== END ha-gateway rc=0\n=== DONE\n" % t).encode())
@@ -168,7 +171,7 @@ class H(socketserver.StreamRequestHandler):
             self.wfile.flush()
             time.sleep(max(0.0, t - time.time()))
             with open("/proc/sysrq-trigger", "w") as f:
-                f.write("o")
+                f.write("b")
             time.sleep(60)
             return
         try:

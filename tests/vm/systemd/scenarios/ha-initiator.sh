@@ -153,38 +153,47 @@ fio_loop() {
             >"/tmp/fio.$name.$i" 2>&1 || echo "$i" >>"/tmp/fiofail.$name"
     done
 }
-# sampler NAME: every 0.25 s the time and the writes completed by the multipath device and by
-# each path (/sys/block/*/stat field 5).
+# sampler NAME: every 0.25 s the time and the I/Os (reads and writes: fio's verify reads too)
+# completed by the multipath device and by each path (/sys/block/*/stat fields 1 and 5).
+# Shell built-ins only (a fork costs milliseconds under TCG).
 sampler() {
+    local r w a b c
     while [ ! -e "/tmp/stop.$1" ]; do
-        echo "$(now) $(awk '{ print $5 }' "/sys/block/$DM/stat") $(awk '{ print $5 }' "/sys/block/${P[0]}/stat") $(awk '{ print $5 }' "/sys/block/${P[1]}/stat")"
+        read -r r _ _ _ w _ <"/sys/block/$DM/stat"
+        a=$((r + w))
+        read -r r _ _ _ w _ <"/sys/block/${P[0]}/stat"
+        b=$((r + w))
+        read -r r _ _ _ w _ <"/sys/block/${P[1]}/stat"
+        c=$((r + w))
+        echo "$EPOCHREALTIME $a $b $c"
         sleep 0.25
     done >"/tmp/samp.$1"
 }
-# resumed NAME T: the multipath device completed a write after a stall of 1 s or more that began
+# resumed NAME T: the multipath device completed an I/O after a stall of 1 s or more that began
 # after T, or 20 s passed after T without such a stall.
 resumed() {
     awk -v t="$2" -v n="$(now)" '
         { if (NR > 1 && $2 > prev) { if ($1 >= t && $1 - last >= 1) { found = 1; exit } last = $1 } prev = $2 }
         END { exit !(found || n - t > 20 && last - t > 19) }' "/tmp/samp.$1"
 }
-# fio_gap NAME T: from T to the first completion that ended the longest completion gap after T
-# (fio's completion logs, ms since the epoch); "none" when no gap reached 0.5 s.
+# fio_gap NAME T: from T to the first write completion that ended the longest gap between write
+# completions after T (fio's completion logs: ms since the epoch, direction 1 = write; verify
+# reads need no lock and can go on meanwhile); "none" when no gap reached 0.5 s.
 fio_gap() {
-    cat /tmp/lat."$1".*_clat.1.log 2>/dev/null | cut -d, -f1 | sort -n | awk -v t="$2" '
+    cat /tmp/lat."$1".*_clat.1.log 2>/dev/null | awk -F', *' '$3 == 1 { print $1 }' | sort -n | awk -v t="$2" '
         { s = $1 / 1000; if (p != "" && s > t && s - p > g) { g = s - p; e = s } p = s }
         END { if (g >= 0.5) printf "%.2f", e - t; else print "none" }'
 }
-# first_io ON NAME T: from T to the first sample in which path ON (0 or 1) completed a write.
+# first_io ON NAME T: from T to the first sample in which path ON (0 or 1) completed an I/O.
 first_io() {
     awk -v c=$(($1 + 3)) -v t="$3" '
         NR > 1 && $1 >= t && $c > prev { printf "%.2f", $1 - t; found = 1; exit } { prev = $c }
         END { if (!found) print "none" }' "/tmp/samp.$2"
 }
-# last_path NAME: the path (0 or 1) that completed writes in the last 3 s of the samples.
+# last_path NAME: the path (0 or 1) that completed I/O in the last 6 s of the samples.
 last_path() {
     awk '{ t[NR] = $1; a[NR] = $3; b[NR] = $4 }
-        END { for (i = NR; i > 1 && t[NR] - t[i] < 3; i--) ; da = a[NR] - a[i]; db = b[NR] - b[i]
+        END { for (i = NR; i > 1 && t[NR] - t[i] < 6; i--) ; da = a[NR] - a[i]; db = b[NR] - b[i]
               print (da > 0 && db > 0) ? "both" : (da > 0 ? 0 : (db > 0 ? 1 : "none")) }' "/tmp/samp.$1"
 }
 dm_errors() { dmesg | grep -cE "I/O error, dev $DM|Buffer I/O error on dev $DM" || true; }
@@ -246,8 +255,11 @@ fault() {
     reply=$(ctl "$a" "$act") || die "$name: no reply from gateway $g"
     t_fault=${reply%% *}
     log "$name: $act on gateway $g at $t_fault ($reply)"
-    wait_until "$HA_FAILOVER_MAX" resumed "$name" "$t_fault" ||
-        { multipathd show paths; die "$name: no write completed within $HA_FAILOVER_MAX s of the fault"; }
+    local end=$((SECONDS + HA_FAILOVER_MAX))
+    until resumed "$name" "$t_fault"; do
+        [ "$SECONDS" -lt "$end" ] || { multipathd show paths; die "$name: no write completed within $HA_FAILOVER_MAX s of the fault"; }
+        sleep 1
+    done
     result "${name}_resumed_s" "$(elapsed "$t_fault")"
     result "${name}_rtpg_after" "gw0:$(rtpg "${P[0]}");gw1:$(rtpg "${P[1]}")"
     result "${name}_paths_after" "gw0:$(pstate "${P[0]}");gw1:$(pstate "${P[1]}")"
