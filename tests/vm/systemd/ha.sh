@@ -14,9 +14,10 @@
 # Prints the initiator's figures as a table (docs/test-services.md §5 explains them); exit 0
 # only if every guest's scenario passed and the image is left with no watcher and no lock.
 # usage: tests/vm/systemd/ha.sh [BINARY]   (default target/release/tcmu-warden)
-# env: HA_NETNS (default tw-ha), HA_FAILOVER_MAX (default 90: seconds from a fault to the next
-#      completed write), HA_RETURN_MAX (default 420: seconds for the faulted gateway to serve
-#      again, a TCG reboot included)
+# env: HA_NETNS (default tw-ha), HA_WATCH_TIMEOUT (default 15: the test cluster's
+#      osd_client_watch_timeout, Ceph's default is 30), HA_FAILOVER_MAX (default 90: seconds
+#      from a fault to the next completed write), HA_RETURN_MAX (default 420: seconds for the
+#      faulted gateway to serve again, a TCG reboot included)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -60,8 +61,16 @@ wait "$cpid" || { cat "$work/ceph.out"; log "the Ceph cluster did not start"; ex
 conf=$work/ceph/ceph.conf
 C=(-c "$conf" --admin-socket= --log-file=/dev/null)
 image=rbd/ha-lun
+# A test setting, before any client watches the image: the OSD drops a dead client's watch
+# after 15 s instead of Ceph's default 30 s, the figure Red Hat's iSCSI gateway guide sets on
+# the OSDs of gateway clusters. A killed or frozen gateway's lock can be taken once its watch
+# is gone, so this bounds the failover (docs/test-services.md §5, docs/rbd.md).
+watch_timeout=${HA_WATCH_TIMEOUT:-15}
+"$net" exec timeout 30 ceph "${C[@]}" config set osd osd_client_watch_timeout "$watch_timeout"
+got=$("$net" exec timeout 30 ceph "${C[@]}" tell osd.0 config get osd_client_watch_timeout --format json)
+echo "$got" | grep -q "\"$watch_timeout\"" || { log "osd_client_watch_timeout not in effect: $got"; exit 1; }
 "$net" exec timeout 30 rbd "${C[@]}" create "$image" --size 256M
-log "Ceph up on $addr in $((SECONDS - t0)) s"
+log "Ceph up on $addr in $((SECONDS - t0)) s (osd_client_watch_timeout $watch_timeout s)"
 
 cat >"$work/extra/ceph.conf" <<CONF
 [global]

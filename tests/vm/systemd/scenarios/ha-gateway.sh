@@ -12,8 +12,10 @@
 # A drop-in raises the unit's WatchdogSec to 90 s so that a SIGSTOP of the daemon can outlast the
 # initiator's timeouts before systemd replaces it (the fault the initiator asks for).
 # Then it serves until the initiator says "done", answering on TCP port HA_CTL_PORT: ping,
-# state, kill9, stop, cont, poweroff (sysrq b: the guest is gone at once, ha.sh boots it again
-# on the same disk and this scenario sets the gateway up again), done.
+# state, kill9, stop, cont, diag NAME (the initiator's snapshot of a failure: daemon status and
+# diagnose, journal with DEVICE, dmesg, ALUA states; printed as the scenario ends), poweroff
+# (sysrq b: the guest is gone at once, ha.sh boots it again on the same disk and this scenario
+# sets the gateway up again), done.
 . ./lib.sh
 [ -f extra/env ] || die "no ./extra/env (boot with tests/vm/systemd/ha.sh)"
 . extra/env # RBD_IMAGE RBD_SIZE_MB HA_IQN HA_SERIAL HA_GW0 HA_GW1 HA_CTL_PORT
@@ -117,6 +119,34 @@ def pid():
     return int(sh("systemctl show -p MainPID --value tcmu-warden") or 0)
 
 
+DIAG = r"""
+exec 2>&1
+echo "--- uptime $(cat /proc/uptime) date $(date +%s.%N)"
+echo "--- systemctl"; systemctl show -p ActiveState -p SubState -p MainPID -p NRestarts tcmu-warden
+echo "--- tcmu-warden status"; timeout 10 tcmu-warden status
+echo "--- tcmu-warden diagnose"; timeout 10 tcmu-warden diagnose
+echo "--- alua"
+for g in /sys/kernel/config/target/core/user_*/lun0/alua/*/; do
+    echo "$(basename "$g") id $(cat "$g/tg_pt_gp_id") state $(cat "$g/alua_access_state")"
+done
+echo "--- metrics (lock, alua)"
+timeout 10 curl -s http://127.0.0.1:9559/metrics | grep -E '^tcmu_warden_rbd_(lock|alua)' | head -n 40
+echo "--- journal (DEVICE field)"
+journalctl -u tcmu-warden -b --no-pager -o json --output-fields=MESSAGE,DEVICE,PRIORITY | tail -n 150 |
+    python3 -c 'import json, sys, time
+for l in sys.stdin:
+    try:
+        j = json.loads(l)
+    except ValueError:
+        continue
+    m = j.get("MESSAGE")
+    m = bytes(m).decode(errors="replace") if isinstance(m, list) else m
+    t = int(j.get("__REALTIME_TIMESTAMP", 0)) / 1e6
+    print("%.3f p%s %s %s" % (t, j.get("PRIORITY", "?"), j.get("DEVICE", "-"), m))'
+echo "--- dmesg"; dmesg | tail -n 150
+"""
+
+
 def event(line):
     with open("/tmp/ha.events", "a") as f:
         f.write(line + "\n")
@@ -148,6 +178,15 @@ def handle(cmd):
             return "%.3f gone" % t
         event("cont %.3f %d" % (t, p))
         return "%.3f %d" % (t, p)
+    if cmd.startswith("diag "):
+        # What the initiator needs to see a stall, taken at the moment it reports one: the
+        # daemon's own view, the kernel's (LIO aborts, TCMU ring), the journal with the
+        # DEVICE field, the ALUA group states; printed when the scenario ends.
+        name = "".join(c for c in cmd[5:] if c.isalnum() or c in "-_") or "x"
+        # In the background (under TCG it takes longer than the initiator waits for a reply).
+        with open("/tmp/diag." + name, "w") as f:
+            subprocess.Popen(["timeout", "120", "bash", "-c", DIAG], stdout=f, stderr=f)
+        return "ok"
     if cmd == "done":
         open("/tmp/ha.done", "w").close()
         return "bye"
@@ -195,6 +234,9 @@ while [ ! -e /tmp/ha.done ]; do
 done
 kill "$ctl" 2>/dev/null || true
 [ ! -e /tmp/ha.events ] || sed 's/^/event: /' /tmp/ha.events
+for f in /tmp/diag.*; do
+    if [ -e "$f" ]; then sed "s/^/${f#/tmp/}: /" "$f"; fi
+done
 # What the daemon saw: its ALUA transitions and lock moves (metrics), the journal's lines.
 curl -s --max-time 10 http://127.0.0.1:9559/metrics >/tmp/metrics || true
 grep -E '^tcmu_warden_rbd_(alua_transitions_total|time_to_optimized_seconds_(sum|count)|lock_owner)' /tmp/metrics |

@@ -32,6 +32,38 @@ bye() {
     for a in "${GW[@]}"; do ctl "$a" done >/dev/null || true; done
 }
 trap bye EXIT
+# On any failure, first a snapshot of the stall while it lasts: this guest's multipath and
+# iSCSI state, the paths' I/O counters, its kernel log, and each gateway's own (ctl diag: the
+# daemon's status and diagnose, its journal with the DEVICE field, the gateway's dmesg, the
+# ALUA states; they print it as they end).
+diag() {
+    local a n=${1:-fail}
+    log "diag $n: the state at the failure"
+    for a in "${GW[@]}"; do log "diag $n: ctl $a: $(ctl "$a" "diag $n" || echo no reply)"; done
+    {
+        echo "--- multipathd show paths"; timeout 10 multipathd show paths
+        echo "--- multipath -ll"; timeout 10 multipath -ll
+        echo "--- paths (dev dm_state chk_state prio)"; timeout 10 multipathd show paths raw format "%d %t %T %p %s"
+        echo "--- iscsiadm -m session -P 3"; timeout 10 iscsiadm -m session -P 3 | grep -E 'Portal|State|disk'
+        echo "--- sg_rtpg"
+        for d in ${P[@]+"${P[@]}"}; do echo "$d: $(rtpg "$d" 2>/dev/null)"; done
+        echo "--- samples (time dm gw0 gw1), last 40"
+        tail -n 40 /tmp/samp."$n" 2>/dev/null
+        echo "--- in flight (dm, paths)"
+        for d in ${DM:-} ${P[@]+"${P[@]}"}; do echo "$d: $(cat "/sys/block/$d/inflight" 2>/dev/null)"; done
+        echo "--- dmesg"; dmesg | tail -n 200
+    } 2>&1 | sed "s/^/diag $n: /"
+    # The gateways' snapshots are taken in the background there.
+    sleep 20
+}
+DIAG_NAME=fail
+die() {
+    log "FAIL: $*"
+    trap - EXIT
+    diag "$DIAG_NAME" || true
+    bye
+    exit 1
+}
 
 for g in 0 1; do
     wait_until 900 ready "${GW[$g]}" || die "gateway $g (${GW[$g]}) not ready after 900 s"
@@ -228,6 +260,7 @@ stop_load() {
 move_to_gw0() {
     local name=$1 k t0 grp
     k=$(dm_errors)
+    DIAG_NAME=$name
     start_load "$name"
     sleep 4
     grp=$(mp_group_of "${P[0]}")
@@ -250,6 +283,7 @@ fault() {
     a=${GW[$g]}
     [ "$(optimized)" = "$g" ] || die "$name: gateway $g is not the optimized one"
     k=$(dm_errors)
+    DIAG_NAME=$name
     start_load "$name"
     sleep 6
     reply=$(ctl "$a" "$act") || die "$name: no reply from gateway $g"
