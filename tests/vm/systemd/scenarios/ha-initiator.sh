@@ -49,6 +49,7 @@ diag() {
         for d in ${P[@]+"${P[@]}"}; do echo "$d: $(rtpg "$d" 2>/dev/null)"; done
         echo "--- samples (time dm gw0 gw1), last 40"
         tail -n 40 /tmp/samp."$n" 2>/dev/null
+        cat /tmp/samperr."$n" 2>/dev/null
         echo "--- in flight (dm, paths)"
         for d in ${DM:-} ${P[@]+"${P[@]}"}; do echo "$d: $(cat "/sys/block/$d/inflight" 2>/dev/null)"; done
         echo "--- dmesg"; dmesg | tail -n 200
@@ -133,7 +134,15 @@ two_paths() { [ -n "$(mpmap)" ] && [ "$(pstate "${P[0]}" | cut -d/ -f1,2)" = act
 wait_until 90 two_paths || { multipath -ll; multipathd show paths; die "no multipath map with both paths"; }
 MAP=$(mpmap)
 MP=/dev/mapper/$MAP
-DM=$(basename "$(readlink -f "$MP")")
+# The map's kernel name (dm-N) from sysfs: /dev/mapper/NAME is not always a symlink to it (a
+# node of its own when the map was made before udev's rules ran), and a wrong name here left
+# the sampler without a stat file, so no I/O was ever seen (the SIGKILL "stall" of run 4).
+DM=
+for d in /sys/block/dm-*; do
+    if [ "$(cat "$d/dm/name" 2>/dev/null)" = "$MAP" ]; then DM=${d##*/}; break; fi
+done
+[ -n "$DM" ] && [ -r "/sys/block/$DM/stat" ] || { ls -l /dev/mapper; die "no dm-N device for map $MAP"; }
+result dm "$DM"
 result multipath_s "$(elapsed "$t0")"
 multipath -ll "$MAP" | sed 's/^/mp: /'
 
@@ -199,7 +208,7 @@ sampler() {
         c=$((r + w))
         echo "$EPOCHREALTIME $a $b $c"
         sleep 0.25
-    done >"/tmp/samp.$1"
+    done >"/tmp/samp.$1" 2>"/tmp/samperr.$1"
 }
 # resumed NAME T: the multipath device completed an I/O after a stall of 1 s or more that began
 # after T, or 20 s passed after T without such a stall.
