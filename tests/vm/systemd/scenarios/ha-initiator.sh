@@ -278,7 +278,9 @@ move_to_gw0() {
     wait_until 60 gw0_optimized ||
         die "$name: gateway 0 not active/optimized 60 s after I/O moved to its path"
     result "${name}_to_optimized_s" "$(elapsed "$t0")"
-    sleep 5
+    # Longer than last_path's 6 s window, so no I/O from before the switch is in it (with 5 s,
+    # a quick move left gw1's last writes inside the window and failed the check).
+    sleep 8
     stop_load "$name"
     result "${name}_rtpg" "gw0:$(rtpg "${P[0]}");gw1:$(rtpg "${P[1]}")"
     result "${name}_io_on" "gw$(last_path "$name")"
