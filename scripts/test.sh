@@ -111,6 +111,20 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
         passed=$((passed + gp))
         failed=$((failed + gf))
         if [ "$gw_rc" != 0 ] && [ "$gf" = 0 ]; then failed=$((failed + 1)); fi
+        # The Ceph iSCSI gateway pair: two gateway guests serving one RBD image behind LIO's
+        # iSCSI target with lock-driven ALUA, an initiator guest with dm-multipath and fio
+        # verify while the optimized gateway's daemon is killed, frozen and its guest powered
+        # off (tests/vm/systemd/ha.sh; the failover table is in its log). Bounded by
+        # HA_STAGE_MAX seconds (default 2400: about 6 minutes on a quiet host, 25 on a loaded
+        # one); TW_CEPH_HA=0 skips it.
+        if [ "${TW_CEPH_HA:-1}" != 0 ]; then
+            stage ceph-ha timeout -k 60 "${HA_STAGE_MAX:-2400}" tests/vm/systemd/ha.sh target/release/tcmu-warden
+            ha_rc=$?
+            grep -E '^(fault|kill9|stop|poweroff) |^ha: |^(gw0|gw1|ini): +ha-[a-z]+ +[A-Z]' "$log/ceph-ha.log" || true
+            if [ "$ha_rc" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+        else
+            echo "=== ceph-ha: skipped (TW_CEPH_HA=0)"
+        fi
     else
         failed=$((failed + 1))
     fi
