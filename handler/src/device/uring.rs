@@ -11,8 +11,8 @@
 //! for the rest, as the file backend's own `submit` does.
 //!
 //! Nothing here blocks: the kernel runs an operation that would block on its own workers.
-//! One exception, by design: a WRITE to a file in memory (tmpfs, ramfs: no device under it,
-//! so nothing to hang on) is written at once with `pwritev2` on this thread, because the
+//! One exception, by design: a WRITE of up to 128 KiB to a file in memory (tmpfs, ramfs: no
+//! device under it, so nothing to hang on) is written at once with `pwritev2` on this thread, because the
 //! kernel cannot write such a file without blocking and would hand every one of these
 //! writes to its io_uring worker (one per file, in order), at the cost of two cross-thread
 //! wake-ups per command (docs/DESIGN.md, "io_uring").
@@ -24,6 +24,12 @@ use nix::errno::Errno;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
+
+/// Largest WRITE to an in-memory file written at once on the device's loop (docs/DESIGN.md,
+/// "io_uring"). Larger ones go to io_uring's workers, which run the commands of a deep
+/// stream side by side: written at once, a QD8 stream of 512 KiB commands was serialised on
+/// the loop thread and lost about a third of its MB/s.
+const INLINE_WRITE_MAX: u64 = 128 * 1024;
 
 /// Most iovecs one READV/WRITEV takes (`IOV_MAX` on Linux); longer lists are done in parts.
 const IOV_MAX: usize = 1024;
@@ -180,7 +186,10 @@ impl Uring {
             self.ready(ctx);
             return Ok(());
         }
-        if matches!(op, UringOp::Write { .. }) && self.is_memory_file(&a._backend, fd) {
+        if matches!(op, UringOp::Write { .. })
+            && len <= INLINE_WRITE_MAX
+            && self.is_memory_file(&a._backend, fd)
+        {
             let mut a = a;
             let result = write_now(&mut a);
             let mut ctx = a.ctx;
