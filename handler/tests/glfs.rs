@@ -20,7 +20,7 @@ use tcmu_warden::backend::registry::OpenCtx;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::device::{DeviceConfig, FreeKeptBuf};
 use tcmu_warden::testing::shadow::{seed_from_env, Mix, Shadow, Share};
-use tcmu_warden::testing::{assert_good, cdb, sense_of, Harness, LunSpec};
+use tcmu_warden::testing::{assert_good, cdb, lba_status_at, sense_of, Harness, LunSpec};
 use tcmu_warden_supervisor::health::Policy;
 use tcmu_warden_supervisor::metrics::BackendState;
 
@@ -563,19 +563,6 @@ fn brick_killed_and_restarted() {
     assert_ne!(brick_pid(), pid, "a new brick process");
 }
 
-/// The GET LBA STATUS descriptor covering `lba`.
-fn status_at(h: &mut Harness, lba: u64) -> (u64, u32, u8) {
-    let c = h.run(&cdb::get_lba_status(lba, 24), DataDir::FromDevice(24));
-    assert_good(&c);
-    let d = cdb::lba_status_descriptors(&c.data_in);
-    assert_eq!(
-        d.first().map(|e| e.0),
-        Some(lba),
-        "starts at the LBA asked for: {d:?}"
-    );
-    d[0]
-}
-
 #[test]
 #[ignore = "needs a gluster volume: tests/gluster/run.sh"]
 fn get_lba_status_reports_holes_of_the_volume_file_from_gfapi_seek() {
@@ -601,23 +588,27 @@ fn get_lba_status_reports_holes_of_the_volume_file_from_gfapi_seek() {
     );
     // A new file is one hole.
     assert_eq!(
-        status_at(&mut h, 0),
+        lba_status_at(&mut h, 0),
         (0, u32::try_from(BLOCKS).unwrap(), DEALLOCATED)
     );
     // 64 KiB of data at 512 KiB (aligned to any brick filesystem's block).
     let data = vec![0xc3u8; 128 * BS];
     assert_good(&h.run(&cdb::write16(1024, 128, false), DataDir::ToDevice(&data)));
-    assert_eq!(status_at(&mut h, 0), (0, 1024, DEALLOCATED), "hole before");
-    let (start, n, st) = status_at(&mut h, 1024);
+    assert_eq!(
+        lba_status_at(&mut h, 0),
+        (0, 1024, DEALLOCATED),
+        "hole before"
+    );
+    let (start, n, st) = lba_status_at(&mut h, 1024);
     assert_eq!((start, st), (1024, MAPPED));
     assert!(n >= 128, "the written range is mapped: {n}");
-    assert_eq!(status_at(&mut h, 4096).2, DEALLOCATED, "hole after");
+    assert_eq!(lba_status_at(&mut h, 4096).2, DEALLOCATED, "hole after");
     // UNMAP punches the hole again on the brick.
     let params = cdb::unmap_params(&[(1024, 128)]);
     let plen = u16::try_from(params.len()).unwrap();
     assert_good(&h.run(&cdb::unmap(plen), DataDir::ToDevice(&params)));
     assert_eq!(
-        status_at(&mut h, 0),
+        lba_status_at(&mut h, 0),
         (0, u32::try_from(BLOCKS).unwrap(), DEALLOCATED),
         "after UNMAP"
     );

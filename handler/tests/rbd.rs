@@ -23,7 +23,7 @@ use tcmu_warden::backend::registry;
 use tcmu_warden::backend::Backend;
 use tcmu_warden::device::DeviceConfig;
 use tcmu_warden::testing::shadow::{seed_from_env, Mix, Shadow, Share};
-use tcmu_warden::testing::{assert_good, cdb, sense_of, Harness, LunSpec};
+use tcmu_warden::testing::{assert_good, cdb, lba_status_at, sense_of, Harness, LunSpec};
 use tcmu_warden_supervisor::metrics::Metrics;
 
 const NEEDS: &str = "needs a Ceph cluster: tests/ceph/run.sh";
@@ -1141,19 +1141,6 @@ fn the_lock_holder_is_the_active_optimized_path_and_a_write_elsewhere_moves_it()
 #[path = "rbd/caw.rs"]
 mod caw;
 
-/// The GET LBA STATUS descriptor covering `lba`.
-fn status_at(h: &mut Harness, lba: u64) -> (u64, u32, u8) {
-    let c = h.run(&cdb::get_lba_status(lba, 24), DataDir::FromDevice(24));
-    assert_good(&c);
-    let d = cdb::lba_status_descriptors(&c.data_in);
-    assert_eq!(
-        d.first().map(|e| e.0),
-        Some(lba),
-        "starts at the LBA asked for: {d:?}"
-    );
-    d[0]
-}
-
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
 fn get_lba_status_reports_rbd_allocation_from_diff_iterate() {
@@ -1171,7 +1158,7 @@ fn get_lba_status_reports_rbd_allocation_from_diff_iterate() {
     let blocks = size / BS as u64;
     // A new image has no objects: all of it deallocated.
     assert_eq!(
-        status_at(&mut h, 0),
+        lba_status_at(&mut h, 0),
         (0, u32::try_from(blocks).unwrap(), DEALLOCATED)
     );
     // Data in objects 0 and 1; object 2 stays unwritten.
@@ -1182,10 +1169,10 @@ fn get_lba_status_reports_rbd_allocation_from_diff_iterate() {
         DataDir::ToDevice(&data),
     ));
     for lba in [100, 115, obj + 1000, obj + 1015] {
-        let (start, n, st) = status_at(&mut h, lba);
+        let (start, n, st) = lba_status_at(&mut h, lba);
         assert_eq!(st, MAPPED, "written block {lba}: ({start}, {n})");
     }
-    let (_, n, st) = status_at(&mut h, 2 * obj);
+    let (_, n, st) = lba_status_at(&mut h, 2 * obj);
     assert_eq!(
         (st, u64::from(n)),
         (DEALLOCATED, obj),
@@ -1209,11 +1196,11 @@ fn get_lba_status_reports_rbd_allocation_from_diff_iterate() {
     let params = cdb::unmap_params(&[(obj, u32::try_from(obj).unwrap())]);
     let plen = u16::try_from(params.len()).unwrap();
     assert_good(&h.run(&cdb::unmap(plen), DataDir::ToDevice(&params)));
-    let (_, n, st) = status_at(&mut h, obj);
+    let (_, n, st) = lba_status_at(&mut h, obj);
     assert_eq!(st, DEALLOCATED, "object 1 after UNMAP");
     assert!(u64::from(n) >= obj, "all of object 1: {n}");
     // Object 0 keeps its data.
-    assert_eq!(status_at(&mut h, 100).2, MAPPED);
+    assert_eq!(lba_status_at(&mut h, 100).2, MAPPED);
 }
 
 /// The backend skips the flush after a FUA write when librbd's cache is off for the image

@@ -310,6 +310,26 @@ pub fn assert_good(c: &Completed) {
     );
 }
 
+/// The first descriptor of GET LBA STATUS at `lba`: `(lba, blocks, provisioning status)`.
+///
+/// # Panics
+/// If the command is not GOOD or the descriptor does not start at `lba`.
+#[track_caller]
+pub fn lba_status_at(h: &mut Harness, lba: u64) -> (u64, u32, u8) {
+    let c = h.run(
+        &super::cdb::get_lba_status(lba, 24),
+        DataDir::FromDevice(24),
+    );
+    assert_good(&c);
+    let d = super::cdb::lba_status_descriptors(&c.data_in);
+    assert_eq!(
+        d.first().map(|e| e.0),
+        Some(lba),
+        "starts at the LBA asked for: {d:?}"
+    );
+    d[0]
+}
+
 /// Data-In as the initiator sees it (read_len honoured).
 #[must_use]
 pub fn data_in(c: &Completed) -> &[u8] {

@@ -35,6 +35,6 @@ pub mod harness;
 pub mod lun;
 pub mod shadow;
 
-pub use harness::{assert_good, data_in, sense_of, wait_until, Harness, WAIT_LIMIT};
+pub use harness::{assert_good, data_in, lba_status_at, sense_of, wait_until, Harness, WAIT_LIMIT};
 pub use lun::LunSpec;
 pub use shadow::{Counts, Mix, Shadow, Share};
