@@ -248,3 +248,48 @@ fn without_groups_rtpg_is_refused_and_nothing_is_enforced() {
     assert_eq!(c.data_in[5] & 0x30, 0);
     assert_good(&read1(&mut h));
 }
+
+/// A thread that holds the LUN's facts for a long time (as a slow `status` reader could) must
+/// not stall the loop when an ALUA change is put in force: the new state is enforced on the
+/// next command at once, and the facts follow once the reader lets go.
+#[test]
+fn a_reader_holding_the_lun_facts_does_not_stall_an_alua_change() {
+    let mut r = rig(Some(0));
+    assert_good(&read1(&mut r.h));
+    let link = r.h.link().clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _facts = link.lun.read();
+        held_tx.send(()).unwrap();
+        // Held until released, at most 20 s.
+        let _ = release_rx.recv_timeout(Duration::from_secs(20));
+    });
+    held_rx.recv().unwrap();
+    write(&r.dev.join("alua/gp2/alua_access_state"), "2\n");
+    let t = Instant::now();
+    // RTPG re-reads the groups: the refresh finds the change while the facts are held.
+    let c = r.h.run(&rtpg(false, 64), DataDir::FromDevice(64));
+    assert_good(&c);
+    assert_sense(&read1(&mut r.h), STANDBY, "READ right after the change");
+    let took = t.elapsed();
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(
+        took < Duration::from_secs(5),
+        "the loop waited {took:?} for a reader of the LUN's facts"
+    );
+    // Once the reader is gone the facts follow: RTPG reports standby.
+    let c = run_rtpg(&mut r.h, false, 64);
+    assert_eq!(c.data_in[12] & 0x0F, 2, "gp2 reported standby");
+    assert_eq!(
+        r.h.link()
+            .lun
+            .read()
+            .alua
+            .as_ref()
+            .and_then(|a| a.local_state()),
+        Some(2),
+        "the LUN's facts hold the new state"
+    );
+}

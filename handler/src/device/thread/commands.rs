@@ -300,9 +300,22 @@ impl LoopDevice {
                 to = ?state.map(tcmu_scsi::alua::state_name), "ALUA access state of the LUN's target port group changed");
             self.alua_state = state;
         }
-        let mut lun = self.link.lun.write();
-        if lun.alua != alua {
-            lun.alua = alua;
+        // The LUN's facts are read by other threads (status, the control plane) and by every
+        // command of this loop: compare under a shared lock, and put a change in force only
+        // if the write lock is free at once. A loop serves many LUNs and must never wait here
+        // (a waiting writer would also hold back every later reader); when a reader holds the
+        // lock, the state is already enforced above and the facts are written by the next
+        // command (docs/DESIGN.md, "Threads").
+        if self.link.lun.read().alua == alua {
+            return;
+        }
+        match self.link.lun.try_write() {
+            Some(mut lun) => lun.alua = alua,
+            None => {
+                self.alua_read_at = Instant::now()
+                    .checked_sub(ALUA_REFRESH)
+                    .unwrap_or(self.alua_read_at)
+            }
         }
     }
 
