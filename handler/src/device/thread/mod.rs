@@ -47,6 +47,9 @@ const DIRECT_SUBMIT_MAX_BYTES: u64 = 32 << 20;
 /// Longest an idle device goes without a pass (it then samples its gauges and notices a
 /// configuration reload).
 const IDLE_PASS: Duration = Duration::from_secs(1);
+/// Data bytes read from the ring in one pass after which what is finished is published at
+/// once, before the rest of the ring is drained.
+const EARLY_PUBLISH_BYTES: u64 = 256 * 1024;
 
 /// What a device needs from its loop, besides the ring and the link (see [`new`]).
 pub(in crate::device) struct Parts {
@@ -126,6 +129,7 @@ pub(in crate::device) fn new(p: Parts, cfg: &DeviceConfig) -> LoopDevice {
         inline_state: WorkerState::new(0),
         uring,
         last_batch: 0,
+        pass_bytes: 0,
         uio_ready: true,
         wake_ready: true,
         // The values in force at start are the configuration's (`spawn` published them).
@@ -241,6 +245,8 @@ pub(in crate::device) struct LoopDevice {
     uring: Option<Uring>,
     /// Commands read in the last pass over the ring (the recent queue depth).
     last_batch: usize,
+    /// Data bytes of the commands read since the last early publish (see `drain_ring`).
+    pass_bytes: u64,
     /// poll() reported the uio fd readable: consume the event before draining.
     uio_ready: bool,
     /// poll() reported the wake eventfd readable.
@@ -441,11 +447,21 @@ impl LoopDevice {
                     self.acct.stats.commands.fetch_add(1, Ordering::Relaxed);
                     ctx.stamps = Stamps::default();
                     ctx.class = OpClass::Other;
-                    self.data_in_flight += ctx.cmd.data_len();
+                    let bytes = ctx.cmd.data_len();
+                    self.data_in_flight += bytes;
                     if self.link.accounting {
                         ctx.stamps.read = Some(Instant::now());
                     }
                     self.start(ctx);
+                    self.pass_bytes += bytes;
+                    if self.pass_bytes >= EARLY_PUBLISH_BYTES {
+                        // A long drain (large writes copied on this thread) hands back what
+                        // is done so far, so the kernel and the initiator keep working
+                        // meanwhile instead of waiting for the whole batch.
+                        self.pass_bytes = 0;
+                        self.reap_uring();
+                        self.publish();
+                    }
                 }
                 Some(Ok(Entry::BadCmd { cmd_id, why })) => {
                     self.acct.stats.commands.fetch_add(1, Ordering::Relaxed);
