@@ -614,3 +614,75 @@ fn get_lba_status_reports_holes_of_the_volume_file_from_gfapi_seek() {
     );
     h.stop();
 }
+
+/// The FSYNC calls the brick received since the last call of this function (`gluster volume
+/// profile ... info incremental`: the brick's own count of each file operation).
+fn brick_fsyncs() -> u64 {
+    let out = volume_sh(&["cli", "volume", "profile", &volume(), "info", "incremental"]);
+    // Rows: "%-latency Avg Min Max <calls> <FOP>"; only the interval's rows are printed.
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.last() == Some(&"FSYNC"))
+                .then(|| f[f.len() - 2].parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Zeroing is durable exactly when the LUN's write cache is off (issue "the daemon never
+/// stalls", item 11): UNMAP and a zeroing WRITE SAME reach the brick as DISCARD / ZEROFILL
+/// followed by an FSYNC of the file, counted by the brick itself; with the write cache on,
+/// no FSYNC is sent.
+#[test]
+#[ignore = "needs a gluster volume: tests/gluster/run.sh"]
+fn zeroing_is_synced_on_the_brick_exactly_when_the_write_cache_is_off() {
+    const BLOCKS: u64 = 8192;
+    let file = format!("zerosync-{}.img", std::process::id());
+    let backend = open(&file, BLOCKS * BS as u64, &[]);
+    let lun = LunSpec::blocks(BLOCKS, BS as u32)
+        .serial("glfs")
+        .write_cache(false)
+        .lun_info(backend.as_ref());
+    assert!(lun.caps.unmap, "LBPME is reported");
+    let mut h = Harness::new(
+        Arc::clone(&backend),
+        lun,
+        EmuConfig::default(),
+        &DeviceConfig::default(),
+    );
+    // Data to zero again, then the profile started and its first interval read away.
+    let data = vec![0x5au8; 256 * BS];
+    assert_good(&h.run(&cdb::write16(0, 256, false), DataDir::ToDevice(&data)));
+    // SYNCHRONIZE CACHE(10), whole LUN.
+    assert_good(&h.run(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], DataDir::None));
+    let _ = volume_sh(&["cli", "volume", "profile", &volume(), "start"]);
+    let _ = brick_fsyncs();
+    let zero_all = |h: &mut Harness| {
+        let params = cdb::unmap_params(&[(0, 64)]);
+        let plen = u16::try_from(params.len()).unwrap();
+        assert_good(&h.run(&cdb::unmap(plen), DataDir::ToDevice(&params)));
+        let zero = vec![0u8; BS];
+        // WRITE SAME of zeros without UNMAP: a ZEROFILL on the brick.
+        assert_good(&h.run(
+            &cdb::write_same16(64, 64, false, false),
+            DataDir::ToDevice(&zero),
+        ));
+    };
+    zero_all(&mut h);
+    let off = brick_fsyncs();
+    h.device()
+        .reconfigure(tcmu_warden::device::Change::WriteCache(true))
+        .unwrap();
+    // The change is announced to the next command (UNIT ATTENTION), then zeroing again.
+    let _ = h.run(&cdb::test_unit_ready(), DataDir::None);
+    zero_all(&mut h);
+    let on = brick_fsyncs();
+    let _ = volume_sh(&["cli", "volume", "profile", &volume(), "stop"]);
+    h.stop();
+    assert!(
+        off >= 2,
+        "write cache off: the brick got {off} FSYNC for an UNMAP and a zeroing WRITE SAME"
+    );
+    assert_eq!(on, 0, "write cache on: the brick got {on} FSYNC");
+}
