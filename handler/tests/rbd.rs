@@ -589,6 +589,75 @@ time.sleep(600)
     drop(child);
 }
 
+/// A gateway pair: the peer gateway (another process that opened the image and registered it
+/// in the Ceph service map on that client, as tcmu-runner does) holds no lock, yet its watch is
+/// named as a gateway, never as possibly stale with blocklisting advice; an unregistered
+/// client beside it still is possibly stale.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn a_peer_gateway_in_the_service_map_is_not_called_a_stale_watcher() {
+    use std::io::BufRead;
+    assert!(
+        wait_until(Duration::from_secs(120), || ceph_json(&["mgr", "stat"])
+            .contains("\"available\":true"))
+        .is_some(),
+        "the test cluster's mgr never became available"
+    );
+    let (_admin, name) = fresh_image("peer", 4 << 20);
+    let script = r"
+import rados, rbd, sys, time
+c = rados.Rados(conffile=sys.argv[1]); c.connect()
+io = c.open_ioctx('rbd'); img = rbd.Image(io, sys.argv[2])
+if sys.argv[3] == 'register':
+    c.service_daemon_register('tcmu-runner', 'peer-gw:rbd/' + sys.argv[2],
+        {'pool_name': 'rbd', 'image_name': sys.argv[2], 'daemon_type': 'portal',
+         'daemon_prefix': 'peer-gw'})
+print(c.get_instance_id(), flush=True)
+time.sleep(600)
+";
+    let spawn = |mode: &str| {
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script, &conf(), &name, mode])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 with python3-rbd (scripts/install-ceph-deps.sh)");
+        let out = child.stdout.take().unwrap();
+        let child = Child(child);
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        let id: u64 = line.trim().parse().expect("the client's instance id");
+        (child, id)
+    };
+    let (_peer, peer_id) = spawn("register");
+    let (_other, other_id) = spawn("plain");
+    wait_until(Duration::from_secs(60), || {
+        ceph_json(&["service", "dump"]).contains(&format!("\"peer-gw:rbd/{name}\":"))
+    })
+    .expect("the peer appears in `ceph service dump`");
+    let metrics = Metrics::new();
+    let backend = open_lun(&rbd_cfg(&name, ""), 4 << 20, Some(&metrics));
+    let d = backend.diagnose();
+    eprintln!("diagnose:\n{}", d.join("\n"));
+    let line_of = |id: u64| {
+        d.iter()
+            .find(|l| l.contains(&format!("watcher client.{id} at ")))
+            .unwrap_or_else(|| panic!("client.{id} not named: {d:#?}"))
+    };
+    let peer = line_of(peer_id);
+    assert!(
+        peer.contains("another gateway") && !peer.contains("blocklist"),
+        "the peer gateway: {peer}"
+    );
+    assert!(line_of(other_id).contains("possibly stale"), "{d:#?}");
+    assert!(
+        metrics
+            .encode()
+            .contains("tcmu_warden_rbd_watchers{device=\"user_0/rbdlun\",kind=\"possibly_stale\",subtype=\"rbd\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+}
+
 struct Frozen(nix::unistd::Pid);
 
 impl Drop for Frozen {

@@ -11,6 +11,7 @@
 //! - [`monitor`]: reopen after blocklisting, lock state, watchers, `diagnose`.
 //! - [`metrics`]: the `tcmu_warden_rbd_*` series.
 //! - [`service`]: the LUN's entry in the Ceph manager's service map (`ceph -s`, dashboard).
+//! - [`peers`]: the other gateways of the image in that map (a live peer is no stale watcher).
 //!
 //! COMPARE AND WRITE of one 512-byte sector goes to librbd's `rbd_aio_compare_and_write`
 //! (atomic on the OSD across gateways, through the same lock gate as a write); librbd refuses
@@ -24,6 +25,7 @@ pub mod image;
 pub mod lock;
 pub mod metrics;
 pub mod monitor;
+pub mod peers;
 pub mod service;
 
 use super::registry::OpenCtx;

@@ -37,7 +37,10 @@ pub enum WatcherKind {
     Own,
     /// Another client, holding the lock.
     LockHolder,
-    /// Another client holding no lock: possibly stale.
+    /// Another gateway of the image, registered in the Ceph service map and alive
+    /// ([`super::peers`]): in a gateway pair, the peer that does not hold the lock.
+    Gateway,
+    /// Another client holding no lock and no gateway: possibly stale.
     PossiblyStale,
 }
 
@@ -207,25 +210,71 @@ pub(super) fn scan_watchers(inner: &Inner, why: &str) -> Vec<(Watcher, WatcherKi
             (w, kind)
         })
         .collect();
+    let out = peers_are_not_stale(inner, &cur, out);
     let count = |k: WatcherKind| {
         i64::try_from(out.iter().filter(|(_, kk)| *kk == k).count()).unwrap_or(i64::MAX)
     };
     let [own, other, stale] = &inner.metrics.watchers;
     own.set(count(WatcherKind::Own));
-    other.set(count(WatcherKind::LockHolder) + count(WatcherKind::PossiblyStale));
+    other.set(
+        count(WatcherKind::LockHolder)
+            + count(WatcherKind::Gateway)
+            + count(WatcherKind::PossiblyStale),
+    );
     stale.set(count(WatcherKind::PossiblyStale));
     inner.metrics.set_clients(client::count());
     for (w, k) in &out {
         if *k == WatcherKind::PossiblyStale {
             tracing::warn!(device = %inner.device, image = %inner.cfg.spec(), watcher = %format!("client.{}", w.id),
                 addr = %w.addr, reason = why,
-                "rbd: possibly stale watcher on the image header (not a client of this daemon, holds no lock); \
+                "rbd: possibly stale watcher on the image header (not a client of this daemon, holds no lock, no gateway in the service map); \
                  if its process is gone or frozen: ceph osd blocklist add {}", w.addr);
         }
     }
     let mut f = inner.facts.lock();
     f.watchers.clone_from(&out);
     f.scanned = Some(Instant::now());
+    out
+}
+
+/// Watchers that look stale but are gateways of the image registered in the service map
+/// (asked only when some look stale) become [`WatcherKind::Gateway`]. When the map cannot be
+/// read, they stay possibly stale and the log says why.
+fn peers_are_not_stale(
+    inner: &Inner,
+    cur: &image::Opened,
+    mut out: Vec<(Watcher, WatcherKind)>,
+) -> Vec<(Watcher, WatcherKind)> {
+    if !out.iter().any(|(_, k)| *k == WatcherKind::PossiblyStale) {
+        return out;
+    }
+    let gateways = cur
+        .client
+        .cluster
+        .mon_command(r#"{"prefix": "service dump", "format": "json"}"#)
+        .map_err(|e| e.to_string())
+        .and_then(|(json, _)| {
+            super::peers::parse_service_dump(
+                &json,
+                &inner.cfg.pool,
+                inner.cfg.namespace.as_deref(),
+                &inner.cfg.image,
+            )
+            .map_err(|e| e.to_string())
+        });
+    match gateways {
+        Ok(g) => {
+            for (w, k) in &mut out {
+                if *k == WatcherKind::PossiblyStale && g.iter().any(|g| g.watches(w)) {
+                    *k = WatcherKind::Gateway;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(device = %inner.device, image = %inner.cfg.spec(),
+                "rbd: the service map could not be read to tell peer gateways from stale watchers: {e}");
+        }
+    }
     out
 }
 
@@ -402,8 +451,12 @@ pub(super) fn diagnose(inner: &Inner) -> Vec<String> {
             WatcherKind::LockHolder => {
                 out.push(format!("watcher {who}: another client, holding the lock"))
             }
+            WatcherKind::Gateway => out.push(format!(
+                "watcher {who}: another gateway of this image (registered in the Ceph service map)"
+            )),
             WatcherKind::PossiblyStale => out.push(format!(
-                "watcher {who}: possibly stale (not a client of this daemon, holds no lock); if \
+                "watcher {who}: possibly stale (not a client of this daemon, holds no lock, no \
+                 gateway in the Ceph service map); if \
                  its process is gone or frozen, `ceph osd blocklist add {}` removes it",
                 w.addr
             )),

@@ -4,7 +4,9 @@
 //! Each served image is one daemon of the service `tcmu-runner` (the name the dashboard
 //! reads), named `<hostname>:<pool>/<image>` (`<pool>/<namespace>/<image>` in a namespace),
 //! with the metadata keys `pool_name`, `image_name`, `image_id`, `daemon_type` = `portal` and
-//! `daemon_prefix` = the hostname (which `ceph -s` uses to count "portals" and hosts), and the
+//! `daemon_prefix` = the hostname (which `ceph -s` uses to count "portals" and hosts),
+//! `io_client_id` / `io_client_addr` = the I/O client whose watch peers see on the image
+//! ([`super::peers`]; registered again when a reopen changes it), and the
 //! status keys `lock_owner` (`true`/`false`: the dashboard's optimized path),
 //! `lock_lost_cnt`, `conn_lost_cnt` and `cmd_timed_out_cnt`.
 //!
@@ -42,6 +44,7 @@ pub fn metadata<'a>(
     host: &'a str,
     cfg: &'a RbdConfig,
     image_id: &'a str,
+    io_client: (&'a str, &'a str),
 ) -> Vec<(&'a str, &'a str)> {
     let mut m = vec![
         ("pool_name", cfg.pool.as_str()),
@@ -50,6 +53,9 @@ pub fn metadata<'a>(
         ("daemon_type", "portal"),
         ("daemon_prefix", host),
         ("tcmu_warden_version", env!("CARGO_PKG_VERSION")),
+        // The client whose watch peers see on the image (super::peers).
+        ("io_client_id", io_client.0),
+        ("io_client_addr", io_client.1),
     ];
     if let Some(ns) = &cfg.namespace {
         m.push(("pool_namespace", ns.as_str()));
@@ -87,6 +93,8 @@ impl Status {
 #[derive(Default)]
 pub(super) struct Entry {
     client: Option<Arc<Cluster>>,
+    /// The I/O client the registration names (`io_client_id`).
+    io_client: u64,
     sent: Option<Status>,
     retry_at: Option<Instant>,
 }
@@ -106,6 +114,14 @@ impl Entry {
         if inner.read_only {
             return; // a snapshot is no gateway path
         }
+        let io_client = inner.current.read().client.instance_id;
+        if self.client.is_some() && self.io_client != io_client {
+            // Reopened on a fresh client (after blocklisting): register again, so the entry
+            // names the client that now watches the image. Dropping the old registration's
+            // client removes its entry.
+            self.client = None;
+            self.retry_at = None;
+        }
         if self.client.is_none() {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 return;
@@ -113,6 +129,7 @@ impl Entry {
             match register(inner) {
                 Ok(c) => {
                     self.client = Some(c);
+                    self.io_client = io_client;
                     self.sent = None;
                 }
                 Err(e) => {
@@ -155,9 +172,13 @@ pub(super) fn status(inner: &Inner) -> Status {
 }
 
 fn register(inner: &Inner) -> Result<Arc<Cluster>, String> {
-    let image_id = {
+    let (image_id, io_id, io_addr) = {
         let cur = inner.current.read();
-        cur.image.id().map_err(|e| e.to_string())?
+        (
+            cur.image.id().map_err(|e| e.to_string())?,
+            cur.client.instance_id.to_string(),
+            cur.client.addr.clone(),
+        )
     };
     let cfg = &inner.cfg;
     let secs = super::client::MOUNT_TIMEOUT.as_secs().to_string();
@@ -172,7 +193,8 @@ fn register(inner: &Inner) -> Result<Arc<Cluster>, String> {
     .map_err(|e| format!("connecting its client: {e}"))?;
     let host = hostname();
     let daemon = daemon_name(&host, cfg);
-    c.service_register(SERVICE, &daemon, &metadata(&host, cfg, &image_id))
+    let meta = metadata(&host, cfg, &image_id, (&io_id, &io_addr));
+    c.service_register(SERVICE, &daemon, &meta)
         .map_err(|e| format!("registering {daemon}: {e}"))?;
     tracing::info!(device = %inner.device, image = %cfg.spec(), service = SERVICE, %daemon,
         client = %format!("client.{}", c.instance_id()), "rbd: registered in the Ceph service map");
@@ -202,13 +224,15 @@ mod tests {
         assert_eq!(daemon_name("gw1", &cfg(None)), "gw1:rbd/disk1");
         assert_eq!(daemon_name("gw1", &cfg(Some("ns"))), "gw1:rbd/ns/disk1");
         let c = cfg(None);
-        let m = metadata("gw1", &c, "10ab");
+        let m = metadata("gw1", &c, "10ab", ("4188", "10.0.0.2:0/333"));
         let get = |k: &str| m.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v);
         assert_eq!(get("pool_name"), Some("rbd"));
         assert_eq!(get("image_name"), Some("disk1"));
         assert_eq!(get("image_id"), Some("10ab"));
         assert_eq!(get("daemon_type"), Some("portal"));
         assert_eq!(get("daemon_prefix"), Some("gw1"));
+        assert_eq!(get("io_client_id"), Some("4188"));
+        assert_eq!(get("io_client_addr"), Some("10.0.0.2:0/333"));
         let s = Status {
             lock_owner: true,
             lock_lost: 2,
