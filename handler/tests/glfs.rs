@@ -679,6 +679,7 @@ fn zeroing_is_synced_on_the_brick_exactly_when_the_write_cache_is_off() {
     zero_all(&mut h);
     let on = brick_fsyncs();
     let _ = volume_sh(&["cli", "volume", "profile", &volume(), "stop"]);
+    eprintln!("brick FSYNC calls: write cache off {off}, on {on}");
     h.stop();
     assert!(
         off >= 2,
