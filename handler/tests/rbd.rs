@@ -1008,6 +1008,9 @@ fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
         "\"pool_name\":\"rbd\"".to_string(),
         format!("\"image_name\":\"{name}\""),
         format!("\"image_id\":\"{image_id}\""),
+        // The I/O client whose watch a peer gateway sees (docs/rbd.md, "Watchers").
+        "\"io_client_id\":\"".to_string(),
+        "\"io_client_addr\":\"127.0.0.1:".to_string(),
     ] {
         assert!(
             entry.contains(&kv),
