@@ -47,7 +47,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 }
 
 /// Format a duration the way [`parse_duration`] reads it, in the largest unit that is exact:
-/// `2m`, `90s`, `250ms`, `0s`.
+/// `2m`, `90s`, `250ms`, `0s`. A duration of more than 2^64 ns (some 584 years) that is not
+/// a whole number of seconds is written as whole seconds and the rest (`2282562828256s251us`):
+/// the parser counts a number in a unit below the second in 64-bit nanoseconds.
 #[must_use]
 pub fn format_duration(d: Duration) -> String {
     let n = d.as_nanos();
@@ -58,9 +60,24 @@ pub fn format_duration(d: Duration) -> String {
         ("h", 3_600_000_000_000u128),
         ("m", 60_000_000_000),
         ("s", 1_000_000_000),
-        ("ms", 1_000_000),
-        ("us", 1_000),
     ] {
+        if n % scale == 0 {
+            return format!("{}{unit}", n / scale);
+        }
+    }
+    if n > u128::from(u64::MAX) {
+        return format!(
+            "{}s{}",
+            d.as_secs(),
+            below_a_second(u128::from(d.subsec_nanos()))
+        );
+    }
+    below_a_second(n)
+}
+
+/// `n` nanoseconds (not a whole number of seconds) in the largest exact unit below the second.
+fn below_a_second(n: u128) -> String {
+    for (unit, scale) in [("ms", 1_000_000u128), ("us", 1_000)] {
         if n % scale == 0 {
             return format!("{}{unit}", n / scale);
         }
@@ -113,10 +130,25 @@ mod tests {
             Duration::from_secs(7200),
             Duration::from_millis(1500),
             Duration::from_nanos(1_000_001),
+            // Found by the config fuzz target: `251us2282562828256s` was written back as
+            // microseconds the parser cannot count.
+            Duration::new(2_282_562_828_256, 251_000),
+            Duration::new(u64::MAX, 1),
+            Duration::new(u64::MAX / 1_000_000_000, 999_999_999),
+            Duration::new(18_446_744_073, 709_551_616),
         ] {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(
+            format_duration(Duration::new(2_282_562_828_256, 251_000)),
+            "2282562828256s251us"
+        );
+        assert_eq!(
+            parse_duration("251us2282562828256s"),
+            Ok(Duration::new(2_282_562_828_256, 251_000))
+        );
     }
 }

@@ -385,6 +385,9 @@ const ERRNOS: &[Errno] = &[
     Errno::EFBIG,
 ];
 
+/// Above every errno number Linux defines (133 in 6.1).
+const MAX_ERRNO: i32 = 256;
+
 fn parse_errno(s: &str) -> Result<Errno, String> {
     if let Ok(n) = s.parse::<i32>() {
         let e = Errno::from_raw(n);
@@ -394,9 +397,13 @@ fn parse_errno(s: &str) -> Result<Errno, String> {
             Err(format!("{n} is not a known errno"))
         };
     }
+    // Any errno name the C library knows is taken back, so a rule given as a number reads
+    // back from its written form (`fail=77` is written `fail=EBADFD`).
     ERRNOS
         .iter()
         .copied()
+        .chain((1..MAX_ERRNO).map(Errno::from_raw))
+        .filter(|e| *e != Errno::UnknownErrno)
         .find(|e| format!("{e:?}").eq_ignore_ascii_case(s))
         .ok_or_else(|| {
             format!("unknown errno `{s}`; use a number or one of EIO, ETIMEDOUT, ESHUTDOWN, ENOTCONN, ECONNRESET, ENOSPC, EAGAIN, EBUSY, ENOMEM, …")
@@ -1300,6 +1307,19 @@ mod tests {
             parse_rules("WRITE:FAIL=eio").unwrap(),
             [Rule::new(OpSet::WRITE, Action::Fail(Errno::EIO))]
         );
+        // Found by the cfgstring fuzz target: an errno given by number outside the list of
+        // common names (`077` is EBADFD) was written back as a name the parser refused.
+        let odd = parse_rules("write:fail=077").unwrap();
+        assert_eq!(odd, [Rule::new(OpSet::WRITE, Action::Fail(Errno::EBADFD))]);
+        assert_eq!(format_rules(&odd), "write:fail=EBADFD");
+        assert_eq!(parse_rules(&format_rules(&odd)).unwrap(), odd);
+        for n in 1..200 {
+            let e = Errno::from_raw(n);
+            if e != Errno::UnknownErrno {
+                let r = vec![Rule::new(OpSet::READ, Action::Fail(e))];
+                assert_eq!(parse_rules(&format_rules(&r)).ok(), Some(r), "errno {n}");
+            }
+        }
     }
 
     #[test]
