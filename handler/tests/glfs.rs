@@ -73,6 +73,16 @@ fn lun(backend: &dyn Backend, blocks: u64) -> tcmu_scsi::lun::LunInfo {
         .lun_info(backend)
 }
 
+/// A device on `backend` with the default ring and settings.
+fn harness(backend: &Arc<dyn Backend>, lun: tcmu_scsi::lun::LunInfo) -> Harness {
+    Harness::new(
+        Arc::clone(backend),
+        lun,
+        EmuConfig::default(),
+        &DeviceConfig::default(),
+    )
+}
+
 #[test]
 #[ignore = "needs a gluster volume: tests/gluster/run.sh"]
 fn integrity_against_a_shadow_model() {
@@ -580,12 +590,7 @@ fn get_lba_status_reports_holes_of_the_volume_file_from_gfapi_seek() {
     let backend = open(&file, BLOCKS * BS as u64, &[]);
     let lun = lun(backend.as_ref(), BLOCKS);
     assert!(lun.caps.unmap, "LBPME is reported");
-    let mut h = Harness::new(
-        Arc::clone(&backend),
-        lun,
-        EmuConfig::default(),
-        &DeviceConfig::default(),
-    );
+    let mut h = harness(&backend, lun);
     // A new file is one hole.
     assert_eq!(
         lba_status_at(&mut h, 0),
@@ -645,12 +650,7 @@ fn zeroing_is_synced_on_the_brick_exactly_when_the_write_cache_is_off() {
         .write_cache(false)
         .lun_info(backend.as_ref());
     assert!(lun.caps.unmap, "LBPME is reported");
-    let mut h = Harness::new(
-        Arc::clone(&backend),
-        lun,
-        EmuConfig::default(),
-        &DeviceConfig::default(),
-    );
+    let mut h = harness(&backend, lun);
     // Data to zero again, then the profile started and its first interval read away.
     let data = vec![0x5au8; 256 * BS];
     assert_good(&h.run(&cdb::write16(0, 256, false), DataDir::ToDevice(&data)));

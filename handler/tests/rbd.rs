@@ -535,75 +535,12 @@ impl Drop for Child {
     }
 }
 
-/// The stale-watcher incident: a client that opened the image and froze (SIGSTOP) keeps its
-/// watch on the header; the backend names it, with its address, as possibly stale.
-#[test]
-#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
-fn a_frozen_clients_watch_is_named_possibly_stale() {
+/// A client in another process (python3-rbd) that opens image `name` and keeps it open,
+/// so its watch is on the header; registered in the service map as a tcmu-runner style
+/// gateway `peer-gw:rbd/<name>` on that client when `register`. Returns it (killed on
+/// drop) and its instance id (`client.<id>`).
+fn image_client(name: &str, register: bool) -> (Child, u64) {
     use std::io::BufRead;
-    let (_admin, name) = fresh_image("watch", 4 << 20);
-    let script = r"
-import rados, rbd, sys, time
-c = rados.Rados(conffile=sys.argv[1]); c.connect()
-io = c.open_ioctx('rbd'); img = rbd.Image(io, sys.argv[2])
-print(c.get_instance_id(), flush=True)
-time.sleep(600)
-";
-    let mut child = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", script, &conf(), &name])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 with python3-rbd (scripts/install-ceph-deps.sh)");
-    let out = child.stdout.take().unwrap();
-    let child = Child(child);
-    let mut line = String::new();
-    std::io::BufReader::new(out).read_line(&mut line).unwrap();
-    let id: u64 = line.trim().parse().expect("the watcher's instance id");
-    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let metrics = Metrics::new();
-    let backend = open_lun(&rbd_cfg(&name, ""), 4 << 20, Some(&metrics));
-    let d = backend.diagnose();
-    eprintln!("diagnose:\n{}", d.join("\n"));
-    let stale = d
-        .iter()
-        .find(|l| l.contains(&format!("watcher client.{id} at ")))
-        .unwrap_or_else(|| panic!("client.{id} not named: {d:#?}"));
-    assert!(stale.contains("possibly stale"), "{stale}");
-    assert!(
-        stale.contains("ceph osd blocklist add 127.0.0.1:"),
-        "names the address: {stale}"
-    );
-    assert!(
-        !d.iter()
-            .any(|l| l.contains("possibly stale") && !l.contains(&format!("client.{id} "))),
-        "only the frozen client is suspect (our own watch is not): {d:#?}"
-    );
-    assert!(
-        metrics
-            .encode()
-            .contains("tcmu_warden_rbd_watchers{device=\"user_0/rbdlun\",kind=\"possibly_stale\",subtype=\"rbd\"} 1"),
-        "{}",
-        metrics.encode()
-    );
-    drop(child);
-}
-
-/// A gateway pair: the peer gateway (another process that opened the image and registered it
-/// in the Ceph service map on that client, as tcmu-runner does) holds no lock, yet its watch is
-/// named as a gateway, never as possibly stale with blocklisting advice; an unregistered
-/// client beside it still is possibly stale.
-#[test]
-#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
-fn a_peer_gateway_in_the_service_map_is_not_called_a_stale_watcher() {
-    use std::io::BufRead;
-    assert!(
-        wait_until(Duration::from_secs(120), || ceph_json(&["mgr", "stat"])
-            .contains("\"available\":true"))
-        .is_some(),
-        "the test cluster's mgr never became available"
-    );
-    let (_admin, name) = fresh_image("peer", 4 << 20);
     let script = r"
 import rados, rbd, sys, time
 c = rados.Rados(conffile=sys.argv[1]); c.connect()
@@ -615,21 +552,77 @@ if sys.argv[3] == 'register':
 print(c.get_instance_id(), flush=True)
 time.sleep(600)
 ";
-    let spawn = |mode: &str| {
-        let mut child = std::process::Command::new("/usr/bin/python3")
-            .args(["-c", script, &conf(), &name, mode])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 with python3-rbd (scripts/install-ceph-deps.sh)");
-        let out = child.stdout.take().unwrap();
-        let child = Child(child);
-        let mut line = String::new();
-        std::io::BufReader::new(out).read_line(&mut line).unwrap();
-        let id: u64 = line.trim().parse().expect("the client's instance id");
-        (child, id)
-    };
-    let (_peer, peer_id) = spawn("register");
-    let (_other, other_id) = spawn("plain");
+    let mode = if register { "register" } else { "plain" };
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &conf(), name, mode])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with python3-rbd (scripts/install-ceph-deps.sh)");
+    let out = child.stdout.take().unwrap();
+    let child = Child(child);
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    let id: u64 = line.trim().parse().expect("the client's instance id");
+    (child, id)
+}
+
+/// The `diagnose` line that names watcher `client.<id>`.
+fn watcher_line(d: &[String], id: u64) -> &str {
+    d.iter()
+        .find(|l| l.contains(&format!("watcher client.{id} at ")))
+        .unwrap_or_else(|| panic!("client.{id} not named: {d:#?}"))
+}
+
+/// The watcher metric of the test LUN counts exactly one possibly stale watcher.
+fn assert_one_possibly_stale(metrics: &Metrics) {
+    assert!(
+        metrics
+            .encode()
+            .contains("tcmu_warden_rbd_watchers{device=\"user_0/rbdlun\",kind=\"possibly_stale\",subtype=\"rbd\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+}
+
+/// The stale-watcher incident: a client that opened the image and froze (SIGSTOP) keeps its
+/// watch on the header; the backend names it, with its address, as possibly stale.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn a_frozen_clients_watch_is_named_possibly_stale() {
+    let (_admin, name) = fresh_image("watch", 4 << 20);
+    let (child, id) = image_client(&name, false);
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let metrics = Metrics::new();
+    let backend = open_lun(&rbd_cfg(&name, ""), 4 << 20, Some(&metrics));
+    let d = backend.diagnose();
+    eprintln!("diagnose:\n{}", d.join("\n"));
+    let stale = watcher_line(&d, id);
+    assert!(stale.contains("possibly stale"), "{stale}");
+    assert!(
+        stale.contains("ceph osd blocklist add 127.0.0.1:"),
+        "names the address: {stale}"
+    );
+    assert!(
+        !d.iter()
+            .any(|l| l.contains("possibly stale") && !l.contains(&format!("client.{id} "))),
+        "only the frozen client is suspect (our own watch is not): {d:#?}"
+    );
+    assert_one_possibly_stale(&metrics);
+    drop(child);
+}
+
+/// A gateway pair: the peer gateway (another process that opened the image and registered it
+/// in the Ceph service map on that client, as tcmu-runner does) holds no lock, yet its watch is
+/// named as a gateway, never as possibly stale with blocklisting advice; an unregistered
+/// client beside it still is possibly stale.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn a_peer_gateway_in_the_service_map_is_not_called_a_stale_watcher() {
+    wait_for_mgr();
+    let (_admin, name) = fresh_image("peer", 4 << 20);
+    let (_peer, peer_id) = image_client(&name, true);
+    let (_other, other_id) = image_client(&name, false);
     wait_until(Duration::from_secs(60), || {
         ceph_json(&["service", "dump"]).contains(&format!("\"peer-gw:rbd/{name}\":"))
     })
@@ -638,24 +631,16 @@ time.sleep(600)
     let backend = open_lun(&rbd_cfg(&name, ""), 4 << 20, Some(&metrics));
     let d = backend.diagnose();
     eprintln!("diagnose:\n{}", d.join("\n"));
-    let line_of = |id: u64| {
-        d.iter()
-            .find(|l| l.contains(&format!("watcher client.{id} at ")))
-            .unwrap_or_else(|| panic!("client.{id} not named: {d:#?}"))
-    };
-    let peer = line_of(peer_id);
+    let peer = watcher_line(&d, peer_id);
     assert!(
         peer.contains("another gateway") && !peer.contains("blocklist"),
         "the peer gateway: {peer}"
     );
-    assert!(line_of(other_id).contains("possibly stale"), "{d:#?}");
     assert!(
-        metrics
-            .encode()
-            .contains("tcmu_warden_rbd_watchers{device=\"user_0/rbdlun\",kind=\"possibly_stale\",subtype=\"rbd\"} 1"),
-        "{}",
-        metrics.encode()
+        watcher_line(&d, other_id).contains("possibly stale"),
+        "{d:#?}"
     );
+    assert_one_possibly_stale(&metrics);
 }
 
 struct Frozen(nix::unistd::Pid);
@@ -974,18 +959,23 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> 
     None
 }
 
-/// An open LUN is a `tcmu-runner` daemon `<host>:<pool>/<image>` in the manager's service
-/// map with the metadata the dashboard reads, its status says whether it holds the lock,
-/// `ceph -s` counts it as a portal, and it leaves the map when the LUN closes.
-#[test]
-#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
-fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
+/// Wait (up to 2 minutes) until the test cluster's manager is available.
+fn wait_for_mgr() {
     assert!(
         wait_until(Duration::from_secs(120), || ceph_json(&["mgr", "stat"])
             .contains("\"available\":true"))
         .is_some(),
         "the test cluster's mgr never became available"
     );
+}
+
+/// An open LUN is a `tcmu-runner` daemon `<host>:<pool>/<image>` in the manager's service
+/// map with the metadata the dashboard reads, its status says whether it holds the lock,
+/// `ceph -s` counts it as a portal, and it leaves the map when the LUN closes.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn an_open_lun_is_a_gateway_in_the_ceph_service_map() {
+    wait_for_mgr();
     let size: u64 = 4 << 20;
     let (admin, name) = fresh_image("svcmap", size);
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
