@@ -95,6 +95,14 @@ if [ "${SKIP_VM:-0}" != 1 ]; then
         stage bench-compare bench/vm/compare.sh --quick --warden target/release/tcmu-warden &&
             passed=$((passed + 1)) || failed=$((failed + 1))
         grep -E '^ratio|^compare: (FAILED|wrote)' "$log/bench-compare.log" || true
+        # Its RBD mode, quick (bench/vm/compare.sh --rbd --quick): tcmu-warden and Debian's
+        # tcmu-runner handler_rbd.so each serve a user:rbd LUN on one image of a throwaway
+        # single-node Ceph cluster (started and stopped by the script, as the ceph stage's is),
+        # and fio's own rbd engine reads and writes it from the same guest. Fails when a target
+        # fails to serve, never on ratios.
+        stage bench-compare-rbd bench/vm/compare.sh --rbd --quick --warden target/release/tcmu-warden &&
+            passed=$((passed + 1)) || failed=$((failed + 1))
+        grep -E '^ratio|^compare: (FAILED|wrote|ceph cluster up)' "$log/bench-compare-rbd.log" || true
         # SCSI conformance: libiscsi's iscsi-test-cu over LIO's iSCSI target, tcmu-warden
         # against the kernel's fileio backstore in the same boot (tests/conformance/run.sh).
         stage conformance tests/conformance/run.sh target/release/tcmu-warden &&

@@ -10,17 +10,25 @@ resident memory, threads and time. Medians (over quiet windows when there are an
 SVG in bench/out/, and the ratios printed last.
 
 usage: compare.py [--quick] [--rings] [--warden BIN] [--runner DIR]
+       compare.py --rbd --ceph DIR [--quick] [--warden BIN] [--runner DIR]
        compare.py --from-json FILE      (re-derive summary, table, ratios and SVG, no boot)
        compare.py --markdown FILE       (a saved run's rows and scale points as Markdown tables)
   --quick   CI smoke: 1 round, 2 short jobs, scale 1 and 16 LUNs in the same boots (~3-4 min)
   --rings   ring sizes instead: each max_data_area_mb (BENCH_RINGS) for warden and runner,
             1 MiB sequential write QD8 (BENCH_JOBS), fileio as the reference; no scale run
+  --rbd     RBD instead (compare_rbd.py): warden and runner serving a user:rbd LUN on one image of
+            the Ceph cluster in --ceph DIR (tests/ceph/cluster.sh), hw_max_sectors 1024,
+            max_data_area_mb 8, librbd cache off, and fio's own rbd engine as the ceiling;
+            5 jobs (quick: 2), no scale run; --runner is then Debian's binary package
+            (scripts/fetch-tcmu-runner-deb.sh prints it)
   --warden  tcmu-warden binary (default target/release/tcmu-warden)
   --runner  tcmu-runner cache directory (scripts/build-tcmu-runner.sh prints it)
 env: BENCH_QUICK=1, BENCH_ROUNDS, BENCH_RUNTIME_MS, BENCH_RAMP_MS, BENCH_SIZE_MB,
      BENCH_JOBS (jobs at hw_max_sectors 128), BENCH_JOBS_HW1024 (jobs at 1024),
      BENCH_RINGS, BENCH_SCALE ("1 8 64 256"; "" for none), BENCH_TARGETS ("warden runner
-     fileio"), BENCH_HANDLER_ARGS (extra tcmu-warden arguments), BENCH_OUT (bench/out)
+     fileio"; --rbd: "warden runner fio-rbd"), BENCH_HANDLER_ARGS (extra tcmu-warden
+     arguments), BENCH_OUT (bench/out); --rbd: BENCH_RBD_JOBS, BENCH_RBD_HW (1024),
+     BENCH_RBD_RING (8)
 """
 import json
 import os
@@ -30,26 +38,29 @@ import sys
 import tempfile
 import time
 
+import compare_rbd
 from bench import (JOBS, QUIET_OTHER_CORES, REPO, binary_info, derive, fmt_tp, fmt_us, group_summary,
                    host_facts, is_quiet, job_bs, log, make_scenario, nice_max, ok, out_dir,
                    print_failure_tail, progress_tail, run_boot, svg_axes, svg_legend, svg_open, utc_now)
 
 TARGETS = ("warden", "runner", "fileio")
 DAEMONS = ("warden", "runner")
-COLOURS = {"warden": "#c0392b", "runner": "#7d3c98", "fileio": "#2471a3"}
+COLOURS = {"warden": "#c0392b", "runner": "#7d3c98", "fileio": "#2471a3", "fio-rbd": "#1e8449"}
 DEFAULT_RING = 1024   # the kernel's default max_data_area_mb (docs/kernel-abi.md §2.1)
 
 
 def parse_args(argv):
-    a = {"quick": os.environ.get("BENCH_QUICK", "") not in ("", "0"), "rings": False,
-         "warden": os.path.join(REPO, "target", "release", "tcmu-warden"), "runner": None}
+    a = {"quick": os.environ.get("BENCH_QUICK", "") not in ("", "0"), "rings": False, "rbd": False,
+         "warden": os.path.join(REPO, "target", "release", "tcmu-warden"), "runner": None, "ceph": None}
     it = iter(argv)
     for x in it:
         if x == "--quick":
             a["quick"] = True
         elif x == "--rings":
             a["rings"] = True
-        elif x in ("--warden", "--runner"):
+        elif x == "--rbd":
+            a["rbd"] = True
+        elif x in ("--warden", "--runner", "--ceph"):
             a[x[2:]] = next(it, None)
             if a[x[2:]] is None:
                 sys.exit(f"compare: {x} needs a value")
@@ -59,12 +70,18 @@ def parse_args(argv):
         else:
             sys.exit(f"compare: unknown argument {x} (--help)")
     a["warden"] = os.path.abspath(a["warden"])
+    if a["rbd"] and a["rings"]:
+        sys.exit("compare: --rbd and --rings are separate runs")
+    if a["rbd"] and not a["ceph"]:
+        sys.exit("compare: --rbd needs --ceph DIR (a cluster of tests/ceph/cluster.sh; compare.sh --rbd starts one)")
     return a
 
 
 def plan(a):
     env = os.environ.get
     quick, rings_mode = a["quick"], a["rings"]
+    if a["rbd"]:
+        return compare_rbd.plan(quick, check_jobs)
     p = {
         "mode": ("rings-" if rings_mode else "") + ("quick" if quick else "full"),
         "rounds": int(env("BENCH_ROUNDS", "1" if quick else "3")),
@@ -92,11 +109,24 @@ def plan(a):
     for c in p["configs"]:
         fileio_jobs += [j for j in c["jobs"] if j not in fileio_jobs]
     p["fileio_jobs"] = fileio_jobs
+    check_jobs(p)
+    return p
+
+
+def check_jobs(p):
     for c in p["configs"]:
         for j in c["jobs"]:
             if j not in JOBS:
                 sys.exit(f"compare: unknown job {j} (one of {' '.join(JOBS)})")
-    return p
+
+
+def reference(p):
+    """The target without a TCMU daemon: the kernel's fileio, or fio's own rbd engine."""
+    return p.get("reference", "fileio")
+
+
+def all_targets(p):
+    return DAEMONS + (reference(p),)
 
 
 def boots(p):
@@ -115,20 +145,20 @@ def boots(p):
 def boot_settings(p, rnd, target, with_jobs, scale, runner_dir):
     if not with_jobs:
         configs = ""
-    elif target == "fileio":
+    elif target == reference(p):
         configs = f"0:0:{'/'.join(p['fileio_jobs'])}"
     else:
         configs = " ".join(f"{c['hw']}:{c['ring']}:{'/'.join(c['jobs'])}" for c in p["configs"])
     return {"BENCH_TARGET": target, "BENCH_ROUND": rnd, "BENCH_CONFIGS": configs,
             "BENCH_RUNTIME_MS": p["runtime_ms"], "BENCH_RAMP_MS": p["ramp_ms"],
             "BENCH_SIZE_MB": p["size_mb"], "BENCH_SCALE": scale, "BENCH_RUNNER_DIR": runner_dir or "",
-            "BENCH_HANDLER_ARGS": p["handler_args"]}
+            "BENCH_HANDLER_ARGS": p["handler_args"], **p.get("guest", {})}
 
 
 def boot_jobs(p, target, with_jobs):
     if not with_jobs:
         return 0
-    return len(p["fileio_jobs"]) if target == "fileio" else sum(len(c["jobs"]) for c in p["configs"])
+    return len(p["fileio_jobs"]) if target == reference(p) else sum(len(c["jobs"]) for c in p["configs"])
 
 
 def boot_estimate_s(p, target, with_jobs, scale):
@@ -176,7 +206,8 @@ def pick(s, f):
     return s["quiet"].get(f) if s.get("n_quiet") else s.get(f)
 
 
-def summarize(results):
+def summarize(results, p):
+    targets = all_targets(p)
     groups = {}
     for r in results:
         if ok(r):
@@ -184,13 +215,15 @@ def summarize(results):
     summary = [group_summary(rs, {"target": k[0], "job": k[1], "hw": k[2], "ring_mb": k[3]})
                for k, rs in groups.items()]
     order = list(JOBS)
-    summary.sort(key=lambda s: (order.index(s["job"]), s["hw"] if s["target"] != "fileio" else 1 << 20,
-                                s["ring_mb"], TARGETS.index(s["target"])))
+    summary.sort(key=lambda s: (order.index(s["job"]), s["hw"] if s["target"] not in ("fileio", "fio-rbd") else 1 << 20,
+                                s["ring_mb"], targets.index(s["target"]) if s["target"] in targets else len(targets)))
     return summary
 
 
 def rows(summary, p):
-    """One row per (job, hw, ring) the daemons ran: {"warden": s, "runner": s, "fileio": s}."""
+    """One row per (job, hw, ring) the daemons ran: {"warden": s, "runner": s, "fileio": s}
+    (fio-rbd instead of fileio in the RBD mode)."""
+    ref = reference(p)
     out = []
     for c in p["configs"]:
         for j in c["jobs"]:
@@ -198,7 +231,7 @@ def rows(summary, p):
             for t in DAEMONS:
                 row[t] = next((s for s in summary if s["target"] == t and s["job"] == j
                                and s["hw"] == c["hw"] and s["ring_mb"] == c["ring"]), None)
-            row["fileio"] = next((s for s in summary if s["target"] == "fileio" and s["job"] == j), None)
+            row[ref] = next((s for s in summary if s["target"] == ref and s["job"] == j), None)
             out.append(row)
     return out
 
@@ -207,10 +240,10 @@ def ratio(a, b):
     return round(a / b, 2) if a is not None and b else None
 
 
-def row_ratios(row):
+def row_ratios(row, p):
     w = row["warden"]
     out = {}
-    for ref in ("runner", "fileio"):
+    for ref in ("runner", reference(p)):
         r = row[ref]
         out[f"throughput_warden_{ref}"] = ratio(pick(w, "throughput"), pick(r, "throughput"))
         out[f"cpu_warden_{ref}"] = ratio(pick(w, "qemu_cpu_us_per_io"), pick(r, "qemu_cpu_us_per_io"))
@@ -240,7 +273,7 @@ def scale_summary(scale_recs, scale_ends):
 # ---------------------------------------------------------------- text
 def label(row, p):
     rings = {c["ring"] for c in p["configs"]}
-    return f"{row['job']} hw{row['hw']}" + (f" ring{row['ring']}" if len(rings) > 1 else "")
+    return ("rbd " if reference(p) == "fio-rbd" else "") + f"{row['job']} hw{row['hw']}" + (f" ring{row['ring']}" if len(rings) > 1 else "")
 
 
 def cell(s, bs, lat=False):
@@ -252,14 +285,16 @@ def cell(s, bs, lat=False):
 
 
 def table(summary, p):
+    ref = reference(p)
     lines = [f"compare: medians of {p['rounds']} round(s) over quiet windows (other host load <= "
              f"{QUIET_OTHER_CORES} core) where a row has any, else over all; CPU/IO = host CPU of qemu per I/O; "
-             "latency = fio total (slat+clat); fileio has its own hw_max_sectors (in brackets)"]
+             "latency = fio total (slat+clat); "
+             + (compare_rbd.TABLE_NOTE if ref == "fio-rbd" else "fileio has its own hw_max_sectors (in brackets)")]
     for row in rows(summary, p):
         bs = job_bs(row["job"])
         lat = row["job"].endswith("qd1")
         lines.append(f"-- {label(row, p)} ({JOBS[row['job']]}, max_data_area_mb {row['ring']})")
-        for t in TARGETS:
+        for t in all_targets(p):
             s = row[t]
             hw = f" [hw{s['hw']}]" if t == "fileio" and s else ""
             lines.append(f"   {t + hw + ':':<20} {cell(s, bs, lat)}")
@@ -290,13 +325,13 @@ def scale_table(sc):
 def ratio_lines(summary, p, sc):
     out = []
     for row in rows(summary, p):
-        rr = row_ratios(row)
+        rr = row_ratios(row, p)
         unit = "MB/s" if job_bs(row["job"]) >= 1048576 else "IOPS"
 
         def x(v):
             return "-" if v is None else f"{v:.2f}x"
         parts = []
-        for ref in ("runner", "fileio"):
+        for ref in ("runner", reference(p)):
             parts.append(f"{unit} warden/{ref} {x(rr[f'throughput_warden_{ref}'])}, "
                          f"CPU/IO warden/{ref} {x(rr[f'cpu_warden_{ref}'])}"
                          + (f", p50 warden/{ref} {x(rr[f'p50_warden_{ref}'])}" if row["job"].endswith("qd1") else ""))
@@ -316,7 +351,9 @@ def ratio_lines(summary, p, sc):
 def markdown(doc):
     """The summary as Markdown tables (for bench/vm/README.md's baseline and closing notes)."""
     p, sc = doc["plan"], doc.get("scale_summary") or {}
-    out = ["| job | hw_max_sectors | tcmu-warden | tcmu-runner | kernel fileio | warden / runner | warden / fileio |",
+    ref = reference(p)
+    ref_name = "fio rbd engine" if ref == "fio-rbd" else "kernel fileio"
+    out = [f"| job | hw_max_sectors | tcmu-warden | tcmu-runner | {ref_name} | warden / runner | warden / {ref} |",
            "|---|---|---|---|---|---|---|"]
     for row in rows(doc["summary"], p):
         bs = job_bs(row["job"])
@@ -329,7 +366,7 @@ def markdown(doc):
             tail = f", p50 {fmt_us(pick(s, 'p50_us'))}" if lat else ""
             return f"{fmt_tp(pick(s, 'throughput'), bs)}, {fmt_us(pick(s, 'qemu_cpu_us_per_io'))} CPU/IO{tail}"
 
-        rr = row_ratios(row)
+        rr = row_ratios(row, p)
 
         def md_ratio(ref):
             def x(v):
@@ -338,10 +375,11 @@ def markdown(doc):
             if lat:
                 v.append(f"p50 {x(rr[f'p50_warden_{ref}'])}")
             return ", ".join(v)
-        fio = row["fileio"]
+        fio = row[ref]
         out.append(f"| {JOBS[row['job']]}{' (ring ' + str(row['ring']) + ' MB)' if p['mode'].startswith('rings') else ''} "
                    f"| {row['hw']} | {md_cell(row['warden'])} | {md_cell(row['runner'])} | "
-                   f"{md_cell(fio)}{' (hw ' + str(fio['hw']) + ')' if fio else ''} | {md_ratio('runner')} | {md_ratio('fileio')} |")
+                   f"{md_cell(fio)}{' (hw ' + str(fio['hw']) + ')' if fio and ref == 'fileio' else ''} | "
+                   f"{md_ratio('runner')} | {md_ratio(ref)} |")
     if sc:
         ds = list(sc)
         out += ["", "| LUNs | " + " | ".join(f"{d} RSS | threads | add time" for d in ds) + " |",
@@ -359,12 +397,13 @@ def markdown(doc):
 # ---------------------------------------------------------------- SVG
 def svg_chart(summary, p, sc):
     rs = rows(summary, p)
+    targets = all_targets(p)
     pw, ph, ml, mr, mt, mb = 230, 170, 62, 14, 34, 30
     cols = max(1, len(rs)) + (1 if sc else 0)
     o = svg_open(cols * (pw + ml + mr) + 20, 2 * (ph + mt + mb) + 70,
-                 f"tcmu-warden, tcmu-runner and kernel fileio ({p['mode']} run, medians of {p['rounds']} "
-                 "round(s), bar = min..max, qemu TCG guest)")
-    svg_legend(o, [(t, f'stroke="{COLOURS[t]}" stroke-width="8"') for t in TARGETS])
+                 f"tcmu-warden, tcmu-runner and {'fio rbd engine' if reference(p) == 'fio-rbd' else 'kernel fileio'} "
+                 f"({p['mode']} run, medians of {p['rounds']} round(s), bar = min..max, qemu TCG guest)")
+    svg_legend(o, [(t, f'stroke="{COLOURS[t]}" stroke-width="8"') for t in targets])
     for c, row in enumerate(rs):
         x0 = 10 + c * (pw + ml + mr) + ml
         for rix, (metric, lo, hi, title, scale, dec) in enumerate((
@@ -372,11 +411,11 @@ def svg_chart(summary, p, sc):
                  "MB/s" if job_bs(row["job"]) >= 1048576 else "IOPS", 1.0, 0),
                 ("qemu_cpu_us_per_io", None, None, "host CPU/IO (us)", 1.0, 0))):
             y0 = 50 + rix * (ph + mt + mb) + mt
-            vals = [v for t in TARGETS if row[t] for v in (row[t][metric], row[t].get(hi) if hi else None) if v]
+            vals = [v for t in targets if row[t] for v in (row[t][metric], row[t].get(hi) if hi else None) if v]
             ymax = nice_max(max(vals) * 1.08 if vals else 1)
             Y = svg_axes(o, x0, y0, pw, ph, ymax, f"{label(row, p)}: {title}", scale, dec)
-            bw = pw / (len(TARGETS) * 1.5 + 0.5)
-            for i, t in enumerate(TARGETS):
+            bw = pw / (len(targets) * 1.5 + 0.5)
+            for i, t in enumerate(targets):
                 s = row[t]
                 if not s or s[metric] is None:
                     continue
@@ -415,15 +454,17 @@ def svg_chart(summary, p, sc):
 
 # ---------------------------------------------------------------- main
 def base_name(p):
+    if p["mode"].startswith("rbd"):
+        return "compare-rbd"
     return "compare-rings" if p["mode"].startswith("rings") else "compare"
 
 
 def finish(doc):
     """Summary, outputs and the printed report; ratios last. Returns the exit status."""
     p = doc["plan"]
-    doc["summary"] = summarize(doc["results"])
+    doc["summary"] = summarize(doc["results"], p)
     doc["scale_summary"] = scale_summary(doc["scale"], doc["scale_end"])
-    doc["rows"] = [{"job": r["job"], "hw": r["hw"], "ring": r["ring"], **row_ratios(r)}
+    doc["rows"] = [{"job": r["job"], "hw": r["hw"], "ring": r["ring"], **row_ratios(r, p)}
                    for r in rows(doc["summary"], p)]
     outdir = out_dir()
     jpath, spath = (os.path.join(outdir, base_name(p) + ext) for ext in (".json", ".svg"))
@@ -471,6 +512,28 @@ def main():
     runner = os.path.abspath(a["runner"]) if a["runner"] else None
     if "runner" in p["targets"] and not (runner and os.access(os.path.join(runner, "bin", "tcmu-runner"), os.X_OK)):
         sys.exit("compare: no tcmu-runner: pass --runner DIR (scripts/build-tcmu-runner.sh prints it)")
+    if "runner" in p["targets"] and a["rbd"] and not os.path.exists(os.path.join(runner, "handlers", "handler_rbd.so")):
+        sys.exit("compare: no handlers/handler_rbd.so in --runner DIR (scripts/fetch-tcmu-runner-deb.sh prints it)")
+    if a["rbd"]:
+        return run_rbd(a, p, runner)
+    return run(a, p, runner)
+
+
+def run_rbd(a, p, runner):
+    """The RBD mode: the image and the guest's /etc/ceph around run(); the image is removed
+    whatever happens."""
+    tmpdir = tempfile.mkdtemp(prefix="compare-rbd.")
+    cl = compare_rbd.Cluster(a["ceph"], tmpdir)
+    try:
+        spec = cl.create_image(p["size_mb"])
+        p["guest"] = {"BENCH_RBD": spec, "BENCH_RBD_PORTS": ",".join(map(str, cl.ports()))}
+        rbd_env = {"root": cl.guest_root(), "files": cl.plugin_dirs(), "after_boot": cl.drop_stale_lock}
+        return run(a, p, runner, rbd_env, tmpdir)
+    finally:
+        cl.remove_image()
+
+
+def run(a, p, runner, rbd_env=None, tmpdir=None):
     plan_boots = boots(p)
     est = sum(boot_estimate_s(p, t, wj, sc) for _, t, wj, sc in plan_boots)
     p["estimate_s"] = est
@@ -480,7 +543,7 @@ def main():
         f"{jobs_total} jobs of {p['ramp_ms'] / 1000:g}+{p['runtime_ms'] / 1000:g} s; estimate ~{est // 60}m{est % 60:02d}s")
     log(f"compare: tcmu-warden {a['warden']}; tcmu-runner {runner}")
     outdir = out_dir()
-    tmpdir = tempfile.mkdtemp(prefix="compare.")
+    tmpdir = tmpdir or tempfile.mkdtemp(prefix="compare.")
     load0 = os.getloadavg()
     doc = {"benchmark": base_name(p), "schema": 1, "started_utc": utc_now(), "mode": p["mode"], "plan": p,
            "warden": dict(binary_info(a["warden"]), args=p["handler_args"]),
@@ -488,6 +551,8 @@ def main():
                       if runner and os.path.exists(os.path.join(runner, "version")) else None},
            "boots": [], "results": [], "scale": [], "scale_end": [], "problems": []}
     extra_root = runner_extra_root(runner, tmpdir) if "runner" in p["targets"] else None
+    if rbd_env and extra_root:
+        compare_rbd.merge_root(extra_root, rbd_env["root"])
     t0 = time.monotonic()
     for i, (rnd, target, with_jobs, scale) in enumerate(plan_boots, 1):
         name = f"{base_name(p)}-vm-{i}-{target}"
@@ -501,6 +566,12 @@ def main():
         if target == "runner":
             env = {"VM_EXTRA_FILES": " ".join(os.path.join(runner, d) for d in ("bin", "lib", "handlers")),
                    "VM_EXTRA_ROOT": extra_root}
+        if rbd_env:
+            env["VM_EXTRA_FILES"] = " ".join(([env["VM_EXTRA_FILES"]] if env else []) + rbd_env["files"])
+            env.setdefault("VM_EXTRA_ROOT", rbd_env["root"])
+            # On a starved host the kernel's check that the IO-APIC timer ticks can fail and
+            # panic the boot ("IO-APIC + timer doesn't work", seen in a quick run at load 8-13).
+            env["VM_APPEND"] = (os.environ.get("VM_APPEND", "") + " no_timer_check").strip()
         what = "jobs" if with_jobs else ""
         if scale:
             what += (" + " if what else "") + f"scale {'/'.join(map(str, scale))}"
@@ -537,6 +608,8 @@ def main():
             print_failure_tail(runlog)
         else:
             log(f"compare: boot {i} done in {secs:.0f}s (guest booted at {info.get('boot_s', '?')}s)")
+        if rbd_env:
+            doc["boots"][-1]["stale_locks_removed"] = rbd_env["after_boot"]()
     doc["elapsed_s"] = round(time.monotonic() - t0, 1)
     doc["host"] = host_facts(load0)
     doc["measures"] = {
@@ -548,6 +621,10 @@ def main():
                 "figure is its quiet median when it had quiet windows, else its median over all rounds",
         "scale": "scalerec: daemon VmRSS (kB) and Threads (/proc/PID/status) after N LUNs, add_ms since the first mkdir",
     }
+    if rbd_env:
+        doc["measures"]["fio-rbd"] = ("target fio-rbd: fio's rbd engine, no SCSI (hw and ring 0); ios_from:fio: its "
+                                      "window I/Os are fio's IOPS times the window (no block layer to count), the "
+                                      "window placed from eth0's packets beyond those of fio's connect and open")
     return finish(doc)
 
 

@@ -70,7 +70,11 @@ snap() {
     while read -r _k _v _; do
         case $_k in ctxt) _ctxt=$_v ;; intr) _intr=$_v ;; esac
     done </proc/stat
-    read -r _rio _ _rsec _ _wio _ _wsec _ </sys/block/"$SD"/stat
+    if [ -n "$SD" ]; then
+        read -r _rio _ _rsec _ _wio _ _wsec _ </sys/block/"$SD"/stat
+    else
+        _rio=0 _rsec=0 _wio=0 _wsec=0
+    fi
     _hu=0 _hs=0
     if [ -n "$HPID" ] && [ -r "/proc/$HPID/stat" ]; then
         read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _hu _hs _ <"/proc/$HPID/stat"
@@ -88,13 +92,29 @@ _uptime_cs() {
     _now=$(( ${_up%.*} * 100 + _c ))
 }
 
+# _io_count: sets _ioc, the requests the disk $SD has completed; with no disk (SD empty:
+# fio's own rbd engine, whose I/O leaves the guest through eth0 only) the packets eth0 has
+# moved. NET_IO_SLACK (set by the scenario: the packets of fio's connect and open) is added
+# to a job's base then, so that its first I/O, not its set-up, starts the window.
+NET_IO_SLACK=0
+_io_count() {
+    if [ -n "$SD" ]; then
+        read -r _rio _ _ _ _wio _ </sys/block/"$SD"/stat
+        _ioc=$((_rio + _wio))
+    else
+        read -r _rx </sys/class/net/eth0/statistics/rx_packets
+        read -r _tx </sys/class/net/eth0/statistics/tx_packets
+        _ioc=$((_rx + _tx))
+    fi
+}
+
 # _first_io BASE FIO_PID: spin until the disk has completed more than BASE requests (sets
 # _now); fails if fio exits first or after 30 s.
 _first_io() {
     _uptime_cs; _end=$((_now + 3000)) _i=0
     while :; do
-        read -r _rio _ _ _ _wio _ </sys/block/"$SD"/stat
-        [ $((_rio + _wio)) -gt "$1" ] && { _uptime_cs; return 0; }
+        _io_count
+        [ "$_ioc" -gt "$1" ] && { _uptime_cs; return 0; }
         _i=$((_i + 1))
         if [ $((_i % 50)) = 0 ]; then
             kill -0 "$2" 2>/dev/null || return 1
@@ -114,6 +134,10 @@ _sleep_until() {
 seq=0
 # run_job ROUND TARGET JOB: one fio job on $DEV (disk $SD, handler $HPID or ""), one
 # "benchrec=" line; REC_TAGS ("target:NAME,ring:N,...") goes into the record as is.
+# FIO_TARGET, when set, replaces the disk (e.g. fio's rbd engine and its image, with SD
+# empty): the window is then placed from eth0's packets and its I/Os are fio's rate times
+# the window (ios_from:fio in the record) instead of the block layer's count.
+FIO_TARGET=""
 run_job() {
     case $3 in
         randread4k-qd32)  _a="--rw=randread --bs=4k --iodepth=32"  _bs=4096 ;;
@@ -126,11 +150,13 @@ run_job() {
     seq=$((seq + 1))
     _out=/tmp/fio.bench.out
     rm -f "$_out"
-    read -r _rio _ _ _ _wio _ </sys/block/"$SD"/stat
-    _base=$((_rio + _wio))
+    _io_count
+    _base=$_ioc
+    [ -n "$SD" ] || _base=$((_base + NET_IO_SLACK))
+    _tgt=${FIO_TARGET:-"--filename=$DEV --ioengine=libaio --direct=1"}
     # shellcheck disable=SC2086
     fio --eta=never --output-format=terse --terse-version=3 --output="$_out" \
-        --name="$3" --filename="$DEV" --ioengine=libaio --direct=1 $_a \
+        --name="$3" $_tgt $_a \
         --time_based --runtime="$runtime_s" --ramp_time="$ramp_s" --norandommap --randrepeat=0 \
         --lat_percentiles=1 --percentile_list=50:99:99.9 --group_reporting </dev/null &
     _fpid=$!
@@ -155,14 +181,6 @@ run_job() {
     wait "$_fpid" || _rc=$?
     [ "$_rc" = 0 ] || { log "fio $3 on $2 failed rc=$_rc"; cat "$_out" >&2 || true; failures=$((failures + 1)); }
 
-    _busy=$(( (B_user - A_user) + (B_nice - A_nice) + (B_sys - A_sys) + (B_irq - A_irq) \
-            + (B_sirq - A_sirq) + (B_steal - A_steal) ))
-    _rec="round:$1,$REC_TAGS,job:$3,seq:$seq,rc:$_rc,bs:$_bs,max_sectors_kb:$MSKB"
-    _rec="$_rec,win_ok:$_win,win_cs:$((B_cs - A_cs)),win_sectors:$(( (B_rsec - A_rsec) + (B_wsec - A_wsec) ))"
-    _rec="$_rec,win_reqs:$(( (B_rio - A_rio) + (B_wio - A_wio) ))"
-    _rec="$_rec,cpu_user:$(( (B_user - A_user) + (B_nice - A_nice) )),cpu_sys:$((B_sys - A_sys))"
-    _rec="$_rec,cpu_irq:$(( (B_irq - A_irq) + (B_sirq - A_sirq) )),cpu_idle:$(( (B_idle - A_idle) + (B_iow - A_iow) ))"
-    _rec="$_rec,cpu_busy:$_busy,ctxt:$((B_ctxt - A_ctxt)),intr:$((B_intr - A_intr)),handler_ticks:$(( (B_hu - A_hu) + (B_hs - A_hs) )),handler_sys:$((B_hs - A_hs))"
     # terse v3: 5 error, 7/8 read bw KiB/s / iops, 18-37 read percentiles (usec; total
     # latency with --lat_percentiles=1), 40 read lat mean; 48/49 write bw / iops, 59-78 write
     # percentiles, 81 write lat mean; 88/89 fio's own usr/sys CPU %.
@@ -179,6 +197,21 @@ run_job() {
             printf "fio_err:%d,iops:%d,bw_kib:%d,lat_mean_us:%.1f,p50_us:%d,p99_us:%d,p999_us:%d,fio_usr_pct:%s,fio_sys_pct:%s",
                 $5, rd ? $8 : $49, rd ? $7 : $48, rd ? $40 : $81, p50, p99, p999, $88, $89
         }' "$_out" 2>/dev/null || true)
+    _wsec=$(( (B_rsec - A_rsec) + (B_wsec - A_wsec) )) _wreq=$(( (B_rio - A_rio) + (B_wio - A_wio) )) _xtag=""
+    if [ -z "$SD" ]; then
+        # No block layer to count: fio's own rate over the window.
+        _fiops=$(echo "${_fio:-}" | sed -n 's/.*,iops:\([0-9]*\),.*/\1/p')
+        _wreq=$(( ${_fiops:-0} * (B_cs - A_cs) / 100 ))
+        _wsec=$(( _wreq * _bs / 512 ))
+        _xtag=",ios_from:fio"
+    fi
+    _busy=$(( (B_user - A_user) + (B_nice - A_nice) + (B_sys - A_sys) + (B_irq - A_irq) \
+            + (B_sirq - A_sirq) + (B_steal - A_steal) ))
+    _rec="round:$1,$REC_TAGS$_xtag,job:$3,seq:$seq,rc:$_rc,bs:$_bs,max_sectors_kb:$MSKB"
+    _rec="$_rec,win_ok:$_win,win_cs:$((B_cs - A_cs)),win_sectors:$_wsec,win_reqs:$_wreq"
+    _rec="$_rec,cpu_user:$(( (B_user - A_user) + (B_nice - A_nice) )),cpu_sys:$((B_sys - A_sys))"
+    _rec="$_rec,cpu_irq:$(( (B_irq - A_irq) + (B_sirq - A_sirq) )),cpu_idle:$(( (B_idle - A_idle) + (B_iow - A_iow) ))"
+    _rec="$_rec,cpu_busy:$_busy,ctxt:$((B_ctxt - A_ctxt)),intr:$((B_intr - A_intr)),handler_ticks:$(( (B_hu - A_hu) + (B_hs - A_hs) )),handler_sys:$((B_hs - A_hs))"
     bench_out "benchrec=$_rec,${_fio:-fio_err:-1}"
     log "benchrec $_rec ${_fio:-}"
 }

@@ -8,6 +8,11 @@
 #   warden  tcmu-warden as a netlink daemon (no arguments), user:file LUNs
 #   runner  tcmu-runner (built by scripts/build-tcmu-runner.sh) with its file handler
 #   fileio  the kernel's own fileio backstore on the same tmpfs file
+# With BENCH_RBD=POOL/IMAGE (compare.sh --rbd) the LUNs are user:rbd backstores on that image
+# of the host's Ceph cluster (reached through vm_forward on BENCH_RBD_PORTS; /etc/ceph from
+# the initramfs), the daemons are tcmu-warden and tcmu-runner with its handler_rbd.so (Debian's
+# binary package, LD_LIBRARY_PATH for its libtcmu), and the third target is
+#   fio-rbd fio's own rbd engine on the same image, no SCSI at all (the ceiling)
 # For each configuration "HW:RING:JOB/JOB..." it creates a LUN (hw_max_sectors HW,
 # max_data_area_mb RING), exports it through tcm_loop and runs the jobs; then, if BENCH_SCALE
 # is set, the scale run: LUNs added one after another under the one daemon, with its resident
@@ -21,6 +26,8 @@
 : "${BENCH_SCALE_MB:=64}"              # size of each scale LUN (sparse file)
 : "${BENCH_RUNNER_DIR:=}"              # tcmu-runner's cache directory (runner target)
 : "${BENCH_HANDLER_ARGS:=}"            # extra tcmu-warden arguments
+: "${BENCH_RBD:=}"                     # POOL/IMAGE: RBD mode (written once by the host)
+: "${BENCH_RBD_PORTS:=}"               # the cluster's ports to forward (comma separated)
 
 size=$((BENCH_SIZE_MB * 1024 * 1024))
 img=/tmp/bench.img
@@ -28,6 +35,15 @@ img=/tmp/bench.img
 result kernel "$(uname -r)"
 result ncpu "$(grep -c '^processor' /proc/cpuinfo)"
 result plan "target:$BENCH_TARGET,round:$BENCH_ROUND,runtime_ms:$BENCH_RUNTIME_MS,ramp_ms:$BENCH_RAMP_MS,win_ms:$win_ms,size_mb:$BENCH_SIZE_MB"
+
+if [ -n "$BENCH_RBD" ]; then
+    [ -r /etc/ceph/ceph.conf ] && [ -r /etc/ceph/keyring ] || die "no /etc/ceph/ceph.conf or keyring in the initramfs"
+    # On failure, librados' own log says what the client saw.
+    trap '[ $? = 0 ] || { echo "---- tail of /tmp/ceph-client.log ----"; tail -n 40 /tmp/ceph-client.log 2>/dev/null; } >&2' EXIT
+    # shellcheck disable=SC2046
+    vm_forward $(echo "$BENCH_RBD_PORTS" | tr , ' ')
+    log "rbd image $BENCH_RBD, forwarding ports $BENCH_RBD_PORTS"
+fi
 
 # ------------------------------------------------------------------ daemons
 # daemon_start: the target's daemon in netlink mode, ready for devices; sets HPID.
@@ -40,6 +56,8 @@ daemon_start() {
             [ -x "$BENCH_RUNNER_DIR/bin/tcmu-runner" ] || die "no tcmu-runner in '$BENCH_RUNNER_DIR'"
             mkdir -p /tmp/runner-log /run
             HANDLER_BIN=$BENCH_RUNNER_DIR/bin/tcmu-runner
+            # Debian's binary has no RUNPATH to its libtcmu (the source build has one).
+            [ -z "$BENCH_RBD" ] || export LD_LIBRARY_PATH="$BENCH_RUNNER_DIR/lib"
             handler_start --handler-path "$BENCH_RUNNER_DIR/handlers" -l /tmp/runner-log
             # It joins netlink, turns the reply mode on, then adopts the uio devices that
             # exist, so a device enabled in between is found either way; wait until it holds
@@ -77,6 +95,9 @@ daemon_stop() {
 # lun_up HW RING: sets DEV, SD, TNAME, MSKB, HW (the hw_max_sectors the LUN really has).
 lun_up() {
     case $BENCH_TARGET in
+        fio-rbd)
+            fio_rbd_up
+            return 0 ;;
         fileio)
             TNAME=bfile
             core_backstore_create fileio_0 "$TNAME" "fd_dev_name=$img,fd_dev_size=$size"
@@ -84,7 +105,12 @@ lun_up() {
             DEV=$(loop_lun_create -B "$_bs" "$TNAME") ;;
         *)
             TNAME=bu$1
-            _uio=$(user_backstore_create -N -m "$2" "$TNAME" "$size" "$img" "hw_max_sectors=$1")
+            if [ -n "$BENCH_RBD" ]; then
+                _uio=$(user_backstore_create -N -s rbd -m "$2" "$TNAME" "$size" \
+                    "$BENCH_RBD;conf=/etc/ceph/ceph.conf" "hw_max_sectors=$1")
+            else
+                _uio=$(user_backstore_create -N -m "$2" "$TNAME" "$size" "$img" "hw_max_sectors=$1")
+            fi
             handler_wait_uio "$_uio" 15 || die "$BENCH_TARGET did not open /dev/uio$_uio"
             _bs=$CFS/core/user_0/$TNAME
             DEV=$(loop_lun_create "$TNAME") ;;
@@ -96,7 +122,23 @@ lun_up() {
     log "LUN $TNAME is $DEV (hw_max_sectors=$HW, max_sectors_kb=$MSKB)"
 }
 
+# fio_rbd_up: no LUN: fio's rbd engine on the image (client.admin of /etc/ceph). Its job
+# window is placed from eth0's packets (bench-lib.sh _io_count), beyond those of connecting
+# and opening the image, measured here with a one-read job.
+fio_rbd_up() {
+    DEV="" SD="" TNAME="" MSKB=0 HW=0
+    FIO_TARGET="--ioengine=rbd --clientname=admin --pool=${BENCH_RBD%%/*} --rbdname=${BENCH_RBD#*/}"
+    _io_count; _p0=$_ioc
+    # shellcheck disable=SC2086
+    fio --eta=never --output=/tmp/fio.probe --name=probe $FIO_TARGET --rw=read --bs=4k \
+        --size=4k --io_size=4k </dev/null || { cat /tmp/fio.probe >&2; die "fio's rbd engine cannot read $BENCH_RBD"; }
+    _io_count
+    NET_IO_SLACK=$((_ioc - _p0))
+    log "fio rbd engine on $BENCH_RBD: connect, open and one read took $NET_IO_SLACK packets"
+}
+
 lun_down() {
+    [ "$BENCH_TARGET" != fio-rbd ] || return 0
     loop_lun_remove "$TNAME"
     case $BENCH_TARGET in
         fileio) core_backstore_remove "$TNAME" ;;
@@ -173,15 +215,15 @@ scale_run() {
 }
 
 # ------------------------------------------------------------------ main
-[ "$BENCH_TARGET" = fileio ] || daemon_start
+case $BENCH_TARGET in fileio|fio-rbd) ;; *) daemon_start ;; esac
 if [ -n "$(echo $BENCH_CONFIGS | tr -d ' ')" ]; then
-    bench_prefill "$img" "$BENCH_SIZE_MB"
+    [ -n "$BENCH_RBD" ] || bench_prefill "$img" "$BENCH_SIZE_MB"
     for cfg in $BENCH_CONFIGS; do
         hw=${cfg%%:*} rest=${cfg#*:}
         ring=${rest%%:*} jobs=$(echo "${rest#*:}" | tr / ' ')
         lun_up "$hw" "$ring"
         RING=$ring
-        [ "$BENCH_TARGET" = fileio ] && RING=0
+        case $BENCH_TARGET in fileio|fio-rbd) RING=0 ;; esac
         REC_TAGS="target:$BENCH_TARGET,hw:$HW,ring:$RING"
         for j in $jobs; do run_job "$BENCH_ROUND" "$BENCH_TARGET" "$j"; done
         lun_down
@@ -189,6 +231,6 @@ if [ -n "$(echo $BENCH_CONFIGS | tr -d ' ')" ]; then
     rm -f "$img"
 fi
 [ -z "$BENCH_SCALE" ] || scale_run "$BENCH_SCALE"
-[ "$BENCH_TARGET" = fileio ] || daemon_stop
+case $BENCH_TARGET in fileio|fio-rbd) ;; *) daemon_stop ;; esac
 result bench_failures "$failures"
 [ "$failures" = 0 ] || die "$failures job(s) failed"
