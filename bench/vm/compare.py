@@ -569,9 +569,6 @@ def run(a, p, runner, rbd_env=None, tmpdir=None):
         if rbd_env:
             env["VM_EXTRA_FILES"] = " ".join(([env["VM_EXTRA_FILES"]] if env else []) + rbd_env["files"])
             env.setdefault("VM_EXTRA_ROOT", rbd_env["root"])
-            # On a starved host the kernel's check that the IO-APIC timer ticks can fail and
-            # panic the boot ("IO-APIC + timer doesn't work", seen in a quick run at load 8-13).
-            env["VM_APPEND"] = (os.environ.get("VM_APPEND", "") + " no_timer_check").strip()
         what = "jobs" if with_jobs else ""
         if scale:
             what += (" + " if what else "") + f"scale {'/'.join(map(str, scale))}"
