@@ -13,7 +13,7 @@ name) per I/O and the top symbols of each daemon's samples.
 usage: profile.py [--warden BIN] [--runner DIR]
 env: BENCH_TARGETS ("warden runner"), BENCH_PROFILE_CONFIGS (HW:RING:JOB/JOB... as in
      scenarios/compare.sh; default the issue's jobs: "128:1024:randread4k-qd32/randread4k-qd1/
-     seqwrite1m-qd8 1024:1024:seqwrite1m-qd8"), BENCH_RUNTIME_MS (3000), BENCH_RAMP_MS (1000),
+     seqwrite1m-qd8 1024:1024:seqwrite1m-qd8"), BENCH_RUNTIME_MS (5000), BENCH_RAMP_MS (1000),
      BENCH_SIZE_MB (256), BENCH_PROF_FREQ (997 samples/s per CPU), BENCH_PROF_CALLERS (1; 0
      skips the call-graph report), BENCH_PROF_TOP (12 symbols printed per daemon),
      BENCH_HANDLER_ARGS, BENCH_OUT (bench/out)
@@ -48,31 +48,38 @@ def parse_args(argv):
 
 
 def parse_stat(lines):
-    """perf stat -x, lines -> {event: value} (task-clock in ms)."""
+    """perf stat -x, lines -> {event: (value, seconds the event was on)} (task-clock in ms)."""
     out = {}
     for line in lines:
         f = line.split(",")
-        if len(f) < 3 or line.startswith("#"):
+        if len(f) < 4 or line.startswith("#"):
             continue
         try:
-            v = float(f[0])
+            v, on_s = float(f[0]), float(f[3]) / 1e9
         except ValueError:
             continue       # "<not counted>", "<not supported>"
         ev = f[2].replace("syscalls:sys_enter_", "sys_").replace("raw_syscalls:sys_enter", "syscalls")
-        out[ev] = v
+        out[ev] = (v, on_s)
     return out
 
 
-def per_io(stat, ios):
-    """Counts per I/O; task-clock (ms) as microseconds of CPU per I/O."""
-    if not ios:
+def per_io(stat, r):
+    """Counts per I/O: each event's rate while it was on (perf switches a long event list on
+    one event after another, which takes most of a second under TCG, so their times differ)
+    over the I/O rate of the job's window; task-clock (ms) as microseconds of CPU per I/O."""
+    ios, win_s = r.get("win_ios", 0), r.get("win_cs", 0) / 100
+    if not (ios and win_s):
         return {}
+    iops = ios / win_s
     d = {}
-    for k, v in stat.items():
+    for k, (v, on_s) in stat.items():
+        if not on_s:
+            continue
+        rate = v / on_s
         if k == "task-clock":
-            d["cpu_us"] = round(v * 1000 / ios, 1)
+            d["cpu_us"] = round(rate * 1000 / iops, 1)
         else:
-            d[k] = round(v / ios, 3)
+            d[k] = round(rate / iops, 3)
     return d
 
 
@@ -96,7 +103,7 @@ def main():
     env = os.environ.get
     targets = env("BENCH_TARGETS", "warden runner").split()
     configs = env("BENCH_PROFILE_CONFIGS", DEFAULT_CONFIGS)
-    runtime_ms, ramp_ms = int(env("BENCH_RUNTIME_MS", "3000")), int(env("BENCH_RAMP_MS", "1000"))
+    runtime_ms, ramp_ms = int(env("BENCH_RUNTIME_MS", "5000")), int(env("BENCH_RAMP_MS", "1000"))
     size_mb = int(env("BENCH_SIZE_MB", "256"))
     topn = int(env("BENCH_PROF_TOP", "12"))
     runner = os.path.abspath(a["runner"]) if a["runner"] else None
@@ -136,7 +143,7 @@ def main():
         def on_record(r, target=target):
             recs[r["seq"]] = r
             log(f"  {target:<7} {r['job']:<16} hw{r['hw']:<5} {fmt_tp(r['throughput'], r['bs']):>10} "
-                f"p50 {fmt_us(r.get('p50_us')):>7}  {r.get('win_ios', 0)} I/Os in the window"
+                f"p50 {fmt_us(r.get('p50_us')):>7}  {r.get('win_ios', 0)} I/Os in {r.get('win_cs', 0) / 100:.2f} s window"
                 + ("" if ok(r) else "  FAILED"))
 
         def on_line(k, v):
@@ -162,11 +169,11 @@ def main():
                 if s == seq:
                     with open(f"{stem}.{kind}.txt", "w") as f:
                         f.write("\n".join(lines) + "\n")
-            ios = r.get("win_ios", 0)
             j = {"target": target, "seq": seq, "job": r["job"], "hw": r["hw"], "ok": ok(r),
-                 "throughput": r["throughput"], "p50_us": r.get("p50_us"), "win_ios": ios,
-                 "daemon": per_io(parse_stat(prof.get((seq, "stat-daemon"), [])), ios),
-                 "system": per_io(parse_stat(prof.get((seq, "stat-all"), [])), ios),
+                 "throughput": r["throughput"], "p50_us": r.get("p50_us"), "win_ios": r.get("win_ios", 0),
+                 "win_s": r.get("win_cs", 0) / 100,
+                 "daemon": per_io(parse_stat(prof.get((seq, "stat-daemon"), [])), r),
+                 "system": per_io(parse_stat(prof.get((seq, "stat-all"), [])), r),
                  "top_daemon": top_symbols(prof.get((seq, "flat-daemon"), []), topn),
                  "top_system": top_symbols(prof.get((seq, "flat-all"), []), topn),
                  "files": stem + ".*.txt", "loadavg": load}
@@ -199,7 +206,7 @@ def summary(jobs, targets):
             cells = [f"{k.replace('context-switches', 'cs').replace('page-faults', 'pf').replace('cpu-migrations', 'migr')} "
                      f"{d.get(k, '-')} ({s.get(k, '-')})" for k in KEYS]
             out.append(f"  {t:<7} {fmt_tp(j['throughput'], 1 << 20 if job.startswith('seq') else 4096)}, "
-                       f"p50 {fmt_us(j['p50_us'])}: " + ", ".join(cells))
+                       f"p50 {fmt_us(j['p50_us'])}, {j['win_ios']} I/Os in {j['win_s']:.2f} s: " + ", ".join(cells))
             calls = sorted(((k[4:], v) for k, v in d.items() if k.startswith("sys_") and v), key=lambda x: -x[1])
             if calls:
                 out.append("          syscalls/IO: " + ", ".join(f"{k} {v:g}" for k, v in calls))

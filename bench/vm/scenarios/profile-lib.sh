@@ -40,6 +40,15 @@ _prof_setup() {
     result clocksource "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"
 }
 
+# _prof_on_off NAME CMD: the same with shell builtins only (a fork costs tens of ms under TCG
+# with fio running, and the window must not wait for it); perf holds both fifos open
+# (O_RDWR), so neither open blocks, and it answers at once. Bounded by the scenario's
+# vm-timeout if perf died since it was armed.
+_prof_on_off() {
+    [ -p "$PROF_DIR/$1.ctl" ] || return 0
+    echo "$2" >"$PROF_DIR/$1.ctl" && read -r _a <"$PROF_DIR/$1.ack"
+}
+
 # _prof_ctl NAME CMD: send CMD to perf NAME's control fifo and wait (bounded) for its ack.
 _prof_ctl() {
     [ -p "$PROF_DIR/$1.ctl" ] || return 0
@@ -78,11 +87,11 @@ prof_arm() {
 }
 
 prof_on() {
-    for _n in daemon all rec; do _prof_ctl "$_n" enable; done
+    for _n in daemon all rec; do _prof_on_off "$_n" enable; done
 }
 
 prof_off() {
-    for _n in rec all daemon; do _prof_ctl "$_n" disable; done
+    for _n in rec all daemon; do _prof_on_off "$_n" disable; done
 }
 
 # _prof_emit KIND FILE: FILE's lines on the results channel.
