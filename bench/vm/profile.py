@@ -48,39 +48,38 @@ def parse_args(argv):
 
 
 def parse_stat(lines):
-    """perf stat -x, lines -> {event: (value, seconds the event was on)} (task-clock in ms)."""
+    """perf stat -x, lines -> {event: value} (task-clock in ms)."""
     out = {}
     for line in lines:
         f = line.split(",")
-        if len(f) < 4 or line.startswith("#"):
+        if len(f) < 3 or line.startswith("#"):
             continue
         try:
-            v, on_s = float(f[0]), float(f[3]) / 1e9
+            v = float(f[0])
         except ValueError:
             continue       # "<not counted>", "<not supported>"
         ev = f[2].replace("syscalls:sys_enter_", "sys_").replace("raw_syscalls:sys_enter", "syscalls")
-        out[ev] = (v, on_s)
+        out[ev] = v
     return out
 
 
-def per_io(stat, r):
-    """Counts per I/O: each event's rate while it was on (perf switches a long event list on
-    one event after another, which takes most of a second under TCG, so their times differ)
-    over the I/O rate of the job's window; task-clock (ms) as microseconds of CPU per I/O."""
+def perf_ios(r, system, ncpu):
+    """I/Os while perf counted: the window's I/Os scaled by perf's own time over the window's
+    length (perf is switched on just before the window opens and off just after it closes;
+    the whole guest's task-clock is that time on every CPU)."""
     ios, win_s = r.get("win_ios", 0), r.get("win_cs", 0) / 100
-    if not (ios and win_s):
+    tc = system.get("task-clock")
+    if not (ios and win_s and tc and ncpu):
+        return ios
+    return ios * (tc / 1000 / ncpu) / win_s
+
+
+def per_io(stat, ios):
+    """Counts per I/O; task-clock (ms) as microseconds of CPU per I/O."""
+    if not ios:
         return {}
-    iops = ios / win_s
-    d = {}
-    for k, (v, on_s) in stat.items():
-        if not on_s:
-            continue
-        rate = v / on_s
-        if k == "task-clock":
-            d["cpu_us"] = round(rate * 1000 / iops, 1)
-        else:
-            d[k] = round(rate / iops, 3)
-    return d
+    return {("cpu_us" if k == "task-clock" else k): round(v * 1000 / ios, 1) if k == "task-clock" else round(v / ios, 3)
+            for k, v in stat.items()}
 
 
 def top_symbols(lines, n):
@@ -138,7 +137,7 @@ def main():
                         "VM_EXTRA_ROOT": extra_root}
         pdir = os.path.join(outdir, f"profile-{target}")
         os.makedirs(pdir, exist_ok=True)
-        recs, prof = {}, {}
+        recs, prof, guest = {}, {}, {"ncpu": 2}
 
         def on_record(r, target=target):
             recs[r["seq"]] = r
@@ -147,7 +146,9 @@ def main():
                 + ("" if ok(r) else "  FAILED"))
 
         def on_line(k, v):
-            if k == "prof" and "|" in v:
+            if k == "ncpu" and v.isdigit():
+                guest["ncpu"] = int(v)
+            elif k == "prof" and "|" in v:
                 head, line = v.split("|", 1)
                 seq, kind = head.split(":", 1)
                 prof.setdefault((int(seq), kind), []).append(line)
@@ -169,11 +170,14 @@ def main():
                 if s == seq:
                     with open(f"{stem}.{kind}.txt", "w") as f:
                         f.write("\n".join(lines) + "\n")
+            system = parse_stat(prof.get((seq, "stat-all"), []))
+            ios = perf_ios(r, system, guest["ncpu"])
             j = {"target": target, "seq": seq, "job": r["job"], "hw": r["hw"], "ok": ok(r),
                  "throughput": r["throughput"], "p50_us": r.get("p50_us"), "win_ios": r.get("win_ios", 0),
                  "win_s": r.get("win_cs", 0) / 100,
-                 "daemon": per_io(parse_stat(prof.get((seq, "stat-daemon"), [])), r),
-                 "system": per_io(parse_stat(prof.get((seq, "stat-all"), [])), r),
+                 "perf_ios": round(ios, 1),
+                 "daemon": per_io(parse_stat(prof.get((seq, "stat-daemon"), [])), ios),
+                 "system": per_io(system, ios),
                  "top_daemon": top_symbols(prof.get((seq, "flat-daemon"), []), topn),
                  "top_system": top_symbols(prof.get((seq, "flat-all"), []), topn),
                  "files": stem + ".*.txt", "loadavg": load}
@@ -206,7 +210,7 @@ def summary(jobs, targets):
             cells = [f"{k.replace('context-switches', 'cs').replace('page-faults', 'pf').replace('cpu-migrations', 'migr')} "
                      f"{d.get(k, '-')} ({s.get(k, '-')})" for k in KEYS]
             out.append(f"  {t:<7} {fmt_tp(j['throughput'], 1 << 20 if job.startswith('seq') else 4096)}, "
-                       f"p50 {fmt_us(j['p50_us'])}, {j['win_ios']} I/Os in {j['win_s']:.2f} s: " + ", ".join(cells))
+                       f"p50 {fmt_us(j['p50_us'])}, {j['perf_ios']} I/Os profiled: " + ", ".join(cells))
             calls = sorted(((k[4:], v) for k, v in d.items() if k.startswith("sys_") and v), key=lambda x: -x[1])
             if calls:
                 out.append("          syscalls/IO: " + ", ".join(f"{k} {v:g}" for k, v in calls))
