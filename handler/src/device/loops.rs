@@ -289,13 +289,14 @@ impl EventLoop {
     /// How long to wait: not at all when a device has work waiting, else until the
     /// earliest timer.
     fn timeout(&self) -> EpollTimeout {
+        // No clock read when a device has work waiting (a clock read may be a system call:
+        // docs/DESIGN.md, "The pass's clock").
+        if self.devices.values().any(|s| s.due || s.next.again) {
+            return EpollTimeout::ZERO;
+        }
         let now = Instant::now();
         let mut ms = u128::from(MAX_WAIT_MS);
         for s in self.devices.values() {
-            if s.due || s.next.again {
-                ms = 0;
-                break;
-            }
             // Rounded up: waking a millisecond early would spin until the timer is due.
             let d = s.next.at.saturating_duration_since(now);
             ms = ms.min(d.as_micros().div_ceil(1000));
@@ -327,10 +328,14 @@ impl EventLoop {
     /// A pass for every device that has an event, work waiting or a timer due; the devices
     /// that stopped leave the loop.
     fn passes(&mut self) {
-        let soon = Instant::now() + TIMER_SLACK;
+        // Read only when a device with no event may have a timer due.
+        let mut soon = None;
         let mut gone = 0usize;
         for s in self.devices.values_mut() {
-            if !(s.due || s.next.again || s.next.at <= soon) {
+            if !(s.due
+                || s.next.again
+                || s.next.at <= *soon.get_or_insert_with(|| Instant::now() + TIMER_SLACK))
+            {
                 continue;
             }
             s.due = false;

@@ -28,20 +28,15 @@ impl LoopDevice {
             }
             None => {
                 let opcode = ctx.cmd.cdb().first().copied().unwrap_or(0);
-                self.deadlines.dispatched(
-                    ctx.slot,
-                    ctx.cmd.cmd_id,
-                    &ctx.cdb,
-                    opcode,
-                    Instant::now(),
-                );
+                self.deadlines
+                    .dispatched(ctx.slot, ctx.cmd.cmd_id, &ctx.cdb, opcode, self.now);
                 // A flag left by a TMR for this slot's previous command must not abort this one.
                 if let Some(f) = self.link.aborted.get(usize::from(ctx.slot)) {
                     f.store(false, Ordering::Relaxed);
                 }
                 if !self.take_range(&mut ctx) {
                     if self.link.accounting {
-                        ctx.stamps.parked = Some(Instant::now());
+                        ctx.stamps.parked = Some(self.now);
                     }
                     self.parked.push_back(ctx);
                     return;
@@ -157,7 +152,14 @@ impl LoopDevice {
         let Some(u) = &mut self.uring else {
             return Err(ctx);
         };
-        u.start(ctx, backend, fd, op, off, len)?;
+        if self.link.accounting {
+            ctx.stamps.submit = Some(self.now);
+        }
+        if let Err(mut ctx) = u.start(ctx, backend, fd, op, off, len) {
+            // Sent another way: not submitted here after all.
+            ctx.stamps.submit = None;
+            return Err(ctx);
+        }
         self.acct
             .stats
             .uring_submitted
@@ -167,7 +169,7 @@ impl LoopDevice {
 
     fn send(&self, mut ctx: Box<Ctx>) {
         if self.link.accounting {
-            ctx.stamps.queued = Some(Instant::now());
+            ctx.stamps.queued = Some(self.now);
         }
         if let Some(w) = &self.workers {
             w.send(Job {
@@ -210,7 +212,7 @@ impl LoopDevice {
             };
             if self.take_range(&mut ctx) {
                 if self.link.accounting {
-                    ctx.stamps.unparked = Some(Instant::now());
+                    ctx.stamps.unparked = Some(self.now);
                 }
                 self.dispatch(ctx);
             } else {
