@@ -11,6 +11,7 @@ and prints, per job, both daemons side by side: CPU, context switches, system ca
 name) per I/O and the top symbols of each daemon's samples.
 
 usage: profile.py [--warden BIN] [--runner DIR]
+       profile.py --from-dir DIR    (re-derive a saved run's figures from DIR/profile-vm-*/, no boot)
 env: BENCH_TARGETS ("warden runner"), BENCH_PROFILE_CONFIGS (HW:RING:JOB/JOB... as in
      scenarios/compare.sh; default the issue's jobs: "128:1024:randread4k-qd32/randread4k-qd1/
      seqwrite1m-qd8 1024:1024:seqwrite1m-qd8"), BENCH_RUNTIME_MS (5000), BENCH_RAMP_MS (1000),
@@ -48,38 +49,53 @@ def parse_args(argv):
 
 
 def parse_stat(lines):
-    """perf stat -x, lines -> {event: value} (task-clock in ms)."""
+    """perf stat -x, lines -> {event: (value, seconds the counter ran)} (task-clock in ms)."""
     out = {}
     for line in lines:
         f = line.split(",")
-        if len(f) < 3 or line.startswith("#"):
+        if len(f) < 4 or line.startswith("#"):
             continue
         try:
-            v = float(f[0])
+            v, on_s = float(f[0]), float(f[3]) / 1e9
         except ValueError:
             continue       # "<not counted>", "<not supported>"
         ev = f[2].replace("syscalls:sys_enter_", "sys_").replace("raw_syscalls:sys_enter", "syscalls")
-        out[ev] = v
+        out[ev] = (v, on_s)
     return out
 
 
 def perf_ios(r, system, ncpu):
-    """I/Os while perf counted: the window's I/Os scaled by perf's own time over the window's
-    length (perf is switched on just before the window opens and off just after it closes;
-    the whole guest's task-clock is that time on every CPU)."""
+    """I/Os while the whole-guest counters ran: the window's I/Os scaled by perf's own time
+    over the window's length (perf is switched on just before the window opens and off just
+    after it closes; the whole guest's task-clock is that time on every CPU)."""
     ios, win_s = r.get("win_ios", 0), r.get("win_cs", 0) / 100
-    tc = system.get("task-clock")
+    tc = system.get("task-clock", (0, 0))[0]
     if not (ios and win_s and tc and ncpu):
         return ios
     return ios * (tc / 1000 / ncpu) / win_s
 
 
-def per_io(stat, ios):
-    """Counts per I/O; task-clock (ms) as microseconds of CPU per I/O."""
+def system_per_io(stat, ios):
+    """Whole-guest counts per I/O; task-clock (ms, idle included) as µs per I/O."""
     if not ios:
         return {}
     return {("cpu_us" if k == "task-clock" else k): round(v * 1000 / ios, 1) if k == "task-clock" else round(v / ios, 3)
-            for k, v in stat.items()}
+            for k, (v, _) in stat.items()}
+
+
+def daemon_per_io(stat, r):
+    """The daemon's counts per I/O. Its counters are per thread: perf switches them on one
+    after another (most of a second under TCG) and each one's time runs only while a thread
+    of the daemon is on a CPU, so each count is taken per second of the daemon's CPU time and
+    multiplied by the daemon's CPU per I/O in the window (/proc/PID/stat, bench-lib.sh)."""
+    cpu_us = r.get("handler_cpu_us_per_io")
+    if not cpu_us:
+        return {}
+    d = {"cpu_us": cpu_us}
+    for k, (v, on_s) in stat.items():
+        if k != "task-clock" and on_s:
+            d[k] = round(v / on_s * cpu_us / 1e6, 3)
+    return d
 
 
 def top_symbols(lines, n):
@@ -97,7 +113,36 @@ def top_symbols(lines, n):
     return out
 
 
+def from_dir(outdir):
+    """Re-derive the figures and files of a saved run from its results.txt files, no boot."""
+    from bench import derive, parse_kv
+    doc = {"benchmark": "profile", "from_dir": outdir, "jobs": [], "problems": []}
+    targets = []
+    for target in ("warden", "runner"):
+        res = os.path.join(outdir, f"profile-vm-{target}", "results.txt")
+        if not os.path.exists(res):
+            continue
+        targets.append(target)
+        recs, prof, ncpu = {}, {}, 2
+        for line in open(res, errors="replace").read().splitlines():
+            if line.startswith("benchrec="):
+                r = derive(parse_kv(line[len("benchrec="):]))
+                recs[r["seq"]] = r
+            elif line.startswith("prof=") and "|" in line:
+                head, text = line[5:].split("|", 1)
+                seq, kind = head.split(":", 1)
+                prof.setdefault((int(seq), kind), []).append(text)
+            elif line.startswith("ncpu=") and line[5:].isdigit():
+                ncpu = int(line[5:])
+        pdir = os.path.join(outdir, f"profile-{target}")
+        os.makedirs(pdir, exist_ok=True)
+        doc["jobs"] += collect(target, recs, prof, ncpu, pdir, int(os.environ.get("BENCH_PROF_TOP", "12")), None)
+    return finish(doc, outdir, targets)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--from-dir":
+        return from_dir(os.path.abspath(sys.argv[2]))
     a = parse_args(sys.argv[1:])
     env = os.environ.get
     targets = env("BENCH_TARGETS", "warden runner").split()
@@ -164,24 +209,35 @@ def main():
             doc["problems"].append(f"{target}: run-vm rc={rc}; log {runlog}")
             log(f"profile: boot {target} FAILED (rc={rc}); tail of {runlog}:")
             print_failure_tail(runlog)
-        for seq, r in sorted(recs.items()):
-            stem = os.path.join(pdir, f"{seq}-{r['job']}-hw{r['hw']}")
-            for (s, kind), lines in prof.items():
-                if s == seq:
-                    with open(f"{stem}.{kind}.txt", "w") as f:
-                        f.write("\n".join(lines) + "\n")
-            system = parse_stat(prof.get((seq, "stat-all"), []))
-            ios = perf_ios(r, system, guest["ncpu"])
-            j = {"target": target, "seq": seq, "job": r["job"], "hw": r["hw"], "ok": ok(r),
-                 "throughput": r["throughput"], "p50_us": r.get("p50_us"), "win_ios": r.get("win_ios", 0),
-                 "win_s": r.get("win_cs", 0) / 100,
-                 "perf_ios": round(ios, 1),
-                 "daemon": per_io(parse_stat(prof.get((seq, "stat-daemon"), [])), ios),
-                 "system": per_io(system, ios),
-                 "top_daemon": top_symbols(prof.get((seq, "flat-daemon"), []), topn),
-                 "top_system": top_symbols(prof.get((seq, "flat-all"), []), topn),
-                 "files": stem + ".*.txt", "loadavg": load}
-            doc["jobs"].append(j)
+        doc["jobs"] += collect(target, recs, prof, guest["ncpu"], pdir, topn, load)
+    return finish(doc, outdir, targets)
+
+
+def collect(target, recs, prof, ncpu, pdir, topn, load):
+    """Each job's reports to files, its per-I/O figures to a dict."""
+    jobs = []
+    for seq, r in sorted(recs.items()):
+        stem = os.path.join(pdir, f"{seq}-{r['job']}-hw{r['hw']}")
+        for (s, kind), lines in prof.items():
+            if s == seq:
+                with open(f"{stem}.{kind}.txt", "w") as f:
+                    f.write("\n".join(lines) + "\n")
+        system = parse_stat(prof.get((seq, "stat-all"), []))
+        ios = perf_ios(r, system, ncpu)
+        j = {"target": target, "seq": seq, "job": r["job"], "hw": r["hw"], "ok": ok(r),
+             "throughput": r["throughput"], "p50_us": r.get("p50_us"), "win_ios": r.get("win_ios", 0),
+             "win_s": r.get("win_cs", 0) / 100,
+             "perf_ios": round(ios, 1),
+             "daemon": daemon_per_io(parse_stat(prof.get((seq, "stat-daemon"), [])), r),
+             "system": system_per_io(system, ios),
+             "top_daemon": top_symbols(prof.get((seq, "flat-daemon"), []), topn),
+             "top_system": top_symbols(prof.get((seq, "flat-all"), []), topn),
+             "files": stem + ".*.txt", "loadavg": load}
+        jobs.append(j)
+    return jobs
+
+
+def finish(doc, outdir, targets):
     doc["loadavg_end"] = os.getloadavg()
     path = os.path.join(outdir, "profile.json")
     with open(path, "w") as f:

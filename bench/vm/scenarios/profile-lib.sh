@@ -5,12 +5,14 @@
 # tests/vm/layers/perf.sh). Only software events and tracepoints: they work under TCG.
 #
 # Per job, three perf processes are started before fio, disabled (`-D -1`), and switched on
-# and off through their control fifos exactly around the job's measurement window. All three
-# count per CPU (-a), so switching them on takes a few system calls (per-thread counters of
-# the daemon, `-p`, took most of a second under TCG, one event after another):
-#   - perf stat -a --for-each-cgroup bench-daemon (the daemon is moved into that cgroup v2
-#     group, its io_uring workers with it): task-clock, context switches, migrations, page
-#     faults, every system call (raw_syscalls:sys_enter) and the calls of the hot path by name;
+# and off through their control fifos exactly around the job's measurement window:
+#   - perf stat -p DAEMON: task-clock, context switches, migrations, page faults, every
+#     system call (raw_syscalls:sys_enter) and the calls of the hot path by name. perf
+#     switches these per-thread counters on one after another, which takes most of a second
+#     under TCG, and a per-thread counter's time only runs while its thread is on a CPU, so
+#     profile.py takes each count per second of the daemon's CPU time (count / the counter's
+#     own running time) times the daemon's CPU per I/O of the window (/proc, bench-lib.sh);
+#     the guest kernel has no perf cgroup events (`--for-each-cgroup` is not supported);
 #   - perf stat -a: the same basic counts for the whole guest (fio, kworkers, io-wq, idle);
 #   - perf record -a -g -e cpu-clock: samples of everything (kernel call chains; user-space
 #     chains only where frame pointers exist).
@@ -39,8 +41,6 @@ _prof_setup() {
     echo -1 >/proc/sys/kernel/perf_event_paranoid 2>/dev/null || true
     # A sample a millisecond under TCG is fine; perf must not throttle it away.
     echo 50 >/proc/sys/kernel/perf_cpu_time_max_percent 2>/dev/null || true
-    [ -f /sys/fs/cgroup/cgroup.procs ] || mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null || true
-    mkdir -p /sys/fs/cgroup/bench-daemon 2>/dev/null || true
     result perf_version "$(perf version 2>&1 | head -n1)"
     result clocksource "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"
 }
@@ -84,8 +84,8 @@ prof_arm() {
     for _s in $PROF_SYSCALLS; do
         [ -d "/sys/kernel/tracing/events/syscalls/sys_enter_$_s" ] && _ev="$_ev,syscalls:sys_enter_$_s"
     done
-    if [ -n "$HPID" ] && echo "$HPID" >/sys/fs/cgroup/bench-daemon/cgroup.procs; then
-        _prof_start daemon stat -x, -a --for-each-cgroup bench-daemon -e "$_ev" -o "$PROF_DIR/stat-daemon.csv"
+    if [ -n "$HPID" ]; then
+        _prof_start daemon stat -x, -e "$_ev" -p "$HPID" -o "$PROF_DIR/stat-daemon.csv"
     fi
     _prof_start all stat -x, -a -e "$PROF_BASIC" -o "$PROF_DIR/stat-all.csv"
     _prof_start rec record -a -g -e cpu-clock -F "$BENCH_PROF_FREQ" -N -q -o "$PROF_DIR/perf.data"

@@ -238,8 +238,9 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
 impl EventLoop {
     fn run(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
+        let mut woken = true;
         loop {
-            self.take_messages();
+            self.take_messages(std::mem::take(&mut woken));
             if self.shutdown && self.devices.is_empty() {
                 return;
             }
@@ -254,14 +255,19 @@ impl EventLoop {
                 }
             };
             for e in &events[..n] {
+                woken |= e.data() == LOOP_WAKE;
                 self.event(e.data(), e.events());
             }
             self.passes();
         }
     }
 
-    fn take_messages(&mut self) {
-        let _ = self.me.wake.read();
+    /// Take the messages sent to the loop (devices added, shutdown). Its eventfd is read only
+    /// when epoll said it was written (`woken`): an empty read is a wasted system call.
+    fn take_messages(&mut self, woken: bool) {
+        if woken {
+            let _ = self.me.wake.read();
+        }
         while let Ok(m) = self.rx.try_recv() {
             match m {
                 Msg::Add(id, dev) => {

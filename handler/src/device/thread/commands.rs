@@ -13,7 +13,6 @@ use crate::device::range_lock::range_of;
 use crate::device::uring::UringOp;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 use tcmu_scsi::cdb::{self, Cdb};
 use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::sense::Sense;
@@ -234,7 +233,8 @@ impl LoopDevice {
             }
         }
         if (self.alua_source.is_some() || self.alua_base.is_some())
-            && (dispatch::rereads_alua(&c) || self.alua_read_at.elapsed() >= ALUA_REFRESH)
+            && (dispatch::rereads_alua(&c)
+                || self.now.saturating_duration_since(self.alua_read_at) >= ALUA_REFRESH)
         {
             self.refresh_alua();
         }
@@ -273,7 +273,7 @@ impl LoopDevice {
         if let Some(src) = &self.alua_source {
             self.alua_base = (src.0)();
         }
-        self.alua_read_at = Instant::now();
+        self.alua_read_at = self.now;
         // Lock-driven implicit ALUA: the exclusive lock's holder decides which group is
         // active/optimized (docs/rbd.md).
         let held_here = self.link.backend().lock_holder().held_here();
