@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install everything the VM test harness (tests/vm/) needs, idempotently:
 #  - host packages: qemu (TCG), busybox-static, fio, sg3-utils, cpio, libiscsi-bin
-#    (iscsi-test-cu, the conformance stage's SCSI test suite)
+#    (iscsi-test-cu, the conformance stage's SCSI test suite), linux-perf (perf, put into
+#    the guest only by scenarios that ask for it: tests/vm/layers/perf.sh, bench/vm/profile.sh)
 #  - Debian's current cloud kernel, unpacked (not installed) into tests/vm/.cache/kernel/
 # Fast when everything is already present. Must run as root (apt-get).
 set -eu
@@ -15,7 +16,7 @@ log() { echo "install-vm-deps: $*" >&2; }
 # --- host packages -------------------------------------------------------
 # busybox-static, not busybox: the initramfs needs the static one (apt.sh asks dpkg, so the
 # dynamic busybox, which provides the same /bin/busybox, does not count).
-apt_ensure qemu-system-x86 busybox-static fio sg3-utils cpio libiscsi-bin
+apt_ensure qemu-system-x86 busybox-static fio sg3-utils cpio libiscsi-bin linux-perf
 
 # --- kernel --------------------------------------------------------------
 # Unpacked into $cache/kernel/<pkg>/; $cache/kernel/current points at it.

@@ -56,19 +56,24 @@ def binary_info(binary):
 
 
 # ---------------------------------------------------------------- scenario
-def make_scenario(name, settings, timeout_s, tmpdir):
-    """settings + scenarios/bench-lib.sh + scenarios/NAME.sh, as one scenario file NAME.sh."""
+def make_scenario(name, settings, timeout_s, tmpdir, layers=(), libs=()):
+    """settings + scenarios/bench-lib.sh + scenarios/LIB.sh for each of `libs` +
+    scenarios/NAME.sh, as one scenario file NAME.sh; `layers`: extra initramfs layers
+    (tests/vm/layers/NAME.sh, e.g. "perf") it asks for."""
     def body(fname):
         lines = open(os.path.join(HERE, "scenarios", fname)).read().splitlines()
         return [line for line in lines if not line.startswith("# vm-timeout:")]
 
-    head = [f"# vm-timeout: {timeout_s}"]
+    if os.environ.get("BENCH_PERF", "") not in ("", "0") and "perf" not in layers:
+        layers = tuple(layers) + ("perf",)     # perf in the guest, for a look by hand
+    head = [f"# vm-timeout: {timeout_s}"] + [f"# vm-layer: {x}" for x in layers]
     for k, v in settings.items():
         v = " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
         head.append(f"{k}='{v}'")
     path = os.path.join(tmpdir, f"{name}.sh")
     with open(path, "w") as f:
-        f.write("\n".join(head + body("bench-lib.sh") + body(f"{name}.sh")) + "\n")
+        f.write("\n".join(head + body("bench-lib.sh") + [x for lib in libs for x in body(f"{lib}.sh")]
+                          + body(f"{name}.sh")) + "\n")
     return path
 
 

@@ -131,6 +131,14 @@ _sleep_until() {
     return 0
 }
 
+# Profiling hooks around each job (bench/vm/profile.sh): no-ops here; scenarios/profile-lib.sh,
+# put after this file when profiling, redefines them. prof_arm JOB before fio starts, prof_on
+# just before the window opens, prof_off just after it closes, prof_done once fio has ended.
+prof_arm() { :; }
+prof_on() { :; }
+prof_off() { :; }
+prof_done() { :; }
+
 seq=0
 # run_job ROUND TARGET JOB: one fio job on $DEV (disk $SD, handler $HPID or ""), one
 # "benchrec=" line; REC_TAGS ("target:NAME,ring:N,...") goes into the record as is.
@@ -150,6 +158,7 @@ run_job() {
     seq=$((seq + 1))
     _out=/tmp/fio.bench.out
     rm -f "$_out"
+    prof_arm "$3"
     _io_count
     _base=$_ioc
     [ -n "$SD" ] || _base=$((_base + NET_IO_SLACK))
@@ -169,9 +178,11 @@ run_job() {
         _t0=$_now
         log "job $seq $3: first I/O"
         _sleep_until $((_t0 + win_start_cs))
+        prof_on
         snap A; bench_out "mark=A:$seq"
         _sleep_until $((_t0 + (BENCH_RAMP_MS + BENCH_RUNTIME_MS) / 10 - win_margin_cs))
         snap B; bench_out "mark=B:$seq"
+        prof_off
         kill -0 "$_fpid" 2>/dev/null || _win=0   # fio already gone: window ran past the job
         log "job $seq: window $A_cs..$B_cs cs, win_ok=$_win"
     else
@@ -214,5 +225,6 @@ run_job() {
     _rec="$_rec,cpu_busy:$_busy,ctxt:$((B_ctxt - A_ctxt)),intr:$((B_intr - A_intr)),handler_ticks:$(( (B_hu - A_hu) + (B_hs - A_hs) )),handler_sys:$((B_hs - A_hs))"
     bench_out "benchrec=$_rec,${_fio:-fio_err:-1}"
     log "benchrec $_rec ${_fio:-}"
+    prof_done
 }
 

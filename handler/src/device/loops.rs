@@ -238,8 +238,9 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
 impl EventLoop {
     fn run(&mut self) {
         let mut events = vec![EpollEvent::empty(); 256];
+        let mut woken = true;
         loop {
-            self.take_messages();
+            self.take_messages(std::mem::take(&mut woken));
             if self.shutdown && self.devices.is_empty() {
                 return;
             }
@@ -254,14 +255,19 @@ impl EventLoop {
                 }
             };
             for e in &events[..n] {
+                woken |= e.data() == LOOP_WAKE;
                 self.event(e.data(), e.events());
             }
             self.passes();
         }
     }
 
-    fn take_messages(&mut self) {
-        let _ = self.me.wake.read();
+    /// Take the messages sent to the loop (devices added, shutdown). Its eventfd is read only
+    /// when epoll said it was written (`woken`): an empty read is a wasted system call.
+    fn take_messages(&mut self, woken: bool) {
+        if woken {
+            let _ = self.me.wake.read();
+        }
         while let Ok(m) = self.rx.try_recv() {
             match m {
                 Msg::Add(id, dev) => {
@@ -289,13 +295,14 @@ impl EventLoop {
     /// How long to wait: not at all when a device has work waiting, else until the
     /// earliest timer.
     fn timeout(&self) -> EpollTimeout {
+        // No clock read when a device has work waiting (a clock read may be a system call:
+        // docs/DESIGN.md, "The pass's clock").
+        if self.devices.values().any(|s| s.due || s.next.again) {
+            return EpollTimeout::ZERO;
+        }
         let now = Instant::now();
         let mut ms = u128::from(MAX_WAIT_MS);
         for s in self.devices.values() {
-            if s.due || s.next.again {
-                ms = 0;
-                break;
-            }
             // Rounded up: waking a millisecond early would spin until the timer is due.
             let d = s.next.at.saturating_duration_since(now);
             ms = ms.min(d.as_micros().div_ceil(1000));
@@ -327,10 +334,14 @@ impl EventLoop {
     /// A pass for every device that has an event, work waiting or a timer due; the devices
     /// that stopped leave the loop.
     fn passes(&mut self) {
-        let soon = Instant::now() + TIMER_SLACK;
+        // Read only when a device with no event may have a timer due.
+        let mut soon = None;
         let mut gone = 0usize;
         for s in self.devices.values_mut() {
-            if !(s.due || s.next.again || s.next.at <= soon) {
+            if !(s.due
+                || s.next.again
+                || s.next.at <= *soon.get_or_insert_with(|| Instant::now() + TIMER_SLACK))
+            {
                 continue;
             }
             s.due = false;

@@ -23,7 +23,6 @@ use io_uring::{opcode, squeue, types, IoUring};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 
 /// Largest WRITE to an in-memory file written at once on the device's loop (docs/DESIGN.md,
 /// "io_uring"). Larger ones go to io_uring's workers, which run the commands of a deep
@@ -89,8 +88,6 @@ pub struct Uring {
     ready: Vec<Box<Ctx>>,
     /// Completions copied out of the queue (preallocated).
     cqes: Vec<(u64, i32)>,
-    /// Stamp the completion time (per-stage accounting).
-    stamp: bool,
     /// RWF_DSYNC was refused once: FUA writes are a WRITEV then an FSYNC from then on.
     no_dsync: bool,
     /// Submission failed with this error last time (logged once per error).
@@ -101,11 +98,12 @@ pub struct Uring {
 }
 
 impl Uring {
-    /// A ring for a device with `contexts` command contexts; `stamp`: stamp completion times.
+    /// A ring for a device with `contexts` command contexts. It reads no clock: the device
+    /// stamps submission and completion times with its pass's clock.
     ///
     /// # Errors
     /// When the kernel refuses io_uring (too old, seccomp, `io_uring_disabled`, limits).
-    pub fn new(contexts: usize, stamp: bool) -> std::io::Result<Uring> {
+    pub fn new(contexts: usize) -> std::io::Result<Uring> {
         let sq = contexts.clamp(1, MAX_SQ_ENTRIES).next_power_of_two();
         // Room for a completion of every context at once, so none waits in the kernel's
         // overflow list.
@@ -119,7 +117,6 @@ impl Uring {
             in_flight: 0,
             ready: Vec::with_capacity(contexts),
             cqes: Vec::with_capacity(cq),
-            stamp,
             no_dsync: false,
             last_submit_error: None,
             memory_file: None,
@@ -154,7 +151,7 @@ impl Uring {
     /// the caller sends it another way.
     pub fn start(
         &mut self,
-        mut ctx: Box<Ctx>,
+        ctx: Box<Ctx>,
         backend: Arc<dyn Backend>,
         fd: RawFd,
         op: UringOp,
@@ -164,9 +161,6 @@ impl Uring {
         let slot = usize::from(ctx.slot);
         if self.away.get(slot).map_or(true, Option::is_some) {
             return Err(ctx);
-        }
-        if self.stamp {
-            ctx.stamps.submit = Some(Instant::now());
         }
         let a = Away {
             ctx,
@@ -231,10 +225,10 @@ impl Uring {
         unsafe { self.ring.submission().push(sqe).is_ok() }
     }
 
-    /// Submit every queued operation with one system call.
-    pub fn submit(&mut self) {
+    /// Submit every queued operation with one system call; false when nothing was queued.
+    pub fn submit(&mut self) -> bool {
         if self.ring.submission().is_empty() {
-            return;
+            return false;
         }
         match self.ring.submit() {
             Ok(_) => self.last_submit_error = None,
@@ -248,6 +242,7 @@ impl Uring {
                 }
             }
         }
+        true
     }
 
     /// Reap every completion waiting: finished commands go to the ready list; short
@@ -275,10 +270,7 @@ impl Uring {
         self.ready.pop()
     }
 
-    fn ready(&mut self, mut ctx: Box<Ctx>) {
-        if self.stamp {
-            ctx.stamps.done = Some(Instant::now());
-        }
+    fn ready(&mut self, ctx: Box<Ctx>) {
         self.ready.push(ctx);
     }
 

@@ -13,7 +13,6 @@ use crate::device::range_lock::range_of;
 use crate::device::uring::UringOp;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 use tcmu_scsi::cdb::{self, Cdb};
 use tcmu_scsi::error::ScsiError;
 use tcmu_scsi::sense::Sense;
@@ -28,20 +27,15 @@ impl LoopDevice {
             }
             None => {
                 let opcode = ctx.cmd.cdb().first().copied().unwrap_or(0);
-                self.deadlines.dispatched(
-                    ctx.slot,
-                    ctx.cmd.cmd_id,
-                    &ctx.cdb,
-                    opcode,
-                    Instant::now(),
-                );
+                self.deadlines
+                    .dispatched(ctx.slot, ctx.cmd.cmd_id, &ctx.cdb, opcode, self.now);
                 // A flag left by a TMR for this slot's previous command must not abort this one.
                 if let Some(f) = self.link.aborted.get(usize::from(ctx.slot)) {
                     f.store(false, Ordering::Relaxed);
                 }
                 if !self.take_range(&mut ctx) {
                     if self.link.accounting {
-                        ctx.stamps.parked = Some(Instant::now());
+                        ctx.stamps.parked = Some(self.now);
                     }
                     self.parked.push_back(ctx);
                     return;
@@ -157,7 +151,14 @@ impl LoopDevice {
         let Some(u) = &mut self.uring else {
             return Err(ctx);
         };
-        u.start(ctx, backend, fd, op, off, len)?;
+        if self.link.accounting {
+            ctx.stamps.submit = Some(self.now);
+        }
+        if let Err(mut ctx) = u.start(ctx, backend, fd, op, off, len) {
+            // Sent another way: not submitted here after all.
+            ctx.stamps.submit = None;
+            return Err(ctx);
+        }
         self.acct
             .stats
             .uring_submitted
@@ -167,7 +168,7 @@ impl LoopDevice {
 
     fn send(&self, mut ctx: Box<Ctx>) {
         if self.link.accounting {
-            ctx.stamps.queued = Some(Instant::now());
+            ctx.stamps.queued = Some(self.now);
         }
         if let Some(w) = &self.workers {
             w.send(Job {
@@ -210,7 +211,7 @@ impl LoopDevice {
             };
             if self.take_range(&mut ctx) {
                 if self.link.accounting {
-                    ctx.stamps.unparked = Some(Instant::now());
+                    ctx.stamps.unparked = Some(self.now);
                 }
                 self.dispatch(ctx);
             } else {
@@ -232,7 +233,8 @@ impl LoopDevice {
             }
         }
         if (self.alua_source.is_some() || self.alua_base.is_some())
-            && (dispatch::rereads_alua(&c) || self.alua_read_at.elapsed() >= ALUA_REFRESH)
+            && (dispatch::rereads_alua(&c)
+                || self.now.saturating_duration_since(self.alua_read_at) >= ALUA_REFRESH)
         {
             self.refresh_alua();
         }
@@ -271,7 +273,7 @@ impl LoopDevice {
         if let Some(src) = &self.alua_source {
             self.alua_base = (src.0)();
         }
-        self.alua_read_at = Instant::now();
+        self.alua_read_at = self.now;
         // Lock-driven implicit ALUA: the exclusive lock's holder decides which group is
         // active/optimized (docs/rbd.md).
         let held_here = self.link.backend().lock_holder().held_here();

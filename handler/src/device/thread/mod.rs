@@ -88,7 +88,7 @@ pub(in crate::device) fn new(p: Parts, cfg: &DeviceConfig) -> LoopDevice {
         .as_ref()
         .and_then(tcmu_scsi::alua::Alua::local_state);
     let uring = if cfg.io_uring {
-        open_uring(&link.name, total, link.accounting)
+        open_uring(&link.name, total)
     } else {
         None
     };
@@ -99,6 +99,7 @@ pub(in crate::device) fn new(p: Parts, cfg: &DeviceConfig) -> LoopDevice {
         alua_sent: Vec::new(),
         alua_read_at: Instant::now(),
         alua_state,
+        now: Instant::now(),
         link: Arc::clone(&link),
         ring,
         doorbell,
@@ -207,6 +208,10 @@ pub(in crate::device) struct LoopDevice {
     alua_read_at: Instant,
     /// The access state that applies to every command (`Alua::local_state`), cached.
     alua_state: Option<u8>,
+    /// The pass's clock: read when a pass starts and again after its io_uring submission;
+    /// every stamp, deadline and timer of the pass uses it (docs/DESIGN.md, "The pass's
+    /// clock": a clock read is a system call in the guests we measure).
+    now: Instant,
     ring: Ring,
     doorbell: Arc<dyn Doorbell>,
     workers: Option<Workers>,
@@ -298,20 +303,21 @@ impl LoopDevice {
     /// submit to the io_uring, publish. Never blocks. True when the device has stopped and
     /// leaves its loop.
     pub(in crate::device) fn pass(&mut self) -> bool {
+        self.now = Instant::now();
         self.link.set_sleeping(false);
         if !self.logged_start {
             self.logged_start = true;
             tracing::info!(device = %self.link.name, contexts = self.total, "serving");
         }
         if self.stop_by.is_none() && self.stop.load(Ordering::SeqCst) {
-            self.stop_by = Some(Instant::now() + self.deadline);
+            self.stop_by = Some(self.now + self.deadline);
         }
         // Consume the event before draining, so a command posted meanwhile re-arms it.
         // (Only when the loop said there is one: an empty read is a wasted system call.)
         if std::mem::take(&mut self.uio_ready) {
             if let Err(e) = self.doorbell.ack() {
                 tracing::warn!(device = %self.link.name, "uio read failed: {e}");
-                self.stop_by.get_or_insert_with(Instant::now);
+                self.stop_by.get_or_insert(self.now);
             }
         }
         if std::mem::take(&mut self.wake_ready) {
@@ -322,7 +328,7 @@ impl LoopDevice {
         if self.link.tunables.generation() != self.tunables_seen {
             self.retune();
         }
-        let now = Instant::now();
+        let now = self.now;
         if self.deadlines.scan_due(now) {
             self.expire(now);
         }
@@ -332,7 +338,11 @@ impl LoopDevice {
         if let Some(u) = &mut self.uring {
             // One system call for every operation this pass queued; the ones the page
             // cache answered at once are finished in the same pass.
-            u.submit();
+            let submitted = u.submit();
+            if submitted || u.in_flight() > 0 || u.has_work() {
+                // The clock after the file I/O of the pass: the completion stamps.
+                self.now = Instant::now();
+            }
             self.reap_uring();
         }
         self.publish();
@@ -343,7 +353,7 @@ impl LoopDevice {
             self.data_in_flight,
         );
         if let Some(m) = &mut self.monitor {
-            m.tick(Instant::now());
+            m.tick(self.now);
         }
         if let Some(t) = self.stop_by {
             if self.free.len() == self.total {
@@ -353,7 +363,7 @@ impl LoopDevice {
                 tracing::info!(device = %self.link.name, "stopped");
                 return true;
             }
-            if Instant::now() >= t {
+            if self.now >= t {
                 self.give_up_in_flight();
                 if let Some(w) = self.workers.take() {
                     w.abandon();
@@ -370,7 +380,7 @@ impl LoopDevice {
     /// After a pass: announce that the device waits (completions from other threads then
     /// write its wake eventfd) and say when it wants its next pass.
     pub(in crate::device) fn next_pass(&mut self) -> NextPass {
-        let now = Instant::now();
+        let now = self.now;
         self.link.set_sleeping(true);
         if !self.done_rx.is_empty() || self.uring.as_mut().is_some_and(Uring::has_work) {
             self.link.set_sleeping(false);
@@ -417,7 +427,11 @@ impl LoopDevice {
     fn reap_uring(&mut self) {
         let Some(u) = &mut self.uring else { return };
         u.reap();
-        while let Some(ctx) = self.uring.as_mut().and_then(Uring::pop_ready) {
+        while let Some(mut ctx) = self.uring.as_mut().and_then(Uring::pop_ready) {
+            if self.link.accounting && ctx.stamps.done.is_none() {
+                // Finished at or before the pass's clock (docs/DESIGN.md, "The pass's clock").
+                ctx.stamps.done = Some(self.now);
+            }
             self.finish(ctx);
         }
     }
@@ -450,7 +464,7 @@ impl LoopDevice {
                     let bytes = ctx.cmd.data_len();
                     self.data_in_flight += bytes;
                     if self.link.accounting {
-                        ctx.stamps.read = Some(Instant::now());
+                        ctx.stamps.read = Some(self.now);
                     }
                     self.start(ctx);
                     self.pass_bytes += bytes;
@@ -548,7 +562,7 @@ impl LoopDevice {
         self.data_in_flight = self.data_in_flight.saturating_sub(ctx.cmd.data_len());
         let link = &self.link;
         self.acct
-            .command_done(&ctx, outcome.status, Instant::now(), &link.name, || {
+            .command_done(&ctx, outcome.status, self.now, &link.name, || {
                 link.backend().describe()
             });
         self.free.push(ctx);
@@ -560,8 +574,8 @@ static URING_UNAVAILABLE_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// The device's io_uring, or None (logged once) when the kernel refuses it: the workers then
 /// run the file I/O.
-fn open_uring(name: &str, total: usize, stamp: bool) -> Option<Uring> {
-    match Uring::new(total, stamp) {
+fn open_uring(name: &str, total: usize) -> Option<Uring> {
+    match Uring::new(total) {
         Ok(u) => Some(u),
         Err(e) => {
             if !URING_UNAVAILABLE_LOGGED.swap(true, Ordering::Relaxed) {
