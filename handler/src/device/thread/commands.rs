@@ -314,7 +314,8 @@ impl LoopDevice {
         match self.link.lun.try_write() {
             Some(mut lun) => lun.alua = alua,
             None => {
-                self.alua_read_at = Instant::now()
+                self.alua_read_at = self
+                    .now
                     .checked_sub(ALUA_REFRESH)
                     .unwrap_or(self.alua_read_at)
             }
