@@ -83,14 +83,15 @@ fn info_field(info: &str, key: &str) -> Option<u64> {
 /// When the size or block size cannot be read: without them the LUN cannot be answered.
 pub fn read(dir: &Path) -> Result<DeviceAttrs, ConfigfsError> {
     let attrib = dir.join("attrib");
-    let info = read_str(&dir.join("info")).unwrap_or_default();
+    // `info` only when an attribute is missing (one configfs read less per device added).
+    let info = || read_str(&dir.join("info")).unwrap_or_default();
     let dev_size = match read_num::<u64>(&attrib.join("dev_size")) {
         Ok(v) => v,
-        Err(e) => info_field(&info, "Size:").ok_or(e)?,
+        Err(e) => info_field(&info(), "Size:").ok_or(e)?,
     };
     let block_size = match read_num::<u32>(&attrib.join("hw_block_size")) {
         Ok(v) => v,
-        Err(e) => info_field(&info, "SectorSize:")
+        Err(e) => info_field(&info(), "SectorSize:")
             .and_then(|v| u32::try_from(v).ok())
             .ok_or(e)?,
     };

@@ -12,10 +12,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{filter, Layer};
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 /// The log file's name inside the log directory.
@@ -68,6 +70,9 @@ pub fn non_blocking<W: Write + Send + 'static>(w: W) -> (NonBlocking, WorkerGuar
 pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
     file: Arc<parking_lot::Mutex<Option<File>>>,
+    /// A log file is open: only then does the file output format events (with none, each
+    /// line was formatted and handed to the file's writer thread only to be discarded).
+    file_on: Arc<AtomicBool>,
     state: parking_lot::Mutex<State>,
 }
 
@@ -88,7 +93,12 @@ pub fn init(initial: &str) -> Arc<Logging> {
     let file = Arc::new(parking_lot::Mutex::new(None));
     let (file_writer, file_guard) = non_blocking(FileWriter(Arc::clone(&file)));
     let (stderr_writer, stderr_guard) = non_blocking(std::io::stderr());
-    let to_file = fmt::layer().with_ansi(false).with_writer(file_writer);
+    let file_on = Arc::new(AtomicBool::new(false));
+    let on = Arc::clone(&file_on);
+    let to_file = fmt::layer()
+        .with_ansi(false)
+        .with_writer(file_writer)
+        .with_filter(filter::filter_fn(move |_| on.load(Ordering::Relaxed)));
     // Under systemd, straight to the journal (fields kept); otherwise text on stderr.
     let to_journal = journald();
     let to_stderr = to_journal.is_none().then(|| {
@@ -106,6 +116,7 @@ pub fn init(initial: &str) -> Arc<Logging> {
     Arc::new(Logging {
         filter: handle,
         file,
+        file_on,
         state: parking_lot::Mutex::new(State {
             filter: initial.to_string(),
             filter_told: false,
@@ -183,6 +194,7 @@ impl Logging {
         drop(st);
         let Some(dir) = dir else {
             *self.file.lock() = None;
+            self.file_on.store(false, Ordering::Relaxed);
             tracing::info!("no log file ({source})");
             return;
         };
@@ -192,10 +204,12 @@ impl Logging {
         match opened {
             Ok(f) => {
                 *self.file.lock() = Some(f);
+                self.file_on.store(true, Ordering::Relaxed);
                 tracing::info!(path = %path.display(), "logging to {} (from {source})", path.display());
             }
             Err(e) => {
                 *self.file.lock() = None;
+                self.file_on.store(false, Ordering::Relaxed);
                 tracing::warn!(path = %path.display(), "cannot write the log file {}: {e} (from {source}); logging to stderr only", path.display());
             }
         }

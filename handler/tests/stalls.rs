@@ -195,6 +195,7 @@ fn lun(
         cmd_time_out: None,
         backend_timeout: None,
         fault: None,
+        opened: Default::default(),
     };
     (h, s)
 }

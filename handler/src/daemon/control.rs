@@ -649,6 +649,7 @@ mod tests {
             cmd_time_out: None,
             backend_timeout: None,
             fault: None,
+            opened: Default::default(),
         };
         (s, emu)
     }

@@ -8,6 +8,7 @@
 //! the main loop keeps handling netlink and other devices meanwhile.
 
 use super::open::{open_backend, serve, DeviceError, Served};
+use super::openers::Openers;
 use super::reconfig_job::{self, BackendOpener, Job, Report, Work};
 use super::DaemonConfig;
 use crate::backend::cfgstring;
@@ -35,6 +36,8 @@ enum Finished {
         dev: PathBuf,
         ev: Option<Event>,
         result: Result<Box<Served>, DeviceError>,
+        /// When the open was asked, and how long after that its thread ran and it ended.
+        asked: Asked,
     },
     /// A device was stopped; `ev` is the REMOVED waiting for that, if any.
     Stopped {
@@ -50,6 +53,15 @@ enum Finished {
         job: u64,
         report: Report,
     },
+}
+
+/// When an open was asked (the ADDED read from netlink, or the device found at start-up),
+/// and how long after that its thread ran and the open ended.
+#[derive(Clone, Copy)]
+struct Asked {
+    at: std::time::Instant,
+    began: std::time::Duration,
+    ended: std::time::Duration,
 }
 
 /// The reconfigurations of one device: one runs at a time, in the order they came.
@@ -88,6 +100,8 @@ pub struct Lifecycle {
     opening: HashMap<u32, Opening>,
     next_token: u64,
     open: Opener,
+    /// The threads opens run on.
+    openers: Openers,
     tx: Sender<Finished>,
     rx: Receiver<Finished>,
     wake: Arc<EventFd>,
@@ -137,6 +151,7 @@ impl Lifecycle {
             opening: HashMap::new(),
             next_token: 0,
             open,
+            openers: Openers::default(),
             tx,
             rx,
             wake,
@@ -168,7 +183,7 @@ impl Lifecycle {
         self.start_open(minor, dev, None, String::new(), true);
     }
 
-    /// Open `dev` on its own thread; the result comes back as [`Finished::Opened`].
+    /// Open `dev` on an opener thread; the result comes back as [`Finished::Opened`].
     fn start_open(
         &mut self,
         minor: u32,
@@ -177,6 +192,7 @@ impl Lifecycle {
         device: String,
         adopted: bool,
     ) {
+        let at = std::time::Instant::now();
         self.next_token += 1;
         let token = self.next_token;
         let (cfg, tx, wake, open) = (
@@ -186,22 +202,27 @@ impl Lifecycle {
             Arc::clone(&self.open),
         );
         let restart = adopted;
-        let thread_name = if adopted { "tcmu-adopt" } else { "tcmu-open" };
-        let spawned = std::thread::Builder::new()
-            .name(format!("{thread_name}/{minor}"))
-            .spawn(move || {
-                let result = open(&dev, &cfg, restart).map(Box::new);
-                let _ = tx.send(Finished::Opened {
-                    minor,
-                    token,
-                    dev,
-                    ev,
-                    result,
-                });
-                let _ = wake.write(1);
+        let answer = ev.clone();
+        let spawned = self.openers.run(move || {
+            let began = at.elapsed();
+            let result = open(&dev, &cfg, restart).map(Box::new);
+            let asked = Asked {
+                at,
+                began,
+                ended: at.elapsed(),
+            };
+            let _ = tx.send(Finished::Opened {
+                minor,
+                token,
+                dev,
+                ev,
+                result,
+                asked,
             });
+            let _ = wake.write(1);
+        });
         match spawned {
-            Ok(_) => {
+            Ok(()) => {
                 self.opening.insert(
                     minor,
                     Opening {
@@ -212,7 +233,12 @@ impl Lifecycle {
                     },
                 );
             }
-            Err(e) => tracing::error!("cannot start an open thread: {e}"),
+            Err(e) => {
+                tracing::error!("cannot start an open thread: {e}");
+                if let Some(ev) = answer {
+                    self.reply(&ev, -(crate::backend::errno_of(&e) as i32));
+                }
+            }
         }
     }
 
@@ -587,7 +613,9 @@ impl Lifecycle {
                 dev,
                 ev,
                 result,
+                asked,
             } => {
+                let handed = asked.at.elapsed();
                 let current = self.opening.get(&minor).is_some_and(|o| o.token == token);
                 let (also, adopted) = if current {
                     let o = self.opening.remove(&minor);
@@ -595,9 +623,14 @@ impl Lifecycle {
                 } else {
                     (Vec::new(), false)
                 };
+                let mut opened = None;
                 let status = match result {
                     Ok(s) if current => {
-                        tracing::info!(device = %s.name, minor, adopted, "serving");
+                        // An ADDED answered is logged as such below (`added answered`).
+                        if ev.is_none() {
+                            tracing::info!(device = %s.name, minor, adopted, "serving");
+                        }
+                        opened = Some(s.opened);
                         self.served.insert(minor, *s);
                         0
                     }
@@ -616,6 +649,9 @@ impl Lifecycle {
                 };
                 for e in ev.iter().chain(also.iter()) {
                     self.reply(e, status);
+                }
+                if let Some(ev) = &ev {
+                    log_added(ev, status, asked, handed, opened.unwrap_or_default());
                 }
             }
             Finished::Stopped { ev, t0, closed } => {
@@ -735,6 +771,39 @@ impl Lifecycle {
     }
 }
 
+/// The daemon's share of adding a device (an `enable` waits in the kernel for this answer):
+/// from the ADDED read from netlink to the answer sent, with the stages of the open
+/// (`open_times::OpenTimes`) and the process's CPU time so far.
+fn log_added(
+    ev: &Event,
+    status: i32,
+    asked: Asked,
+    handed: std::time::Duration,
+    o: super::open_times::OpenTimes,
+) {
+    use super::open_times::{ms, process_cpu};
+    tracing::info!(
+        device = %ev.device,
+        minor = ev.minor,
+        status,
+        thread_ms = ms(asked.began),
+        uio_ms = ms(o.uio),
+        attrs_ms = ms(o.attrs),
+        backend_ms = ms(o.backend),
+        map_ms = ms(o.map),
+        config_ms = ms(o.config),
+        device_ms = ms(o.device),
+        link_ms = ms(o.start.link),
+        state_ms = ms(o.start.state),
+        loop_ms = ms(o.start.handed),
+        opened_ms = ms(asked.ended),
+        handed_ms = ms(handed),
+        answered_ms = ms(asked.at.elapsed()),
+        cpu_ms = ms(process_cpu()),
+        "added answered"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,6 +888,7 @@ mod tests {
                 cmd_time_out: None,
                 backend_timeout: None,
                 fault: None,
+                opened: Default::default(),
             })
         });
         (f, open)
@@ -1016,6 +1086,92 @@ mod tests {
         );
         until(&mut l, "the old backend closed", |l| l.jobs == 0);
         l.stop_all();
+    }
+
+    /// Log output captured in memory (the `added answered` line is read back from it).
+    #[derive(Clone, Default)]
+    struct Captured(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The value of `key=` in a log line, as milliseconds.
+    fn field_ms(line: &str, key: &str) -> f64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {line}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// The daemon's share of an ADDED is logged once it is answered: the open's own stages
+    /// as the opener measured them, and the times from the open asked to its thread running,
+    /// to the open's end, to the answer, in that order. An open that fails is logged with the
+    /// status it was answered.
+    #[test]
+    fn an_answered_added_is_logged_with_the_stages_of_its_open() {
+        let (_f, inner) = fake();
+        let open: Opener = Arc::new(move |dev: &Path, cfg: &DaemonConfig, restart: bool| {
+            if dev == Path::new("/dev/uio4") {
+                return Err(DeviceError::Tiers("refused".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            let mut s = inner(dev, cfg, restart)?;
+            s.opened.backend = Duration::from_millis(20);
+            Ok(s)
+        });
+        let out = Captured::default();
+        let w = out.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            let mut l = life(open);
+            l.event(ev(EventKind::Added, 1, 3));
+            until(&mut l, "ADDED answered", |l| l.sent.contains(&(1, 1, 0)));
+            l.event(ev(EventKind::Added, 2, 4));
+            until(&mut l, "failed ADDED answered", |l| {
+                l.sent.contains(&(1, 2, -libc::EINVAL))
+            });
+            l.stop_all();
+        });
+        let text = String::from_utf8(out.0.lock().clone()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("added answered"))
+            .collect();
+        assert_eq!(lines.len(), 2, "one line per ADDED answered: {text}");
+        assert!(
+            lines[1].contains("status=-22") && lines[1].contains("minor=4"),
+            "{}",
+            lines[1]
+        );
+        let line = lines[0];
+        assert!(
+            line.contains("status=0") && line.contains("minor=3"),
+            "{line}"
+        );
+        assert!((field_ms(line, "backend_ms") - 20.0).abs() < 1e-9, "{line}");
+        let (thread, opened, handed, answered) = (
+            field_ms(line, "thread_ms"),
+            field_ms(line, "opened_ms"),
+            field_ms(line, "handed_ms"),
+            field_ms(line, "answered_ms"),
+        );
+        assert!(opened >= 20.0, "the open slept 20 ms: {line}");
+        assert!(
+            thread <= opened && opened <= handed && handed <= answered,
+            "{line}"
+        );
+        assert!(field_ms(line, "cpu_ms") > 0.0, "{line}");
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod control;
 mod events;
 pub mod facts;
 mod open;
+pub mod open_times;
+mod openers;
 mod reconfig_job;
 mod reload;
 pub mod write_cache;

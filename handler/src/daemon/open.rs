@@ -1,5 +1,6 @@
 //! Opening one device: from its uio name and configfs attributes to a running device.
 
+use super::open_times::{Laps, OpenTimes};
 use super::DaemonConfig;
 use crate::backend::cfgstring;
 use crate::backend::registry::{self, OpenCtx};
@@ -68,6 +69,8 @@ pub struct Served {
     pub backend_timeout: Option<std::time::Duration>,
     /// The fault injector wrapping the backend, if any (its rules change on reload).
     pub fault: Option<Arc<crate::backend::fault::FaultBackend>>,
+    /// How long each step of its open took (logged when the ADDED is answered).
+    pub opened: OpenTimes,
 }
 
 /// What a device's settings mean for its supervision: its tiers, its handler deadline and
@@ -212,7 +215,10 @@ pub fn reconfigure(
 /// # Errors
 /// See [`DeviceError`]; the message names what is wrong.
 pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, DeviceError> {
+    let mut laps = Laps::start();
+    let mut opened = OpenTimes::default();
     let uio = Uio::open_at(dev, &cfg.sysfs_uio)?;
+    opened.uio = laps.lap();
     let uname = uio.name().to_string();
     let parsed = parse_uio_name(&uname)?;
     let subtype = parsed.subtype.unwrap_or("");
@@ -228,8 +234,10 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             reason: e.to_string(),
         }
     })?;
+    opened.attrs = laps.lap();
     let backend = open_backend(subtype, cfgstr, &name, attrs.dev_size, cfg.metrics.as_ref())
         .inspect_err(|e| tracing::error!(device = %name, uio = %dev.display(), "refused: {e}"))?;
+    opened.backend = laps.lap();
     let backend_timeout = backend.op_timeout();
     let fault = (!settings.faults.is_empty()).then(|| {
         tracing::warn!(device = %name, rules = %crate::backend::fault::format_rules(&settings.faults), "FAULT INJECTION is on for this device");
@@ -242,9 +250,11 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         Some(f) => Arc::clone(f) as Arc<dyn Backend>,
         None => backend,
     };
-    let mut lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
+    // The ALUA groups are not read here but by the device before its first command
+    // (`AluaSource` below): a dozen configfs reads off the path the kernel's `enable` waits
+    // on (docs/DESIGN.md, "Device lifecycle").
+    let lun = lun_info(&attrs, backend.as_ref(), &fallback_serial(&name));
     let target_root = configfs::target_root(&cfg.configfs_root);
-    lun.alua = configfs::read_alua(&dir, &target_root);
     let plan = plan(
         attrs.cmd_time_out,
         cfg.replacement_timeout,
@@ -262,7 +272,9 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
     } else {
         None
     };
+    opened.restart = laps.lap();
     let ring = Ring::new(Arc::new(uio.map()?))?;
+    opened.map = laps.lap();
     tracing::info!(device = %name, uio = %dev.display(), backend = %backend.describe(), size = attrs.dev_size,
         block_size = attrs.block_size, cmd_time_out = ?attrs.cmd_time_out, "opening");
     let mut dev_cfg = cfg.device.clone();
@@ -308,12 +320,11 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
             tracing::warn!(device = %sink_name, "lock-driven ALUA: cannot start the configfs writer: {e}");
         }
     })));
-    if let Some(a) = &lun.alua {
-        tracing::info!(device = %name, groups = a.groups.len(), local_group = ?a.local_group().map(|g| g.id),
-            local_port = ?a.local_port(), state = ?a.local_state().map(tcmu_scsi::alua::state_name), "ALUA target port groups");
-    }
     tracing::info!(device = %name, deadline = ?dev_cfg.command_deadline, "command deadline");
+    opened.config = laps.lap();
     let handle = device::spawn(&name, ring, Box::new(uio), backend, lun, &dev_cfg)?;
+    opened.device = laps.lap();
+    opened.start = handle.started;
     if let Some(r) = restart {
         if let Err(e) = KernelActions::new().finish_clean_restart(r) {
             tracing::error!(device = %name, "unblocking after the ring reset failed: {e}");
@@ -334,6 +345,7 @@ pub fn serve(dev: &Path, cfg: &DaemonConfig, restart: bool) -> Result<Served, De
         cmd_time_out: attrs.cmd_time_out,
         backend_timeout,
         fault,
+        opened,
     })
 }
 

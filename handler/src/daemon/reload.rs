@@ -174,6 +174,7 @@ mod tests {
             cmd_time_out: Some(30),
             backend_timeout: None,
             fault: None,
+            opened: Default::default(),
         };
         (s, emu)
     }

@@ -160,6 +160,17 @@ pub enum Change {
     Backend(Arc<dyn Backend>),
 }
 
+/// How long the parts of [`spawn`] took (the daemon logs them with each device added).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StartTimes {
+    /// The shared state (link, eventfd) and the device's lane in the worker pool.
+    pub link: Duration,
+    /// The loop's state of the device: contexts, tables, its io_uring.
+    pub state: Duration,
+    /// Its descriptors added to a loop's epoll and the device handed over.
+    pub handed: Duration,
+}
+
 /// Control of a running device.
 pub struct DeviceHandle {
     link: Arc<DeviceLink>,
@@ -171,6 +182,8 @@ pub struct DeviceHandle {
     /// How long a stop waits for commands in flight (also the bound for logging a replaced
     /// backend that is slow to close).
     stop_deadline: Duration,
+    /// How long starting it took.
+    pub started: StartTimes,
 }
 
 impl DeviceHandle {
@@ -238,6 +251,13 @@ pub fn spawn(
     lun: LunInfo,
     cfg: &DeviceConfig,
 ) -> std::io::Result<DeviceHandle> {
+    let mut laps = std::time::Instant::now();
+    let mut lap = || {
+        let now = std::time::Instant::now();
+        let d = now - laps;
+        laps = now;
+        d
+    };
     // Contexts: bounded by the config, by what the ring can hold and by the id space.
     let ring_slots =
         usize::try_from(ring.cmdr_size()).unwrap_or(usize::MAX) / tcmu_sys::CMD_ENTRY_SIZE;
@@ -288,6 +308,10 @@ pub fn spawn(
         .health
         .map(|policy| super::health::start(Arc::clone(&link), policy, cfg.metrics.clone()));
     let exit = Arc::new(Exit::default());
+    let mut started = StartTimes {
+        link: lap(),
+        ..StartTimes::default()
+    };
     let dev = super::thread::new(
         super::thread::Parts {
             ring,
@@ -303,16 +327,19 @@ pub fn spawn(
         },
         cfg,
     );
+    started.state = lap();
     match &cfg.loops {
         Some(loops) => loops.add(dev)?,
         // Dropped at once: its thread ends when this device has left it.
         None => DeviceLoops::start(&format!("tcmu-d/{name}"), 1)?.add(dev)?,
     }
+    started.handed = lap();
     Ok(DeviceHandle {
         link,
         stop,
         exit,
         stats,
         stop_deadline: cfg.stop_deadline,
+        started,
     })
 }

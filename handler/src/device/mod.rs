@@ -43,7 +43,7 @@ pub mod xcopy;
 
 pub use handle::{
     spawn, AluaSink, AluaSource, Change, DeviceConfig, DeviceHandle, FreeKeptBuf,
-    PersistWriteCache, ALUA_REFRESH,
+    PersistWriteCache, StartTimes, ALUA_REFRESH,
 };
 pub use link::UnitAttention;
 pub use loops::DeviceLoops;

@@ -59,6 +59,12 @@ const MEMBER: &str = "loopback/naa.5001405000000001/tpgt_1/lun_0\n";
 /// The LUN exported through one tcm_loop port (RTPI 1): in `default_tg_pt_gp`, or moved to
 /// `gp2` (id 2) in `state`.
 fn rig(in_gp2: Option<u8>) -> Rig {
+    rig_read_at_open(in_gp2, true)
+}
+
+/// As [`rig`]; with `read_at_open` false the groups are left to the device, as the daemon
+/// does (docs/DESIGN.md, "Device lifecycle"): the `LunInfo` has none.
+fn rig_read_at_open(in_gp2: Option<u8>, read_at_open: bool) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let core = dir.path().join("target/core");
     let target = configfs::target_root(&core);
@@ -75,8 +81,10 @@ fn rig(in_gp2: Option<u8>) -> Rig {
         }
     }
     let mut lun = LunInfo::new(512, 2048, "alua-ring-0001");
-    lun.alua = configfs::read_alua(&dev, &target);
-    assert!(lun.alua.is_some());
+    if read_at_open {
+        lun.alua = configfs::read_alua(&dev, &target);
+        assert!(lun.alua.is_some());
+    }
     let (d, t) = (dev.clone(), target.clone());
     let cfg = DeviceConfig {
         workers: 2,
@@ -125,6 +133,19 @@ fn assert_sense(c: &Completed, want: (u8, u8, u8), what: &str) {
 
 fn read1(h: &mut Harness) -> Completed {
     h.run(&cdb::read16(0, 1), DataDir::FromDevice(512))
+}
+
+/// The daemon does not read the groups while the kernel's `enable` waits: the device reads
+/// them before its first command, so even a first READ (no INQUIRY before it) is refused in
+/// standby, and a LUN whose group is active serves it.
+#[test]
+fn groups_left_to_the_device_are_read_before_its_first_command() {
+    let mut r = rig_read_at_open(Some(2), false);
+    assert_sense(&read1(&mut r.h), STANDBY, "first READ, group in standby");
+    let mut r = rig_read_at_open(None, false);
+    assert_good(&read1(&mut r.h));
+    let c = run_rtpg(&mut r.h, false, 512);
+    assert_eq!(c.data_in[4] & 0x0F, 0, "default group active/optimized");
 }
 
 #[test]

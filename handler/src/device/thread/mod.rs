@@ -87,6 +87,7 @@ pub(in crate::device) fn new(p: Parts, cfg: &DeviceConfig) -> LoopDevice {
     let alua_state = alua_base
         .as_ref()
         .and_then(tcmu_scsi::alua::Alua::local_state);
+    let alua_unread = cfg.alua.is_some() && alua_base.is_none();
     let uring = if cfg.io_uring {
         open_uring(&link.name, total)
     } else {
@@ -97,7 +98,15 @@ pub(in crate::device) fn new(p: Parts, cfg: &DeviceConfig) -> LoopDevice {
         alua_base,
         alua_sink: cfg.alua_sink.clone(),
         alua_sent: Vec::new(),
-        alua_read_at: Instant::now(),
+        // Groups not read yet (the daemon leaves them to the device): read before the
+        // first command.
+        alua_read_at: if alua_unread {
+            Instant::now()
+                .checked_sub(super::handle::ALUA_REFRESH)
+                .unwrap_or_else(Instant::now)
+        } else {
+            Instant::now()
+        },
         alua_state,
         now: Instant::now(),
         link: Arc::clone(&link),
