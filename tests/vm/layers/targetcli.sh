@@ -12,6 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 cache="$here/../.cache"
 die() { echo "layer targetcli: $*" >&2; exit 1; }
+. "$here/lib.sh"
 
 for t in python3.11 dbus-daemon targetcli cpio ldd; do
     command -v "$t" >/dev/null || die "$t missing: run scripts/install-dbus-deps.sh"
@@ -24,13 +25,8 @@ modules="targetcli rtslib_fb configshell_fb six.py pyparsing urwid pyudev gi"
 policy=$repo/systemd/org.kernel.TCMUService1.conf
 [ -f "$policy" ] || die "no $policy"
 
-# Shared libraries (and the loader) an ELF needs, one path a line.
-elf_libs() {
-    ldd "$1" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
-}
-
 stamp=$( {
-    cat "$0" "$policy"
+    cat "$0" "$here/lib.sh" "$policy"
     dpkg-query -W -f='${Package} ${Version}\n' targetcli-fb python3-rtslib-fb \
         python3-configshell-fb python3-gi python3.11-minimal libpython3.11-stdlib dbus-daemon \
         gir1.2-glib-2.0 2>/dev/null
