@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod device;
 pub mod duration;
+pub mod elastic;
 pub mod journal;
 pub mod kernel_actions;
 pub mod logging;

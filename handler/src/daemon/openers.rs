@@ -8,30 +8,16 @@
 //! had no open for [`IDLE`] ends. An open that hangs keeps its thread and delays no other:
 //! the next open finds no idle thread and starts one.
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use crate::elastic::Elastic;
 use std::time::Duration;
 
 /// How long an opener thread waits for the next open before it ends.
 pub const IDLE: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The opener threads; cheap to clone (every clone hands work to the same threads).
+/// The opener threads ([`Elastic`], unbounded: every hung open keeps one); cheap to clone.
 #[derive(Clone)]
 pub struct Openers {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    tx: Sender<Job>,
-    rx: Receiver<Job>,
-    /// Threads waiting for an open and not yet promised one.
-    idle: AtomicUsize,
-    /// Threads running.
-    threads: AtomicUsize,
-    idle_for: Duration,
+    threads: Elastic,
 }
 
 impl Default for Openers {
@@ -44,15 +30,8 @@ impl Openers {
     /// No thread yet; threads end after `idle_for` without an open.
     #[must_use]
     pub fn new(idle_for: Duration) -> Openers {
-        let (tx, rx) = unbounded();
         Openers {
-            inner: Arc::new(Inner {
-                tx,
-                rx,
-                idle: AtomicUsize::new(0),
-                threads: AtomicUsize::new(0),
-                idle_for,
-            }),
+            threads: Elastic::new("tcmu-open", idle_for, usize::MAX),
         }
     }
 
@@ -61,68 +40,22 @@ impl Openers {
     /// # Errors
     /// When no thread is idle and none can be started; `job` is then dropped, not run.
     pub fn run(&self, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-        let promised = self
-            .inner
-            .idle
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if !promised {
-            let inner = Arc::clone(&self.inner);
-            self.inner.threads.fetch_add(1, Ordering::SeqCst);
-            let spawned = std::thread::Builder::new()
-                .name("tcmu-open".into())
-                .spawn(move || inner.serve());
-            if let Err(e) = spawned {
-                self.inner.threads.fetch_sub(1, Ordering::SeqCst);
-                return Err(e);
-            }
-        }
-        // Unbounded: never blocks. The promised or the new thread takes it (or another one
-        // that became idle first: every job has a thread to run it).
-        self.inner
-            .tx
-            .send(Box::new(job))
-            .map_err(|_| std::io::Error::other("opener channel closed"))
+        self.threads.run(job)
     }
 
     /// Opener threads running (idle or not).
     #[cfg(test)]
     #[must_use]
     pub fn threads(&self) -> usize {
-        self.inner.threads.load(Ordering::SeqCst)
-    }
-}
-
-impl Inner {
-    /// One opener thread: runs opens one at a time, offering itself (`idle`) after each,
-    /// until none came for `idle_for`.
-    fn serve(&self) {
-        loop {
-            match self.rx.recv_timeout(self.idle_for) {
-                Ok(job) => {
-                    job();
-                    self.idle.fetch_add(1, Ordering::SeqCst);
-                }
-                Err(_) => {
-                    // Withdraw the offer; if an open was promised to this thread meanwhile,
-                    // stay for it.
-                    if self
-                        .idle
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok()
-                    {
-                        self.threads.fetch_sub(1, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        }
+        self.threads.threads()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::time::Instant;
 
     fn until(what: &str, cond: impl Fn() -> bool) {
@@ -153,9 +86,7 @@ mod tests {
             .unwrap();
             until("an open ran", || done.load(Ordering::SeqCst) > before);
             // Let the thread offer itself again before the next open.
-            until("the thread idle again", || {
-                o.inner.idle.load(Ordering::SeqCst) == 1
-            });
+            until("the thread idle again", || o.threads.idle() == 1);
         }
         let ids = names.lock().clone();
         assert!(ids.iter().all(|i| *i == ids[0]), "one thread ran them all");
@@ -173,9 +104,7 @@ mod tests {
         let d = Arc::clone(&done);
         let t = Instant::now();
         // The first thread is busy with the hung open once the idle count is back to 0.
-        until("the hung open taken", || {
-            o.inner.idle.load(Ordering::SeqCst) == 0
-        });
+        until("the hung open taken", || o.threads.idle() == 0);
         o.run(move || {
             d.fetch_add(1, Ordering::SeqCst);
         })

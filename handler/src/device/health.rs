@@ -15,10 +15,11 @@
 
 use super::link::DeviceLink;
 use crate::backend::Backend;
+use crate::elastic::Elastic;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use nix::errno::Errno;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tcmu_scsi::ErrnoClass;
@@ -148,19 +149,14 @@ pub fn start(link: Arc<DeviceLink>, policy: Policy, metrics: Option<DeviceMetric
     }
 }
 
-/// The probers every device shares: threads started when a probe finds none idle (up to
-/// [`PROBERS_MAX`]), ending after [`PROBER_IDLE`] without work. A probe that never returns (a
-/// frozen server) keeps its thread and no other device's probe waits behind it: the next
-/// probe starts a thread, unless [`PROBERS_MAX`] are running; then it waits in the queue for
-/// the first that is free (a probe that waits past its timeout counts as failed, as one that
-/// does not answer).
-struct Probers {
-    tx: Sender<ProbeJob>,
-    rx: Receiver<ProbeJob>,
-    /// Threads waiting for a probe and not yet promised one.
-    idle: AtomicUsize,
-    /// Threads running.
-    threads: AtomicUsize,
+/// The probers every device shares ([`Elastic`] threads, up to [`PROBERS_MAX`], ending after
+/// [`PROBER_IDLE`] without work). A probe that never returns (a frozen server) keeps its
+/// thread and no other device's probe waits behind it: the next probe starts a thread, unless
+/// [`PROBERS_MAX`] are running; then it waits in the queue for the first that is free (a probe
+/// that waits past its timeout counts as failed, as one that does not answer).
+fn probers() -> &'static Elastic {
+    static P: OnceLock<Elastic> = OnceLock::new();
+    P.get_or_init(|| Elastic::new("tcmu-probe", PROBER_IDLE, PROBERS_MAX))
 }
 
 /// Most prober threads at once (a fixed bound, whatever the number of devices).
@@ -168,74 +164,6 @@ const PROBERS_MAX: usize = 16;
 
 /// How long an idle prober thread waits for a probe before it ends.
 const PROBER_IDLE: Duration = Duration::from_secs(5);
-
-fn probers() -> &'static Probers {
-    static P: OnceLock<Probers> = OnceLock::new();
-    P.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        Probers {
-            tx,
-            rx,
-            idle: AtomicUsize::new(0),
-            threads: AtomicUsize::new(0),
-        }
-    })
-}
-
-impl Probers {
-    /// Hand `job` to an idle prober, or to a new one. False: no thread could be started.
-    fn run(&'static self, job: ProbeJob) -> bool {
-        let promised = self
-            .idle
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        let room = || {
-            self.threads
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < PROBERS_MAX).then_some(n + 1)
-                })
-                .is_ok()
-        };
-        if !promised && room() {
-            let spawned = std::thread::Builder::new()
-                .name("tcmu-probe".into())
-                .spawn(move || self.serve());
-            if let Err(e) = spawned {
-                self.threads.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!("cannot start a health prober: {e}");
-                return false;
-            }
-        }
-        // Unbounded: never blocks; a promised, new or (at the bound) the first free thread
-        // takes it.
-        self.tx.send(job).is_ok()
-    }
-
-    /// A prober thread: runs probes, one at a time, until none came for [`PROBER_IDLE`]. It
-    /// offers itself (`idle`) after each probe; the probe it was started for is its first.
-    fn serve(&self) {
-        loop {
-            match self.rx.recv_timeout(PROBER_IDLE) {
-                Ok(job) => {
-                    prober(job);
-                    self.idle.fetch_add(1, Ordering::SeqCst);
-                }
-                Err(_) => {
-                    // Withdraw the offer; if a probe was promised to this thread meanwhile,
-                    // stay for it.
-                    if self
-                        .idle
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok()
-                    {
-                        self.threads.fetch_sub(1, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Run one probe and hand its result back to the device's monitor (waking its loop).
 fn prober(job: ProbeJob) {
@@ -396,7 +324,8 @@ impl Monitor {
             res: self.res_tx.clone(),
             link: Arc::clone(&self.link),
         };
-        if !probers().run(job) {
+        if let Err(e) = probers().run(move || prober(job)) {
+            tracing::warn!(device = %self.link.name, "cannot start a health prober: {e}");
             return;
         }
         if probe == Probe::Reopen {
