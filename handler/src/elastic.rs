@@ -175,4 +175,54 @@ mod tests {
         until("the queued job ran", || done.load(Ordering::SeqCst) == 1);
         until("idle threads ended", || e.threads() == 0);
     }
+
+    /// Jobs one after another reuse one thread; a hung job does not delay the next one (a
+    /// second thread takes it); idle threads end (as the opener threads use it).
+    #[test]
+    fn jobs_reuse_an_idle_thread_a_hung_one_delays_none_and_idle_threads_end() {
+        let o = Elastic::new("test-elastic", Duration::from_millis(300), usize::MAX);
+        let done = Arc::new(AtomicUsize::new(0));
+        let names = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        for _ in 0..5 {
+            let (d, n) = (Arc::clone(&done), Arc::clone(&names));
+            let before = done.load(Ordering::SeqCst);
+            o.run(move || {
+                n.lock().push(std::thread::current().id());
+                d.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+            until("a job ran", || done.load(Ordering::SeqCst) > before);
+            // Let the thread offer itself again before the next open.
+            until("the thread idle again", || o.idle() == 1);
+        }
+        let ids = names.lock().clone();
+        assert!(ids.iter().all(|i| *i == ids[0]), "one thread ran them all");
+        assert_eq!(o.threads(), 1);
+
+        // A hung job: the next one runs at once on a second thread.
+        let release = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&release);
+        o.run(move || {
+            while r.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+        .unwrap();
+        let d = Arc::clone(&done);
+        let t = Instant::now();
+        // The first thread is busy with the hung job once the idle count is back to 0.
+        until("the hung job taken", || o.idle() == 0);
+        o.run(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        until("the job after the hung one ran", || {
+            done.load(Ordering::SeqCst) == 6
+        });
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(o.threads(), 2);
+        release.store(1, Ordering::SeqCst);
+        // Both end once idle for 300 ms.
+        until("idle threads ended", || o.threads() == 0);
+    }
 }
