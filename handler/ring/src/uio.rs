@@ -161,7 +161,10 @@ pub struct UioName<'a> {
 /// Splits a uio name into at most 5 `/`-separated fields (docs/kernel-abi.md pitfall 30).
 pub fn parse_uio_name(name: &str) -> Result<UioName<'_>, RingError> {
     let bad = || RingError::BadName(name.to_owned());
-    let name_t = name.strip_suffix('\n').unwrap_or(name);
+    // sysfs ends the name with a newline; the kernel's dev_config parser stops at one, so a
+    // configuration never ends with newlines and every trailing one is dropped (one only
+    // would make `a\n\n` read back differently from how it was written).
+    let name_t = name.trim_end_matches('\n');
     let mut it = name_t.splitn(5, '/');
     if it.next() != Some("tcm-user") {
         return Err(bad());
@@ -235,5 +238,8 @@ mod tests {
         assert!(parse_uio_name("tcm-user/x/d").is_err());
         assert!(parse_uio_name("tcm-user/1").is_err());
         assert!(parse_uio_name("tcm-user/1/").is_err());
+        // Found by the cfgstring fuzz target: several trailing newlines.
+        let n = parse_uio_name("tcm-user/0/g0/glfs/vol@h/lun.img\n\n\n").unwrap();
+        assert_eq!(n.cfgstring, Some("vol@h/lun.img"));
     }
 }
