@@ -696,8 +696,7 @@ fn de_opt_faults<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Rule>>, D
 
 fn de_log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    tracing_subscriber::EnvFilter::try_new(&s)
-        .map_err(|e| de::Error::custom(format!("bad log filter {s:?}: {e}")))?;
+    crate::logging::parse_filter(&s).map_err(de::Error::custom)?;
     Ok(s)
 }
 
