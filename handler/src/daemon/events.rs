@@ -1020,8 +1020,10 @@ mod tests {
             2,
             3,
         ));
+        // The bounds below are loose against a loaded host (a pass preempted for a while);
+        // the open they must not wait for takes 20 s.
         assert!(
-            t.elapsed() < Duration::from_millis(100),
+            t.elapsed() < Duration::from_millis(500),
             "the event waited for the open"
         );
         let mut longest = Duration::ZERO;
@@ -1042,11 +1044,11 @@ mod tests {
         let answered = t.elapsed();
         assert!(l.sent.contains(&(3, 2, -libc::ETIMEDOUT)), "{:?}", l.sent);
         assert!(
-            answered >= BOUND && answered < BOUND + Duration::from_millis(300),
+            answered >= BOUND && answered < BOUND + Duration::from_millis(1500),
             "answered after {answered:?}, bound {BOUND:?}"
         );
         assert!(
-            longest < Duration::from_millis(100),
+            longest < Duration::from_millis(500),
             "a main loop pass took {longest:?}"
         );
         let (status, took) = asker.join().unwrap();

@@ -135,6 +135,16 @@ fn a_write_that_expires_while_held_back_is_never_run() {
     // The first write lands late; the second must not run after it (the initiator was told
     // it failed, and will write again if it still wants to).
     r.fault.release_hung();
+    // Wait (bounded) for the late first write to land, then a while longer: were the second
+    // write run after it, block 7 would then hold 0x22.
+    let end = Instant::now() + Duration::from_secs(10);
+    while read_byte(&mut r.h, 7) == 0 {
+        assert!(
+            Instant::now() < end,
+            "the released first write never landed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     r.h.pump(Duration::from_millis(5));
     assert_eq!(
