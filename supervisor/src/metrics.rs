@@ -13,8 +13,8 @@
 //! The per-device counters that `tcmu-warden status` also shows (commands in flight, ring
 //! use, deadlines expired, TMRs, outliers, stuck commands) are kept only here: the device
 //! bumps these series, and status reads them back through the getters
-//! ([`DeviceMetrics::in_flight`], ...); a device served without an endpoint keeps them in a
-//! [`DeviceMetrics::detached`] registry.
+//! ([`DeviceMetrics::in_flight`], ...); a device served without an endpoint keeps them in
+//! [`DeviceMetrics::detached`] series that no registry exports.
 //!
 //! Every series is documented in `docs/metrics.md`.
 
