@@ -268,3 +268,42 @@ fn status_reads_the_counters_back_from_the_series() {
     lone.outlier();
     assert_eq!(lone.outliers(), 1);
 }
+
+#[test]
+fn devices_share_the_families_and_each_keeps_its_own_series() {
+    let m = Metrics::new();
+    let a = m.device("lun0", "file");
+    let b = m.device("lun1", "file");
+    a.outlier();
+    a.outlier();
+    b.outlier();
+    a.deadline_expired("initiator"); // a tier beyond the known ones, on one device only
+    let text = m.encode();
+    // One HELP and TYPE per family, whatever the number of devices.
+    assert_eq!(
+        text.matches("# TYPE tcmu_warden_outliers_total counter\n")
+            .count(),
+        1
+    );
+    assert!((value(&text, "tcmu_warden_outliers_total", &[("device", "lun0")]) - 2.0).abs() < 0.1);
+    assert!((value(&text, "tcmu_warden_outliers_total", &[("device", "lun1")]) - 1.0).abs() < 0.1);
+    assert!(line(
+        &text,
+        "tcmu_warden_deadline_expired_total",
+        &[("device", "lun1"), ("tier", "initiator")]
+    )
+    .is_none());
+    // A second handle of a device that has series is the same series.
+    m.device("lun0", "file").outlier();
+    assert_eq!(a.outliers(), 3);
+    // Removed, then added again (a LUN re-created with the same name): a fresh start.
+    m.remove_device("lun0", "file");
+    a.outlier(); // a handle still held keeps working, not exported
+    assert!(!m.encode().contains("device=\"lun0\""));
+    let again = m.device("lun0", "file");
+    assert_eq!(again.outliers(), 0);
+    assert_eq!(again.deadlines_expired("initiator"), 0);
+    let text = m.encode();
+    assert!(value(&text, "tcmu_warden_outliers_total", &[("device", "lun0")]).abs() < 0.1);
+    assert!(text.contains("\ntcmu_warden_devices 2\n"), "{text}");
+}
