@@ -76,23 +76,33 @@ fn a_successful_operation_completes_on_librbds_thread_a_failed_one_on_the_comple
     let me = std::thread::current().name().unwrap_or("").to_string();
     let mut data = vec![0xa5u8; 4096];
     let mut back = vec![0u8; 4096];
-    for op in [IoOp::Write { fua: true }, IoOp::Write { fua: false }] {
+    // One at a time. A completion can come back while the submitting thread is still inside
+    // `rbd_aio_writev` holding the slot (a thread descheduled on a loaded host), which hands
+    // it to the completion thread: so most, not all, complete on librbd's thread (none did
+    // before completing in the callback).
+    let mut on_librbd = 0;
+    const N: usize = 20;
+    for i in 0..N {
+        let op = IoOp::Write { fua: i % 2 == 0 };
         submit(&backend, op, 8192, &mut data, &tx, false);
         let (r, thread) = wait(&rx);
         assert_eq!(r, Ok(()), "{op:?}");
-        assert!(
-            !thread.starts_with("rbd-io") && thread != me,
-            "{op:?} completed on {thread:?}: librbd's callback thread expected"
-        );
+        assert_ne!(thread, me, "{op:?} completed at submission");
+        if !thread.starts_with("rbd-io") {
+            on_librbd += 1;
+        }
     }
+    eprintln!("{on_librbd} of {N} writes completed on librbd's callback thread");
+    assert!(
+        on_librbd * 2 > N,
+        "only {on_librbd} of {N} writes completed on librbd's callback thread"
+    );
     submit(&backend, IoOp::Flush, 0, &mut [], &tx, false);
     // A flush with nothing to flush may complete before `rbd_aio_flush` returned (the slot
     // still held: the completion thread then finishes it): only its result is asserted.
     assert_eq!(wait(&rx).0, Ok(()));
     submit(&backend, IoOp::Read, 8192, &mut back, &tx, false);
-    let (r, thread) = wait(&rx);
-    assert_eq!(r, Ok(()));
-    assert!(!thread.starts_with("rbd-io"), "read on {thread:?}");
+    assert_eq!(wait(&rx).0, Ok(()));
     assert_eq!(back, data);
     // Beyond the end of the image: librbd fails it (EINVAL), possibly from inside the
     // `rbd_aio_readv` call, while the submitting thread holds the slot: completed once, with

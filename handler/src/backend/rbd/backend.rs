@@ -11,8 +11,10 @@
 //! nothing but librbd's own completion. A successful operation completes on librbd's callback
 //! thread, in the callback (the way tcmu-runner's rbd handler completes): librbd's latency is
 //! observed, the slot freed and the `Io` completed there, one cross-thread wake-up (the
-//! device's) after librbd's own. Nothing there blocks or calls librbd: the slot is only
-//! tried (`try_lock`), and an image replaced meanwhile is closed elsewhere.
+//! device's) after librbd's own. Nothing there calls librbd or waits for long: the slot,
+//! which its submitter holds until its `rbd_aio_*` call returns, is waited for at most
+//! `SLOT_WAIT` (0.5 ms; not at all when the callback runs inside that call), and an image
+//! replaced meanwhile is closed elsewhere.
 //!
 //! The rest goes to the completion thread (`rbd-io`) through a channel: failed operations, a
 //! FUA write while librbd's cache is on (it issues the flush after the write), and a
@@ -45,6 +47,33 @@ const STOP: u64 = u64::MAX;
 /// The tag that tells the completion thread to close the images in [`Inner::retired`], or
 /// to look again at the operations in flight (stopping).
 const WAKE: u64 = u64::MAX - 1;
+/// How long librbd's callback waits for a slot whose submitter is still inside the
+/// `rbd_aio_*` call (it leaves it within microseconds, unless descheduled) before handing the
+/// completion to the completion thread.
+const SLOT_WAIT: Duration = Duration::from_micros(500);
+
+thread_local! {
+    /// Set while this thread is inside an `rbd_aio_*` call holding a slot: a callback librbd
+    /// runs inline there must not wait for the slot.
+    static SUBMITTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as [`SUBMITTING`] until dropped.
+struct Submitting;
+
+impl Submitting {
+    fn enter() -> Submitting {
+        SUBMITTING.with(|c| c.set(true));
+        Submitting
+    }
+}
+
+impl Drop for Submitting {
+    fn drop(&mut self) {
+        SUBMITTING.with(|c| c.set(false));
+    }
+}
+
 /// How long the backend's teardown waits for librbd callbacks still running (they do not
 /// block: this bounds a wait that ends in microseconds).
 const CALLBACKS_BOUND: Duration = Duration::from_secs(10);
@@ -387,9 +416,9 @@ impl Inner {
         let flush_after = flush_after_write(fua, opened.cache);
         inner.inflight.fetch_add(1, Ordering::AcqRel);
         // Hold the slot's lock across the aio call: whoever finishes the operation takes it
-        // (librbd's callback only tries it, and hands the operation to the completion thread
-        // when it is held: the callback can run before the call returns, even inside it),
-        // so nobody sees the slot before the operation is in it.
+        // (librbd's callback waits for it at most SLOT_WAIT, and not at all inside this call,
+        // then hands the operation to the completion thread: the callback can run before the
+        // call returns, even inside it), so nobody sees the slot before the operation is in it.
         let mut g = entry.inflight.lock();
         let f = g.insert(InFlight {
             io,
@@ -400,6 +429,7 @@ impl Inner {
         });
         let (off, len) = (f.io.offset(), f.io.len());
         let image = &f.opened.image;
+        let submitting = Submitting::enter();
         let r = match f.io.op() {
             // SAFETY: the iovecs point into the ring's data area (or a worker's buffer), valid
             // and untouched by anyone else until the Io completes, which happens only after
@@ -435,6 +465,7 @@ impl Inner {
                 }
             }
         };
+        drop(submitting);
         if let Err(e) = r {
             let f = g.take();
             drop(g);
@@ -538,9 +569,10 @@ fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
 
 impl Inner {
     /// librbd's callback, on its thread: finish a successful operation here; hand anything
-    /// else to the completion thread. Never blocks: the slot is only tried (the submitting
-    /// thread holds it while inside the `rbd_aio_*` call, which may run this callback before
-    /// it returns), and no librbd call is made.
+    /// else to the completion thread. Never blocks for long: the slot is waited for at most
+    /// [`SLOT_WAIT`] (the submitting thread holds it while inside the `rbd_aio_*` call, which
+    /// may run this callback before it returns, even inline: then it is only tried), and no
+    /// librbd call is made.
     fn complete_in_callback(&self, done: AioDone) {
         let Some(entry) = usize::try_from(done.tag)
             .ok()
@@ -548,7 +580,14 @@ impl Inner {
         else {
             return;
         };
-        let f = match entry.inflight.try_lock() {
+        // The slot is held by its submitter until the `rbd_aio_*` call returns: wait for it,
+        // briefly, unless this callback runs inside that very call.
+        let slot = if SUBMITTING.with(std::cell::Cell::get) {
+            entry.inflight.try_lock()
+        } else {
+            entry.inflight.try_lock_for(SLOT_WAIT)
+        };
+        let f = match slot {
             Some(mut g) => match g.as_mut() {
                 Some(f) if done.ret >= 0 && !f.flush_after => {
                     f.completion.fired();
@@ -588,7 +627,10 @@ impl Inner {
             f.flush_after = false;
             if let Ok(c) = AioCompletion::new(&entry.target) {
                 f.completion = c;
-                if f.opened.image.aio_flush(&mut f.completion).is_ok() {
+                let submitting = Submitting::enter();
+                let started = f.opened.image.aio_flush(&mut f.completion).is_ok();
+                drop(submitting);
+                if started {
                     self.metrics.fua_flushes.inc();
                     return;
                 }
