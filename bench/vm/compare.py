@@ -28,7 +28,7 @@ env: BENCH_QUICK=1, BENCH_ROUNDS, BENCH_RUNTIME_MS, BENCH_RAMP_MS, BENCH_SIZE_MB
      BENCH_RINGS, BENCH_SCALE ("1 8 64 256"; "" for none), BENCH_TARGETS ("warden runner
      fileio"; --rbd: "warden runner fio-rbd"), BENCH_HANDLER_ARGS (extra tcmu-warden
      arguments), BENCH_OUT (bench/out); --rbd: BENCH_RBD_JOBS, BENCH_RBD_HW (1024),
-     BENCH_RBD_RING (8)
+     BENCH_RBD_RING (8), BENCH_RBD_OPTS (appended to the daemons' cfgstring, e.g. ";lock_hold=0")
 """
 import json
 import os
@@ -526,7 +526,8 @@ def run_rbd(a, p, runner):
     cl = compare_rbd.Cluster(a["ceph"], tmpdir)
     try:
         spec = cl.create_image(p["size_mb"])
-        p["guest"] = {"BENCH_RBD": spec, "BENCH_RBD_PORTS": ",".join(map(str, cl.ports()))}
+        p["guest"] = {"BENCH_RBD": spec, "BENCH_RBD_PORTS": ",".join(map(str, cl.ports())),
+                      "BENCH_RBD_OPTS": os.environ.get("BENCH_RBD_OPTS", "")}
         rbd_env = {"root": cl.guest_root(), "files": cl.plugin_dirs(), "after_boot": cl.drop_stale_lock}
         return run(a, p, runner, rbd_env, tmpdir)
     finally:

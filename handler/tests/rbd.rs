@@ -1202,6 +1202,8 @@ fn the_lock_holder_is_the_active_optimized_path_and_a_write_elsewhere_moves_it()
 // COMPARE AND WRITE: librbd's own, and the device's native and generic paths.
 #[path = "rbd/caw.rs"]
 mod caw;
+#[path = "rbd/completion.rs"]
+mod completion;
 
 #[test]
 #[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]

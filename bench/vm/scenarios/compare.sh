@@ -28,6 +28,7 @@
 : "${BENCH_HANDLER_ARGS:=}"            # extra tcmu-warden arguments
 : "${BENCH_RBD:=}"                     # POOL/IMAGE: RBD mode (written once by the host)
 : "${BENCH_RBD_PORTS:=}"               # the cluster's ports to forward (comma separated)
+: "${BENCH_RBD_OPTS:=}"                # appended to the daemons' cfgstring (";lock_hold=0")
 
 size=$((BENCH_SIZE_MB * 1024 * 1024))
 img=/tmp/bench.img
@@ -107,7 +108,7 @@ lun_up() {
             TNAME=bu$1
             if [ -n "$BENCH_RBD" ]; then
                 _uio=$(user_backstore_create -N -s rbd -m "$2" "$TNAME" "$size" \
-                    "$BENCH_RBD;conf=/etc/ceph/ceph.conf" "hw_max_sectors=$1")
+                    "$BENCH_RBD;conf=/etc/ceph/ceph.conf$BENCH_RBD_OPTS" "hw_max_sectors=$1")
             else
                 _uio=$(user_backstore_create -N -m "$2" "$TNAME" "$size" "$img" "hw_max_sectors=$1")
             fi

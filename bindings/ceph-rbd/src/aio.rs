@@ -1,8 +1,10 @@
-//! Asynchronous completions: the callback only posts `(tag, result)` to its owner.
+//! Asynchronous completions: the callback hands `(tag, result)` to its owner, either posted
+//! to the owner's channel or given to the owner's handler on librbd's callback thread.
 
 use crate::{check, Result};
 use crossbeam_channel::Sender;
 use rbd_sys as sys;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,18 +18,45 @@ pub struct AioDone {
     pub ret: i64,
 }
 
-/// Where a completion posts: a tag and the owner's channel. The owner makes one per slot
-/// ahead of time and reuses it, so starting an operation allocates nothing.
+/// A handler run on librbd's callback thread (see [`AioTarget::with_handler`]).
+pub type AioHandler = Arc<dyn Fn(AioDone) + Send + Sync>;
+
+/// Where a completion goes.
+enum Sink {
+    /// Posted to the owner's channel.
+    Channel(Sender<AioDone>),
+    /// Given to the owner's handler, on librbd's thread.
+    Handler(AioHandler),
+}
+
+/// Where a completion goes: a tag and the owner's channel or handler. The owner makes one per
+/// slot ahead of time and reuses it, so starting an operation allocates nothing.
 pub struct AioTarget {
     tag: u64,
-    tx: Sender<AioDone>,
+    sink: Sink,
 }
 
 impl AioTarget {
     /// A target posting `tag` to `tx`.
     #[must_use]
     pub fn new(tag: u64, tx: Sender<AioDone>) -> Arc<AioTarget> {
-        Arc::new(AioTarget { tag, tx })
+        Arc::new(AioTarget {
+            tag,
+            sink: Sink::Channel(tx),
+        })
+    }
+
+    /// A target calling `handler` with `tag` and the result on librbd's callback thread. The
+    /// handler must not block (librbd runs its other completions on the same thread) and must
+    /// not call librbd functions that wait for librbd's threads (`rbd_close`, the synchronous
+    /// calls): it may run while the thread that started the operation is still inside the
+    /// `rbd_aio_*` call. [`on_callback_thread`] tells code it calls where it runs.
+    #[must_use]
+    pub fn with_handler(tag: u64, handler: AioHandler) -> Arc<AioTarget> {
+        Arc::new(AioTarget {
+            tag,
+            sink: Sink::Handler(handler),
+        })
     }
 
     /// The tag.
@@ -38,6 +67,34 @@ impl AioTarget {
 }
 
 static CALLBACK_PANICS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set while this thread runs an [`AioTarget::with_handler`] handler.
+    static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is running a completion handler of librbd's (code it calls,
+/// such as a destructor, must then neither block nor close an image).
+#[must_use]
+pub fn on_callback_thread() -> bool {
+    IN_HANDLER.with(Cell::get)
+}
+
+/// Clears [`IN_HANDLER`] when the handler returns or unwinds.
+struct InHandler;
+
+impl InHandler {
+    fn enter() -> InHandler {
+        IN_HANDLER.with(|c| c.set(true));
+        InHandler
+    }
+}
+
+impl Drop for InHandler {
+    fn drop(&mut self) {
+        IN_HANDLER.with(|c| c.set(false));
+    }
+}
 
 /// How many completion callbacks panicked (caught; the operation's post is lost and the
 /// owner's deadline completes the command).
@@ -55,11 +112,20 @@ unsafe extern "C" fn on_complete(c: sys::rbd_completion_t, arg: *mut c_void) {
         let target = unsafe { Arc::from_raw(arg.cast_const().cast::<AioTarget>()) };
         // SAFETY: librbd passes the live completion it is completing.
         let ret = unsafe { sys::rbd_aio_get_return_value(c) };
-        // A full or closed channel means the owner is gone: nothing to tell.
-        let _ = target.tx.try_send(AioDone {
+        let done = AioDone {
             tag: target.tag,
             ret: i64::try_from(ret).unwrap_or(i64::from(-libc::EIO)),
-        });
+        };
+        match &target.sink {
+            // A full or closed channel means the owner is gone: nothing to tell.
+            Sink::Channel(tx) => {
+                let _ = tx.try_send(done);
+            }
+            Sink::Handler(h) => {
+                let _in = InHandler::enter();
+                h(done);
+            }
+        }
     });
     if r.is_err() {
         CALLBACK_PANICS.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ mod cluster;
 mod error;
 mod image;
 
-pub use aio::{callback_panics, AioCompletion, AioDone, AioTarget};
+pub use aio::{callback_panics, on_callback_thread, AioCompletion, AioDone, AioHandler, AioTarget};
 pub use cluster::{Cluster, ConnectOptions, IoCtx};
 pub use error::{Error, Result};
 pub use image::{Image, ImageInfo, LockOwners, Watcher};

@@ -3,27 +3,39 @@
 //! ```text
 //!  device thread ──submit──► slot (Io, completion, start) ──rbd_aio_*──► librbd
 //!                                                                          │ callback
-//!  device thread ◄─Io::complete── completion thread ◄──(tag, ret)── channel ◄┘
+//!  device thread ◄──────────────Io::complete── librbd's callback thread ◄──┘
+//!                 ◄─Io::complete── completion thread ◄──(tag, ret)── channel (rare paths)
 //! ```
 //!
 //! Slots are preallocated (each with its [`AioTarget`]), so starting an operation allocates
-//! nothing but librbd's own completion. The completion thread (`rbd-io`) observes librbd's
-//! latency, turns a FUA write into write + flush while librbd's cache is on, and notices blocklisting (`ESHUTDOWN`): it
-//! completes the command with that errno (NOT READY, LOGICAL UNIT IN ASYMMETRIC ACCESS STATE
-//! TRANSITION: retried by the initiator) and wakes the monitor thread (`rbd-mon`, see
-//! [`super::monitor`]), which reopens the image on a fresh client. Until then new commands
-//! fail fast with the same retryable status.
+//! nothing but librbd's own completion. A successful operation completes on librbd's callback
+//! thread, in the callback (the way tcmu-runner's rbd handler completes): librbd's latency is
+//! observed, the slot freed and the `Io` completed there, one cross-thread wake-up (the
+//! device's) after librbd's own. Nothing there calls librbd or waits for long: the slot,
+//! which its submitter holds until its `rbd_aio_*` call returns, is waited for at most
+//! `SLOT_WAIT` (0.5 ms; not at all when the callback runs inside that call), and an image
+//! replaced meanwhile is closed elsewhere.
+//!
+//! The rest goes to the completion thread (`rbd-io`) through a channel: failed operations, a
+//! FUA write while librbd's cache is on (it issues the flush after the write), and a
+//! completion whose slot the submitting thread still holds. It notices blocklisting
+//! (`ESHUTDOWN`): it completes the command with that errno (NOT READY, LOGICAL UNIT IN
+//! ASYMMETRIC ACCESS STATE TRANSITION: retried by the initiator) and wakes the monitor thread
+//! (`rbd-mon`, see [`super::monitor`]), which reopens the image on a fresh client. Until then
+//! new commands fail fast with the same retryable status. It also closes images replaced
+//! while operations on them were in flight, enforces the lock gate's wait bound, and drains
+//! the operations in flight when the backend stops. docs/rbd.md, "Completions".
 
 use super::cfg::RbdConfig;
 use super::image::Opened;
 use super::metrics::RbdMetrics;
 use crate::backend::io::{Io, IoOp};
 use crate::backend::{Backend, Caps, LockHolder};
-use ceph_rbd::{AioCompletion, AioDone, AioTarget, Errno};
+use ceph_rbd::{AioCompletion, AioDone, AioHandler, AioTarget, Errno};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tcmu_scsi::ErrnoClass;
@@ -32,6 +44,39 @@ use tcmu_scsi::ErrnoClass;
 pub const SLOTS: usize = 1024;
 /// The tag that tells the completion thread to stop.
 const STOP: u64 = u64::MAX;
+/// The tag that tells the completion thread to close the images in [`Inner::retired`], or
+/// to look again at the operations in flight (stopping).
+const WAKE: u64 = u64::MAX - 1;
+/// How long librbd's callback waits for a slot whose submitter is still inside the
+/// `rbd_aio_*` call (it leaves it within microseconds, unless descheduled) before handing the
+/// completion to the completion thread.
+const SLOT_WAIT: Duration = Duration::from_micros(500);
+
+thread_local! {
+    /// Set while this thread is inside an `rbd_aio_*` call holding a slot: a callback librbd
+    /// runs inline there must not wait for the slot.
+    static SUBMITTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as [`SUBMITTING`] until dropped.
+struct Submitting;
+
+impl Submitting {
+    fn enter() -> Submitting {
+        SUBMITTING.with(|c| c.set(true));
+        Submitting
+    }
+}
+
+impl Drop for Submitting {
+    fn drop(&mut self) {
+        SUBMITTING.with(|c| c.set(false));
+    }
+}
+
+/// How long the backend's teardown waits for librbd callbacks still running (they do not
+/// block: this bounds a wait that ends in microseconds).
+const CALLBACKS_BOUND: Duration = Duration::from_secs(10);
 
 /// One operation in flight.
 struct InFlight {
@@ -89,13 +134,57 @@ pub(super) struct Inner {
     pub timed_out: AtomicU64,
     /// Who holds the exclusive lock ([`LockHolder`] as a number, see [`Inner::set_holder`]).
     holder: AtomicU8,
+    /// The completion thread's channel: completions it finishes, [`STOP`] and [`WAKE`].
+    tx: Sender<AioDone>,
+    /// Images replaced while operations on them were in flight, whose last operation
+    /// completed on librbd's callback thread: the completion thread closes them.
+    retired: Mutex<Vec<Arc<Opened>>>,
+    /// The backend is stopping: the completion thread leaves once nothing is in flight.
+    stopping: AtomicBool,
+}
+
+/// Tells the backend's teardown which librbd callbacks still use its state: the teardown
+/// closes it, then waits until none is active, so that the last reference to the state (and
+/// so the close of the image) is never dropped on librbd's thread.
+#[derive(Default)]
+struct CallbackGuard {
+    active: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl CallbackGuard {
+    /// librbd's callback for the operation of slot `done.tag`.
+    fn run(&self, inner: &Weak<Inner>, done: AioDone) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        // SeqCst on both sides: either the teardown sees this callback active, or this
+        // callback sees `closed` and leaves the state alone.
+        if !self.closed.load(Ordering::SeqCst) {
+            if let Some(inner) = inner.upgrade() {
+                inner.complete_in_callback(done);
+            }
+        }
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Close and wait (bounded) for the callbacks still running. False: one did not return.
+    fn close(&self) -> bool {
+        self.closed.store(true, Ordering::SeqCst);
+        let t = Instant::now();
+        while self.active.load(Ordering::SeqCst) != 0 {
+            if t.elapsed() > CALLBACKS_BOUND {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
 }
 
 /// The RBD backend of one LUN.
 pub struct RbdBackend {
     inner: Arc<Inner>,
-    tx: Sender<AioDone>,
     threads: Vec<JoinHandle<()>>,
+    callbacks: Arc<CallbackGuard>,
 }
 
 impl RbdBackend {
@@ -110,15 +199,11 @@ impl RbdBackend {
         opened: Opened,
         metrics: RbdMetrics,
     ) -> std::io::Result<RbdBackend> {
-        // Every slot posts at most once at a time, so the channel never fills.
-        let (tx, rx) = crossbeam_channel::bounded::<AioDone>(SLOTS + 1);
-        let slots: Box<[Slot]> = (0..SLOTS)
-            .map(|i| Slot {
-                target: AioTarget::new(i as u64, tx.clone()),
-                inflight: Mutex::new(None),
-                mismatch: AtomicU64::new(u64::MAX),
-            })
-            .collect();
+        // Every slot posts at most once at a time, a WAKE is posted only when the retired
+        // list was empty or by the one completion that found nothing left in flight, and STOP
+        // once: the channel never fills.
+        let (tx, rx) = crossbeam_channel::bounded::<AioDone>(2 * SLOTS + 2);
+        let callbacks = Arc::new(CallbackGuard::default());
         let free = (0..u32::try_from(SLOTS).unwrap_or(u32::MAX))
             .rev()
             .collect();
@@ -132,35 +217,56 @@ impl RbdBackend {
         } else {
             Some(super::lock::Gate::new(cfg.lock_hold, cfg.lock_timeout))
         };
-        let inner = Arc::new(Inner {
-            cfg,
-            device: device.to_string(),
-            read_only,
-            size: AtomicU64::new(size),
-            current: RwLock::new(Arc::new(opened)),
-            slots,
-            free: Mutex::new(free),
-            inflight: AtomicUsize::new(0),
-            recovering: AtomicBool::new(false),
-            metrics,
-            wake: Mutex::new(MonitorWake {
-                scan: true,
-                ..MonitorWake::default()
-            }),
-            wake_cv: Condvar::new(),
-            facts: Mutex::new(super::monitor::Facts::default()),
-            reopening: Mutex::new(()),
-            gate,
-            timed_out: AtomicU64::new(0),
-            holder: AtomicU8::new(0),
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let (weak, guard) = (weak.clone(), Arc::clone(&callbacks));
+            let handler: AioHandler = Arc::new(move |done| guard.run(&weak, done));
+            let slots: Box<[Slot]> = (0..SLOTS)
+                .map(|i| Slot {
+                    target: AioTarget::with_handler(i as u64, Arc::clone(&handler)),
+                    inflight: Mutex::new(None),
+                    mismatch: AtomicU64::new(u64::MAX),
+                })
+                .collect();
+            Inner {
+                cfg,
+                device: device.to_string(),
+                read_only,
+                size: AtomicU64::new(size),
+                current: RwLock::new(Arc::new(opened)),
+                slots,
+                free: Mutex::new(free),
+                inflight: AtomicUsize::new(0),
+                recovering: AtomicBool::new(false),
+                metrics,
+                wake: Mutex::new(MonitorWake {
+                    scan: true,
+                    ..MonitorWake::default()
+                }),
+                wake_cv: Condvar::new(),
+                facts: Mutex::new(super::monitor::Facts::default()),
+                reopening: Mutex::new(()),
+                gate,
+                timed_out: AtomicU64::new(0),
+                holder: AtomicU8::new(0),
+                tx: tx.clone(),
+                retired: Mutex::new(Vec::new()),
+                stopping: AtomicBool::new(false),
+            }
         });
-        let short = device.rsplit('/').next().unwrap_or(device);
+        let short = short_name(device);
         let mut threads = Vec::new();
-        let i = Arc::clone(&inner);
+        let (i, guard) = (Arc::clone(&inner), Arc::clone(&callbacks));
         threads.push(
             std::thread::Builder::new()
                 .name(format!("rbd-io-{short}"))
-                .spawn(move || completion_loop(&i, &rx))?,
+                .spawn(move || {
+                    completion_loop(&i, &rx);
+                    // Nothing in flight (or the bound passed): no callback may hold the last
+                    // reference to `i` once this returns.
+                    if !guard.close() {
+                        std::mem::forget(i);
+                    }
+                })?,
         );
         let i = Arc::clone(&inner);
         match std::thread::Builder::new()
@@ -196,7 +302,11 @@ impl RbdBackend {
                 }
             }
         }
-        Ok(RbdBackend { inner, tx, threads })
+        Ok(RbdBackend {
+            inner,
+            threads,
+            callbacks,
+        })
     }
 
     fn start_io(&self, io: Io) {
@@ -305,8 +415,10 @@ impl Inner {
         let opened = Arc::clone(&inner.current.read());
         let flush_after = flush_after_write(fua, opened.cache);
         inner.inflight.fetch_add(1, Ordering::AcqRel);
-        // Hold the slot's lock across the aio call: the completion thread takes it to finish
-        // the operation, so it cannot see the slot before the operation is in it.
+        // Hold the slot's lock across the aio call: whoever finishes the operation takes it
+        // (librbd's callback waits for it at most SLOT_WAIT, and not at all inside this call,
+        // then hands the operation to the completion thread: the callback can run before the
+        // call returns, even inside it), so nobody sees the slot before the operation is in it.
         let mut g = entry.inflight.lock();
         let f = g.insert(InFlight {
             io,
@@ -317,6 +429,7 @@ impl Inner {
         });
         let (off, len) = (f.io.offset(), f.io.len());
         let image = &f.opened.image;
+        let submitting = Submitting::enter();
         let r = match f.io.op() {
             // SAFETY: the iovecs point into the ring's data area (or a worker's buffer), valid
             // and untouched by anyone else until the Io completes, which happens only after
@@ -352,6 +465,7 @@ impl Inner {
                 }
             }
         };
+        drop(submitting);
         if let Err(e) = r {
             let f = g.take();
             drop(g);
@@ -433,6 +547,7 @@ fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
                 g.expire(inner);
             }
         }
+        inner.close_retired();
         if let Some(t) = stopping {
             if inner.inflight.load(Ordering::Acquire) == 0 || t.elapsed() > Duration::from_secs(60)
             {
@@ -444,36 +559,93 @@ fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
-        if done.tag == STOP {
-            stopping = Some(Instant::now());
-            continue;
+        match done.tag {
+            STOP => stopping = Some(Instant::now()),
+            WAKE => {}
+            _ => inner.complete_on_thread(done),
         }
+    }
+}
+
+impl Inner {
+    /// librbd's callback, on its thread: finish a successful operation here; hand anything
+    /// else to the completion thread. Never blocks for long: the slot is waited for at most
+    /// [`SLOT_WAIT`] (the submitting thread holds it while inside the `rbd_aio_*` call, which
+    /// may run this callback before it returns, even inline: then it is only tried), and no
+    /// librbd call is made.
+    fn complete_in_callback(&self, done: AioDone) {
         let Some(entry) = usize::try_from(done.tag)
             .ok()
-            .and_then(|i| inner.slots.get(i))
+            .and_then(|i| self.slots.get(i))
         else {
-            continue;
+            return;
+        };
+        // The slot is held by its submitter until the `rbd_aio_*` call returns: wait for it,
+        // briefly, unless this callback runs inside that very call.
+        let slot = if SUBMITTING.with(std::cell::Cell::get) {
+            entry.inflight.try_lock()
+        } else {
+            entry.inflight.try_lock_for(SLOT_WAIT)
+        };
+        let f = match slot {
+            Some(mut g) => match g.as_mut() {
+                Some(f) if done.ret >= 0 && !f.flush_after => {
+                    f.completion.fired();
+                    g.take()
+                }
+                // Nothing in the slot: not ours to finish (as on the completion thread).
+                None => return,
+                Some(_) => None,
+            },
+            None => None,
+        };
+        let Some(f) = f else {
+            // A failure, a FUA write to flush, or the slot held: the completion thread.
+            if self.tx.try_send(done).is_err() {
+                tracing::error!(device = %self.device, tag = done.tag,
+                    "rbd: completion channel full: the command completes at its deadline");
+            }
+            return;
+        };
+        let opened = self.finish(done.tag, f, Ok(()));
+        self.retire(opened);
+    }
+
+    /// The completion thread's part: what the callback handed over.
+    fn complete_on_thread(&self, done: AioDone) {
+        let Some(entry) = usize::try_from(done.tag)
+            .ok()
+            .and_then(|i| self.slots.get(i))
+        else {
+            return;
         };
         let mut g = entry.inflight.lock();
-        let Some(f) = g.as_mut() else { continue };
+        let Some(f) = g.as_mut() else { return };
         f.completion.fired();
         if done.ret >= 0 && f.flush_after {
             // FUA: the write is done; make it durable before completing.
             f.flush_after = false;
             if let Ok(c) = AioCompletion::new(&entry.target) {
                 f.completion = c;
-                if f.opened.image.aio_flush(&mut f.completion).is_ok() {
-                    continue;
+                let submitting = Submitting::enter();
+                let started = f.opened.image.aio_flush(&mut f.completion).is_ok();
+                drop(submitting);
+                if started {
+                    self.metrics.fua_flushes.inc();
+                    return;
                 }
             }
-            // Could not start the flush: fall through and fail the write retryably.
+            // Could not start the flush: fail the write retryably.
             let f = g.take();
             drop(g);
-            finish(inner, done.tag, f, Err(Errno::EAGAIN));
-            continue;
+            if let Some(f) = f {
+                drop(self.finish(done.tag, f, Err(Errno::EAGAIN)));
+            }
+            return;
         }
         let f = g.take();
         drop(g);
+        let Some(f) = f else { return };
         let r = if done.ret >= 0 {
             Ok(())
         } else {
@@ -481,10 +653,67 @@ fn completion_loop(inner: &Arc<Inner>, rx: &Receiver<AioDone>) {
                 i32::try_from(-done.ret).unwrap_or(libc::EIO),
             ))
         };
-        if let (Some(f), Err(Errno::EILSEQ)) = (&f, r) {
-            report_mismatch(f, entry.mismatch.load(Ordering::Relaxed));
+        if r == Err(Errno::EILSEQ) {
+            report_mismatch(&f, entry.mismatch.load(Ordering::Relaxed));
         }
-        finish(inner, done.tag, f, r);
+        drop(self.finish(done.tag, f, r));
+    }
+
+    /// Complete `f` with `r` and free its slot; returns the image it ran on, for the caller
+    /// to drop (or, on librbd's thread, to [`Inner::retire`]).
+    fn finish(&self, tag: u64, f: InFlight, r: Result<(), Errno>) -> Arc<Opened> {
+        self.metrics.latency.observe(f.io.op(), f.start);
+        if r.is_err_and(|e| ErrnoClass::of(e as i32) == ErrnoClass::Fenced) {
+            self.blocklisted(&f.opened);
+        }
+        if r == Err(Errno::ETIMEDOUT) {
+            self.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        let r = self.lock_errno(f.io.op(), r);
+        let InFlight {
+            io,
+            completion,
+            opened,
+            ..
+        } = f;
+        drop(completion);
+        if let Ok(t) = u32::try_from(tag) {
+            self.free.lock().push(t);
+        }
+        let left = self.inflight.fetch_sub(1, Ordering::AcqRel) - 1;
+        io.complete(r);
+        if left == 0 && self.stopping.load(Ordering::Acquire) {
+            // The completion thread waits for this to leave.
+            let _ = self.tx.try_send(AioDone { tag: WAKE, ret: 0 });
+        }
+        opened
+    }
+
+    /// On librbd's thread: drop a reference to an image without ever closing it here
+    /// (`rbd_close` waits for librbd's threads). The current image stays referenced by
+    /// [`Inner::current`] while this one is dropped; a replaced one goes to the completion
+    /// thread, which closes it if this was the last operation on it.
+    fn retire(&self, opened: Arc<Opened>) {
+        if let Some(cur) = self.current.try_read() {
+            if Arc::ptr_eq(&opened, &cur) {
+                drop(opened);
+                return;
+            }
+        }
+        let first = {
+            let mut r = self.retired.lock();
+            r.push(opened);
+            r.len() == 1
+        };
+        if first {
+            let _ = self.tx.try_send(AioDone { tag: WAKE, ret: 0 });
+        }
+    }
+
+    /// Drop the images [`Inner::retire`] handed over (the completion thread).
+    fn close_retired(&self) {
+        let r = std::mem::take(&mut *self.retired.lock());
+        drop(r);
     }
 }
 
@@ -526,51 +755,69 @@ pub fn mismatch_from_start(at: u64, off: u64, len: u64) -> Option<u64> {
     (i < len && at != u64::MAX).then_some(i)
 }
 
-fn finish(inner: &Inner, tag: u64, f: Option<InFlight>, r: Result<(), Errno>) {
-    let Some(f) = f else { return };
-    inner.metrics.latency.observe(f.io.op(), f.start);
-    if r.is_err_and(|e| ErrnoClass::of(e as i32) == ErrnoClass::Fenced) {
-        inner.blocklisted(&f.opened);
-    }
-    if r == Err(Errno::ETIMEDOUT) {
-        inner.timed_out.fetch_add(1, Ordering::Relaxed);
-    }
-    let r = inner.lock_errno(f.io.op(), r);
-    let InFlight {
-        io,
-        completion,
-        opened,
-        ..
-    } = f;
-    drop(completion);
-    if let Ok(t) = u32::try_from(tag) {
-        inner.free.lock().push(t);
-    }
-    inner.inflight.fetch_sub(1, Ordering::AcqRel);
-    io.complete(r);
-    // The last operation on a replaced image closes it here.
-    drop(opened);
-}
-
 impl Drop for RbdBackend {
     fn drop(&mut self) {
-        {
-            let mut w = self.inner.wake.lock();
-            w.stop = true;
+        let inner = Arc::clone(&self.inner);
+        let threads = std::mem::take(&mut self.threads);
+        let callbacks = Arc::clone(&self.callbacks);
+        inner.stop_threads();
+        if !ceph_rbd::on_callback_thread() {
+            teardown(inner, threads, &callbacks);
+            return;
         }
-        self.inner.wake_cv.notify_all();
-        if let Some(g) = &self.inner.gate {
+        // The last reference dropped by a command completed on librbd's callback thread (a
+        // device removed with I/O in flight): joining, and closing the image, wait for
+        // librbd's threads, this one among them. Another thread does it.
+        let i = Arc::clone(&inner);
+        let name = format!("rbd-close-{}", short_name(&inner.device));
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || teardown(i, threads, &callbacks))
+        {
+            tracing::error!(device = %inner.device,
+                "rbd: cannot start the thread closing the image ({e}): it stays open");
+            std::mem::forget(inner);
+        }
+    }
+}
+
+/// The last part of a [`RbdBackend`]'s drop, never on librbd's callback thread: join its
+/// threads and wait for the callbacks still running, so that the last reference to `inner`
+/// (which closes the image) is dropped here or on the completion thread.
+fn teardown(inner: Arc<Inner>, threads: Vec<JoinHandle<()>>, callbacks: &CallbackGuard) {
+    let me = std::thread::current().id();
+    let mut on_completion_thread = false;
+    for t in threads {
+        // The last reference can be dropped by a command completed on the completion thread
+        // itself: that thread exits by itself once stopped, and closes the callbacks then.
+        if t.thread().id() == me {
+            on_completion_thread = true;
+        } else {
+            let _ = t.join();
+        }
+    }
+    if !on_completion_thread && !callbacks.close() {
+        tracing::error!(device = %inner.device,
+            "rbd: a librbd callback did not return within {CALLBACKS_BOUND:?}: the image stays open");
+        std::mem::forget(inner);
+    }
+}
+
+/// The device's name without its path (for thread names).
+fn short_name(device: &str) -> &str {
+    device.rsplit('/').next().unwrap_or(device)
+}
+
+impl Inner {
+    /// Tell the backend's threads to stop (none is waited for).
+    fn stop_threads(&self) {
+        self.wake.lock().stop = true;
+        self.wake_cv.notify_all();
+        if let Some(g) = &self.gate {
             g.stop();
         }
-        let _ = self.tx.send(AioDone { tag: STOP, ret: 0 });
-        let me = std::thread::current().id();
-        for t in self.threads.drain(..) {
-            // The last reference can be dropped by a command completed on the completion
-            // thread itself: that thread exits by itself once stopped.
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
-        }
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.tx.try_send(AioDone { tag: STOP, ret: 0 });
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! They are registered once per process registry, the first time an RBD LUN opens with
 //! metrics; every LUN then resolves its label children once ([`RbdMetrics::for_device`]), so
-//! the per-operation update on the completion thread is one histogram observation on a cached
+//! the per-operation update on librbd's callback thread is one histogram observation on a cached
 //! child: no hashing, no lock, no allocation. A LUN's series are removed when it closes.
 
 use crate::backend::op_latency::OpLatency;
@@ -21,6 +21,7 @@ struct Vecs {
     lock_transitions: IntCounterVec,
     lock_requests: IntCounterVec,
     lock_wait_timeouts: IntCounterVec,
+    fua_flushes: IntCounterVec,
     watchers: IntGaugeVec,
     op_latency: HistogramVec,
     clients: IntGaugeVec,
@@ -78,6 +79,11 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
             &dev_and("result"),
         )
         .ok()?,
+        fua_flushes: IntCounterVec::new(
+            Opts::new(n("fua_flushes_total"), "Flushes (rbd_aio_flush) issued after FUA writes because librbd's cache is on for the image; 0 while it is off."),
+            dev,
+        )
+        .ok()?,
         lock_wait_timeouts: IntCounterVec::new(
             Opts::new(n("lock_wait_timeouts_total"), "Writes completed with BUSY (retried by the initiator) after waiting for the exclusive lock longer than lock_timeout."),
             dev,
@@ -118,7 +124,7 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
         holders: crate::backend::series::Holders::default(),
     };
     let r = m.registry();
-    let cs: [Box<dyn prometheus::core::Collector>; 13] = [
+    let cs: [Box<dyn prometheus::core::Collector>; 14] = [
         Box::new(v.compare_and_write.clone()),
         Box::new(v.alua_transitions.clone()),
         Box::new(v.time_to_optimized.clone()),
@@ -129,6 +135,7 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
         Box::new(v.lock_transitions.clone()),
         Box::new(v.lock_requests.clone()),
         Box::new(v.lock_wait_timeouts.clone()),
+        Box::new(v.fua_flushes.clone()),
         Box::new(v.watchers.clone()),
         Box::new(v.op_latency.clone()),
         Box::new(v.clients.clone()),
@@ -174,6 +181,8 @@ pub struct RbdMetrics {
     pub lock_yielded: IntCounter,
     /// Writes that waited for the lock past lock_timeout.
     pub lock_wait_timeouts: IntCounter,
+    /// Flushes issued after FUA writes (librbd's cache on for the image).
+    pub fua_flushes: IntCounter,
     /// Watchers: own, other, possibly stale.
     pub watchers: [IntGauge; 3],
     /// librbd latency per kind of operation (label `op`: [`crate::backend::IoOp::NAMES`]).
@@ -221,6 +230,7 @@ impl RbdMetrics {
             lock_damped: v.lock_requests.with_label_values(&l(device, "damped")),
             lock_yielded: v.lock_requests.with_label_values(&l(device, "yielded")),
             lock_wait_timeouts: v.lock_wait_timeouts.with_label_values(&[device, "rbd"]),
+            fua_flushes: v.fua_flushes.with_label_values(&[device, "rbd"]),
             watchers: WATCHER_KINDS.map(|k| v.watchers.with_label_values(&l(device, k))),
             latency: OpLatency::resolve(&v.op_latency, &[device, "rbd"]),
             alua_optimized: v
@@ -256,6 +266,7 @@ impl RbdMetrics {
             lock_damped: c(),
             lock_yielded: c(),
             lock_wait_timeouts: c(),
+            fua_flushes: c(),
             watchers: [g(), g(), g()],
             latency: OpLatency::unregistered(),
             alua_optimized: c(),
@@ -298,6 +309,7 @@ impl Drop for RbdMetrics {
             let _ = v.lock_requests.remove_label_values(&[d, "rbd", r]);
         }
         let _ = v.lock_wait_timeouts.remove_label_values(&[d, "rbd"]);
+        let _ = v.fua_flushes.remove_label_values(&[d, "rbd"]);
         for k in WATCHER_KINDS {
             let _ = v.watchers.remove_label_values(&[d, "rbd", k]);
         }
