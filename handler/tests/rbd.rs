@@ -870,6 +870,103 @@ fn two_gateways_writing_alternately_swap_the_lock_at_most_once_per_hold() {
     verify_with_librbd(&name, shadow.bytes());
 }
 
+fn lock_checks(m: &Metrics, check: &str) -> u64 {
+    metric(
+        &m.encode(),
+        &format!(
+            "tcmu_warden_rbd_lock_checks_total{{check=\"{check}\",device=\"user_0/rbdlun\",subtype=\"rbd\"}}"
+        ),
+    )
+}
+
+/// The holder of the explicit lock, alone on the image (the only watcher of its header),
+/// reads no request record and checks its lock every `ALONE_CHECK_EVERY` (10 s) instead of
+/// every `CHECK_EVERY` (250 ms), listing the watchers every `WATCH_EVERY` (2 s): each of these
+/// is a round trip to the header's OSD (docs/rbd.md, "The explicit lock's checks"). Once a
+/// peer gateway opens the image, the holder sees it at its next listing, reads the peer's
+/// request and hands the lock over as before.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/ceph/run.sh"]
+fn a_sole_holder_reads_no_lock_request_until_a_peer_watches() {
+    let size: u64 = 4 << 20;
+    let (_admin, name) = fresh_image("solehold", size);
+    let ma = Metrics::new();
+    let a = open_lun(
+        &rbd_cfg(&name, ";osd_op_timeout=30;lock_hold=1"),
+        size,
+        Some(&ma),
+    );
+    let mut ha = harness(Arc::clone(&a), size);
+    let da = vec![0xa1u8; 8 * BS];
+    assert_good(&ha.run(&cdb::write16(0, 8, false), DataDir::ToDevice(&da)));
+    assert_eq!(acquired(&ma), 1);
+    let alone = Duration::from_secs(3);
+    std::thread::sleep(alone);
+    let (watchers, owner, request) = (
+        lock_checks(&ma, "watchers"),
+        lock_checks(&ma, "owner"),
+        lock_checks(&ma, "request"),
+    );
+    eprintln!("alone for {alone:?}: watcher listings {watchers}, owner checks {owner}, request reads {request}");
+    assert_eq!(request, 0, "nobody else watches: no request record read");
+    assert!(
+        (2..=3).contains(&watchers),
+        "the header's watchers are listed on acquisition and every 2 s: {watchers}"
+    );
+    assert!(
+        (1..=2).contains(&owner),
+        "the lock checked once in the first 10 s, not every 250 ms: {owner}"
+    );
+    // A peer gateway opens the image and writes: A sees it watching, reads its request (A's
+    // lock_hold has passed) and hands the lock over.
+    let mb = Metrics::new();
+    let b = open_lun(
+        &rbd_cfg(&name, ";osd_op_timeout=31;lock_hold=1"),
+        size,
+        Some(&mb),
+    );
+    let mut hb = harness(Arc::clone(&b), size);
+    let db = vec![0xb1u8; 8 * BS];
+    let t0 = Instant::now();
+    let (c, retries) = run_retrying(
+        &mut hb,
+        &cdb::write16(0, 8, false),
+        DataDir::ToDevice(&db),
+        Duration::from_secs(30),
+    );
+    assert_good(&c);
+    let took = t0.elapsed();
+    let yielded = metric(
+        &ma.encode(),
+        "tcmu_warden_rbd_lock_requests_total{device=\"user_0/rbdlun\",result=\"yielded\"",
+    );
+    eprintln!(
+        "peer's write took {took:?} ({retries} BUSY retries); A read the record {} times, yielded {yielded}",
+        lock_checks(&ma, "request")
+    );
+    assert!(
+        lock_checks(&ma, "request") >= 1,
+        "a peer watches: the record is read"
+    );
+    assert_eq!(yielded, 1, "and the lock handed over");
+    assert_eq!(acquired(&mb), 1);
+    // Seen at A's next listing (<= 2 s), read at once, handed over; the peer retries every
+    // 50 ms: within lock_timeout (5 s), no BUSY.
+    assert!(
+        took < Duration::from_secs(4),
+        "handed over within the bound: {took:?}"
+    );
+    assert_eq!(
+        retries, 0,
+        "no BUSY: the peer got the lock within lock_timeout"
+    );
+    let r = ha.run(&cdb::read16(0, 8), DataDir::FromDevice(8 * BS));
+    assert_good(&r);
+    assert_eq!(r.data_in, db);
+    ha.stop();
+    hb.stop();
+}
+
 /// A write through a gateway whose peer holds the lock (and does not hand it over before
 /// its `lock_hold`) completes with BUSY after `lock_timeout`, not later; retried, it
 /// succeeds once the peer has handed the lock over.

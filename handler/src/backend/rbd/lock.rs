@@ -23,14 +23,30 @@
 //! - **Requests.** librbd tells an explicit holder nothing when a peer asks, so a LUN whose
 //!   acquisition is refused posts a request record in the extended attribute
 //!   [`XATTR`] of the image's header object (`rbd_header.<id>`: it goes away with the image),
-//!   every [`POST_EVERY`] while it waits. The holder reads it every [`CHECK_EVERY`]: a record
-//!   that changed since its acquisition, posted by someone else, is a request.
+//!   every [`POST_EVERY`] while it waits. The holder reads it every [`CHECK_EVERY`] while
+//!   another client watches the image header: a record that changed since its acquisition,
+//!   posted by someone else, is a request.
+//! - **Alone on the image.** A peer has the image open (librbd watches the header on open)
+//!   before it can ask, so the holder lists the header's watchers on acquisition and every
+//!   [`WATCH_EVERY`]; while its own handle is the only watcher it reads no request record
+//!   and checks the lock every [`ALONE_CHECK_EVERY`] instead of every [`CHECK_EVERY`]. Each
+//!   check is a synchronous round trip to the header's OSD (counted in `lock_checks_total`)
+//!   made while this LUN's writes are in flight; at 8 a second they cost about one write in
+//!   a hundred ~40 ms at queue depth 1 in the benchmark (docs/rbd.md, "The explicit lock's
+//!   checks"); a sole holder now makes 0.6 a second. A peer's request is seen
+//!   within [`WATCH_EVERY`] + one tick of its opening the image (then every
+//!   [`CHECK_EVERY`]), and a lock broken without a taker within [`ALONE_CHECK_EVERY`] (a
+//!   taker watches the header: then within [`WATCH_EVERY`] + one tick). Any other
+//!   watcher (a peer gateway, a plain librbd client, a stale watch, another LUN of this
+//!   daemon on the image) or a listing that fails restores the [`CHECK_EVERY`] checks.
 //! - **Minimum hold (damping).** A request seen before `lock_hold` has passed since the
 //!   acquisition is held back (counted once per holding period as `damped`); once it has
 //!   passed, the holder releases the lock (`rbd_lock_release`, which lets the writes in flight
 //!   finish first) and does not take it back for [`YIELD`], so the asker gets it. Two
 //!   gateways writing alternately thus swap the lock at most about once per `lock_hold`.
-//! - **Lost lock.** The holder checks `rbd_is_exclusive_lock_owner` every [`CHECK_EVERY`];
+//! - **Lost lock.** The holder checks `rbd_is_exclusive_lock_owner` (a round trip: librbd
+//!   asserts the lock on the header object) every [`CHECK_EVERY`] ([`ALONE_CHECK_EVERY`]
+//!   alone);
 //!   a lock gone without a release (broken) is logged with its new holder and counted
 //!   (`lost`); a break blocklists this client, which the monitor handles by reopening.
 //!
@@ -53,8 +69,14 @@ use std::time::{Duration, Instant};
 pub const XATTR: &str = "tcmu_warden.lock_request";
 /// The lock thread's tick.
 const TICK: Duration = Duration::from_millis(50);
-/// The holder reads the request record and checks it still holds the lock this often.
+/// While another client watches the image header, the holder reads the request record and
+/// checks it still holds the lock this often.
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// The holder lists the header's watchers this often (and on acquisition).
+pub const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// While the holder's handle is the only watcher of the header, it checks it still holds the
+/// lock this often, and reads no request record (nobody else has the image open to post one).
+pub const ALONE_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// A refused acquisition is retried after this long.
 const RETRY: Duration = Duration::from_millis(50);
 /// A waiting LUN posts its request again this often.
@@ -179,6 +201,9 @@ struct State {
     /// A damped request was counted in this holding period.
     damped: bool,
     next_check: Instant,
+    /// Whether another watcher than this handle was on the header at the last listing.
+    peers: bool,
+    next_watch: Instant,
     retry_at: Instant,
     posted_at: Option<Instant>,
     posts: u64,
@@ -206,6 +231,8 @@ pub(super) fn run(inner: &Arc<Inner>) {
         baseline: None,
         damped: false,
         next_check: now,
+        peers: true,
+        next_watch: now,
         retry_at: now,
         posted_at: None,
         posts: 0,
@@ -253,6 +280,7 @@ fn acquire(inner: &Inner, g: &Gate, cur: &Arc<Opened>, st: &mut State) {
             st.acquired_at = now;
             st.damped = false;
             st.next_check = now + CHECK_EVERY;
+            st.next_watch = now;
             st.posted_at = None;
             g.set_owner(true);
             inner.metrics.lock_acquired.inc();
@@ -308,12 +336,43 @@ fn warn_throttled(inner: &Inner, st: &mut State, what: &str) {
     }
 }
 
+/// Whether a client other than this handle watches the header (a peer gateway, a librbd
+/// writer, a stale watcher, another LUN of this daemon on the same image). Each open image
+/// handle is one watcher; when the list cannot be read, assume there is one.
+fn others_watch(inner: &Inner, cur: &Arc<Opened>) -> bool {
+    match cur.image.watchers() {
+        Ok(w) => w.len() > 1,
+        Err(e) => {
+            if e.is_blocklisted() {
+                inner.blocklisted(cur);
+            }
+            true
+        }
+    }
+}
+
 fn holding(inner: &Inner, g: &Gate, cur: &Arc<Opened>, st: &mut State) {
     let now = Instant::now();
+    if now >= st.next_watch {
+        st.next_watch = now + WATCH_EVERY;
+        let was = st.peers;
+        st.peers = others_watch(inner, cur);
+        inner.metrics.lock_checks[0].inc();
+        if st.peers && !was {
+            // Someone opened the image: look for its request now.
+            st.next_check = now;
+        }
+    }
     if now < st.next_check {
         return;
     }
-    st.next_check = now + CHECK_EVERY;
+    st.next_check = now
+        + if st.peers {
+            CHECK_EVERY
+        } else {
+            ALONE_CHECK_EVERY
+        };
+    inner.metrics.lock_checks[1].inc();
     match cur.image.is_lock_owner() {
         Ok(true) => {}
         Ok(false) => {
@@ -343,6 +402,10 @@ fn holding(inner: &Inner, g: &Gate, cur: &Arc<Opened>, st: &mut State) {
             return;
         }
     }
+    if !st.peers {
+        return;
+    }
+    inner.metrics.lock_checks[2].inc();
     let Some(req) = read_request(cur) else { return };
     let from = req.split(|b| *b == b' ').next().unwrap_or_default();
     if st.baseline.as_ref() == Some(&req) || from == g.token.as_bytes() {

@@ -21,6 +21,7 @@ struct Vecs {
     lock_transitions: IntCounterVec,
     lock_requests: IntCounterVec,
     lock_wait_timeouts: IntCounterVec,
+    lock_checks: IntCounterVec,
     fua_flushes: IntCounterVec,
     watchers: IntGaugeVec,
     op_latency: HistogramVec,
@@ -79,6 +80,11 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
             &dev_and("result"),
         )
         .ok()?,
+        lock_checks: IntCounterVec::new(
+            Opts::new(n("lock_checks_total"), "Round trips to the image header's OSD made by the explicit lock's holder, by check (watchers: is another client watching the header; owner: is the lock still this handle's; request: the request record, read only while another client watches)."),
+            &dev_and("check"),
+        )
+        .ok()?,
         fua_flushes: IntCounterVec::new(
             Opts::new(n("fua_flushes_total"), "Flushes (rbd_aio_flush) issued after FUA writes because librbd's cache is on for the image; 0 while it is off."),
             dev,
@@ -124,7 +130,7 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
         holders: crate::backend::series::Holders::default(),
     };
     let r = m.registry();
-    let cs: [Box<dyn prometheus::core::Collector>; 14] = [
+    let cs: [Box<dyn prometheus::core::Collector>; 15] = [
         Box::new(v.compare_and_write.clone()),
         Box::new(v.alua_transitions.clone()),
         Box::new(v.time_to_optimized.clone()),
@@ -135,6 +141,7 @@ fn vecs(m: &Arc<Metrics>) -> Option<Vecs> {
         Box::new(v.lock_transitions.clone()),
         Box::new(v.lock_requests.clone()),
         Box::new(v.lock_wait_timeouts.clone()),
+        Box::new(v.lock_checks.clone()),
         Box::new(v.fua_flushes.clone()),
         Box::new(v.watchers.clone()),
         Box::new(v.op_latency.clone()),
@@ -181,6 +188,8 @@ pub struct RbdMetrics {
     pub lock_yielded: IntCounter,
     /// Writes that waited for the lock past lock_timeout.
     pub lock_wait_timeouts: IntCounter,
+    /// The holder's header round trips: watchers, owner, request ([`LOCK_CHECKS`]).
+    pub lock_checks: [IntCounter; 3],
     /// Flushes issued after FUA writes (librbd's cache on for the image).
     pub fua_flushes: IntCounter,
     /// Watchers: own, other, possibly stale.
@@ -202,6 +211,8 @@ pub struct RbdMetrics {
 
 /// Kinds of the `watchers` gauge.
 pub const WATCHER_KINDS: [&str; 3] = ["own", "other", "possibly_stale"];
+/// Kinds of the `lock_checks` counter.
+pub const LOCK_CHECKS: [&str; 3] = ["watchers", "owner", "request"];
 
 impl RbdMetrics {
     /// Series for `device`, registered in `metrics` if given.
@@ -230,6 +241,7 @@ impl RbdMetrics {
             lock_damped: v.lock_requests.with_label_values(&l(device, "damped")),
             lock_yielded: v.lock_requests.with_label_values(&l(device, "yielded")),
             lock_wait_timeouts: v.lock_wait_timeouts.with_label_values(&[device, "rbd"]),
+            lock_checks: LOCK_CHECKS.map(|k| v.lock_checks.with_label_values(&l(device, k))),
             fua_flushes: v.fua_flushes.with_label_values(&[device, "rbd"]),
             watchers: WATCHER_KINDS.map(|k| v.watchers.with_label_values(&l(device, k))),
             latency: OpLatency::resolve(&v.op_latency, &[device, "rbd"]),
@@ -266,6 +278,7 @@ impl RbdMetrics {
             lock_damped: c(),
             lock_yielded: c(),
             lock_wait_timeouts: c(),
+            lock_checks: [c(), c(), c()],
             fua_flushes: c(),
             watchers: [g(), g(), g()],
             latency: OpLatency::unregistered(),
@@ -310,6 +323,9 @@ impl Drop for RbdMetrics {
         }
         let _ = v.lock_wait_timeouts.remove_label_values(&[d, "rbd"]);
         let _ = v.fua_flushes.remove_label_values(&[d, "rbd"]);
+        for k in LOCK_CHECKS {
+            let _ = v.lock_checks.remove_label_values(&[d, "rbd", k]);
+        }
         for k in WATCHER_KINDS {
             let _ = v.watchers.remove_label_values(&[d, "rbd", k]);
         }
