@@ -266,10 +266,18 @@ stop_load() {
 
 # move_to_gw0 NAME: I/O on gateway 0's path by hand while fio runs; until sg_rtpg shows
 # gateway 0 active/optimized (the lock moved with the first writes there).
+# path_idle DEV: nothing in flight on DEV (reads and writes).
+path_idle() { [ "$(awk '{ print $1 + $2 }' "/sys/block/$1/inflight" 2>/dev/null)" = 0 ]; }
+
 move_to_gw0() {
     local name=$1 k t0 grp
     k=$(dm_errors)
     DIAG_NAME=$name
+    # A write sent on gateway 0's path before a fault may still be retried there by the SCSI
+    # layer (up to its retries x the 10 s timeout); were it given up during the check below,
+    # multipath would send it on gateway 1's path, whose daemon would take the lock back. Wait
+    # until that path has nothing in flight first.
+    wait_until 90 path_idle "${P[0]}" || log "$name: ${P[0]} still busy after 90 s: $(cat "/sys/block/${P[0]}/inflight")"
     start_load "$name"
     sleep 4
     grp=$(mp_group_of "${P[0]}")
