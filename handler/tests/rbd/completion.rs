@@ -48,6 +48,16 @@ fn submit(
     backend.submit(Io::new(op, off, buf.len() as u64, iov, Box::new(owner)));
 }
 
+/// A write of `data` at offset 0, FUA or not; its completion arrives on `tx`.
+fn write_at_zero(
+    backend: &Arc<dyn Backend>,
+    fua: bool,
+    data: &mut [u8],
+    tx: &crossbeam_channel::Sender<Seen>,
+) {
+    submit(backend, IoOp::Write { fua }, 0, data, tx, false);
+}
+
 fn wait(rx: &crossbeam_channel::Receiver<Seen>) -> Seen {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("the operation completes")
@@ -145,14 +155,7 @@ fn a_fua_write_is_flushed_only_while_librbds_cache_is_on() {
     let (admin, plain) = fresh_image("cbnofua", size);
     let m = Metrics::new();
     let backend = open_lun(&rbd_cfg(&plain, ""), size, Some(&m));
-    submit(
-        &backend,
-        IoOp::Write { fua: true },
-        0,
-        &mut data,
-        &tx,
-        false,
-    );
+    write_at_zero(&backend, true, &mut data, &tx);
     assert_eq!(wait(&rx).0, Ok(()));
     assert_eq!(flushes(&m), 0, "no flush while librbd's cache is off");
     drop(backend);
@@ -169,14 +172,7 @@ fn a_fua_write_is_flushed_only_while_librbds_cache_is_on() {
     let m = Metrics::new();
     let backend = open_lun(&rbd_cfg(&name, ""), size, Some(&m));
     for i in 1..=3u64 {
-        submit(
-            &backend,
-            IoOp::Write { fua: true },
-            0,
-            &mut data,
-            &tx,
-            false,
-        );
+        write_at_zero(&backend, true, &mut data, &tx);
         let (r, _) = wait(&rx);
         assert_eq!(r, Ok(()));
         assert_eq!(
@@ -186,14 +182,7 @@ fn a_fua_write_is_flushed_only_while_librbds_cache_is_on() {
         );
     }
     // Without FUA there is nothing to flush.
-    submit(
-        &backend,
-        IoOp::Write { fua: false },
-        0,
-        &mut data,
-        &tx,
-        false,
-    );
+    write_at_zero(&backend, false, &mut data, &tx);
     // Which thread completes it is not asserted: with the cache on librbd may complete the
     // write before `rbd_aio_writev` returned, while the slot is still held, which hands it to
     // the completion thread.
